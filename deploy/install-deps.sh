@@ -1,0 +1,57 @@
+#!/bin/sh
+# install-deps.sh - install the Debian packages paramd needs to build and test.
+#
+# Usage: deploy/install-deps.sh [--check] [--goldens]
+#   --check    only report missing packages; exit 1 if any are missing.
+#   --goldens  also install python3-torch and python3-numpy, which are needed
+#              only to regenerate the PyTorch golden files under tests/.
+#
+# The script is idempotent: packages already installed are left alone, and
+# apt-get runs only when something is missing.  It must run as root to install
+# (the Makefile calls it before the first build); without root it prints the
+# command to run and fails.
+set -eu
+
+BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev check"
+TEST_PACKAGES="python3 curl"
+GOLDEN_PACKAGES="python3-torch python3-numpy"
+
+check_only=0
+packages="$BUILD_PACKAGES $TEST_PACKAGES"
+for argument in "$@"; do
+    case "$argument" in
+        --check) check_only=1 ;;
+        --goldens) packages="$packages $GOLDEN_PACKAGES" ;;
+        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        *) echo "install-deps.sh: unknown option '$argument'" >&2; exit 2 ;;
+    esac
+done
+
+missing=""
+for package in $packages; do
+    status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+    case "$status" in
+        *"install ok installed"*) ;;
+        *) missing="$missing $package" ;;
+    esac
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+if [ "$check_only" = 1 ]; then
+    echo "install-deps.sh: missing Debian packages:$missing" >&2
+    exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "install-deps.sh: missing Debian packages:$missing" >&2
+    echo "install-deps.sh: run as root: sudo $0 $*" >&2
+    exit 1
+fi
+
+echo "install-deps.sh: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086  # word splitting of the package list is intended
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
+echo "install-deps.sh: done" >&2

@@ -1,0 +1,61 @@
+/*
+ * core.h - the operations paramd offers, independent of any front end.
+ *
+ * The HTTP front end (and the binary protocol after it) only parses and
+ * validates the syntax of a request, then calls these functions, which own
+ * every semantic check and every change of state.  Each function either
+ * succeeds completely or changes nothing and returns a negative
+ * PARAMD_E* code with a message in *error.
+ */
+#ifndef PARAMD_SERVER_CORE_H
+#define PARAMD_SERVER_CORE_H
+
+#include "model.h"
+
+#include <stdint.h>
+
+/* Process-wide state shared by the front ends. */
+typedef struct paramd__server {
+    paramd__registry registry;
+    time_t started;
+    atomic_uint_fast64_t pushes;  /* successful pushes, all models */
+    atomic_uint_fast64_t pulls;   /* successful pulls, all models */
+} paramd__server;
+
+void paramd__server_init(paramd__server *server);
+void paramd__server_destroy(paramd__server *server);
+
+/* Creates a model and registers it.  On success *model_out holds a reference
+ * for the caller (release it), unless model_out is NULL. */
+int paramd__core_create_model(paramd__server *server, const paramd__model_spec *spec,
+                              paramd__model **model_out, paramd__error *error);
+
+/* Returns a referenced model or PARAMD_E_MODEL_NOT_FOUND. */
+int paramd__core_find_model(paramd__server *server, const char *name,
+                            paramd__model **model_out, paramd__error *error);
+
+int paramd__core_delete_model(paramd__server *server, const char *name, paramd__error *error);
+
+/* One tensor of a push or a pull. */
+typedef struct paramd__tensor_io {
+    paramd__tensor *tensor;
+    const float *grad;     /* push: tensor->count gradient values (borrowed) */
+    size_t grad_count;     /* push: number of values in grad */
+    float *weights;        /* out: tensor->count floats for the weights after
+                              the update (push) or now (pull); may be NULL on push */
+} paramd__tensor_io;
+
+/* Applies one optimizer step to each tensor in items (any subset of the
+ * model's tensors, each at most once), atomically per tensor, and copies the
+ * resulting weights out.  Every item is validated (lengths, finite values,
+ * duplicates) before any tensor changes.  *step_out receives the model's step
+ * count after this push. */
+int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                      size_t item_count, uint64_t *step_out, paramd__error *error);
+
+/* Copies the current weights of each tensor in items.  *step_out receives the
+ * model's step count, read before the copies. */
+int paramd__core_pull(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                      size_t item_count, uint64_t *step_out, paramd__error *error);
+
+#endif

@@ -1,0 +1,472 @@
+/*
+ * http_routes.c - the REST API: a route table and one handler per route.
+ *
+ * Handlers parse and validate the request's syntax (with json_api), call the
+ * core, and turn the result into a status and a JSON body.  They hold no
+ * state and change nothing themselves.
+ *
+ *   GET    /livez                         liveness
+ *   GET    /readyz                        readiness (503 while shutting down)
+ *   GET    /v1/models                     list models
+ *   PUT    /v1/models/{model}             create a model
+ *   GET    /v1/models/{model}             describe a model
+ *   DELETE /v1/models/{model}             delete a model
+ *   POST   /v1/models/{model}/push        apply gradients, return fresh weights
+ *   GET    /v1/models/{model}/weights     read weights
+ */
+#define _DEFAULT_SOURCE
+#include "http.h"
+
+#include "json_api.h"
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------
+ * Helpers
+ * ------------------------------------------------------------------------- */
+
+static void respond_error(paramd__http_response *response, int code, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void respond_error(paramd__http_response *response, int code, const char *format, ...)
+{
+    paramd__error error = {.code = code};
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(error.message, sizeof error.message, format, arguments);
+    va_end(arguments);
+    paramd__http_error_response(response, &error);
+}
+
+static void respond_json(paramd__http_response *response, unsigned status, json_t *body)
+{
+    if (body == NULL) {
+        respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while building the response");
+        return;
+    }
+    response->status = status;
+    response->body = body;
+}
+
+/* Parses the request body as a JSON object. */
+static json_t *parse_body(const paramd__http_request *request, paramd__http_response *response)
+{
+    if (request->body_length == 0) {
+        respond_error(response, PARAMD_E_BAD_JSON, "request body: empty, expected a JSON object");
+        return NULL;
+    }
+    json_error_t json_error;
+    json_t *body = json_loadb(request->body, request->body_length, JSON_REJECT_DUPLICATES,
+                              &json_error);
+    if (body == NULL) {
+        respond_error(response, PARAMD_E_BAD_JSON, "request body: %s at line %d, column %d",
+                      json_error.text, json_error.line, json_error.column);
+        return NULL;
+    }
+    if (!json_is_object(body)) {
+        json_decref(body);
+        respond_error(response, PARAMD_E_BAD_REQUEST, "request body: must be a JSON object");
+        return NULL;
+    }
+    return body;
+}
+
+static paramd__model *find_model(const paramd__http_request *request, const char *name,
+                                 paramd__http_response *response)
+{
+    paramd__error error = {0};
+    paramd__model *model;
+    if (paramd__core_find_model(request->http->server, name, &model, &error) != PARAMD_OK) {
+        paramd__http_error_response(response, &error);
+        return NULL;
+    }
+    return model;
+}
+
+/* ---------------------------------------------------------------------------
+ * Handlers
+ * ------------------------------------------------------------------------- */
+
+static void handle_livez(const paramd__http_request *request, const char *model_name,
+                         paramd__http_response *response)
+{
+    (void)request;
+    (void)model_name;
+    respond_json(response, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void handle_readyz(const paramd__http_request *request, const char *model_name,
+                          paramd__http_response *response)
+{
+    (void)model_name;
+    if (atomic_load(&request->http->shutting_down))
+        respond_error(response, PARAMD_E_UNAVAILABLE, "shutting down");
+    else
+        respond_json(response, 200, json_pack("{s:s}", "status", "ready"));
+}
+
+static void handle_list_models(const paramd__http_request *request, const char *model_name,
+                               paramd__http_response *response)
+{
+    (void)model_name;
+    size_t count;
+    paramd__model **models = paramd__registry_list(&request->http->server->registry, &count);
+    json_t *list = json_array();
+    for (size_t i = 0; i < count; i++) {
+        if (list)
+            json_array_append_new(list, paramd__json_model_summary(models[i]));
+        paramd__model_release(models[i]);
+    }
+    free(models);
+    respond_json(response, 200, list ? json_pack("{s:o}", "models", list) : NULL);
+}
+
+static void handle_create_model(const paramd__http_request *request, const char *model_name,
+                                paramd__http_response *response)
+{
+    json_t *body = parse_body(request, response);
+    if (body == NULL)
+        return;
+    paramd__error error = {0};
+    paramd__model_spec spec;
+    paramd__model *model = NULL;
+    int result = paramd__json_parse_model_spec(body, model_name, &spec, &error);
+    if (result == PARAMD_OK)
+        result = paramd__core_create_model(request->http->server, &spec, &model, &error);
+    paramd__json_model_spec_free(&spec);
+    json_decref(body);
+    if (result != PARAMD_OK) {
+        paramd__http_error_response(response, &error);
+        return;
+    }
+    respond_json(response, 201, paramd__json_describe_model(model));
+    paramd__model_release(model);
+}
+
+static void handle_describe_model(const paramd__http_request *request, const char *model_name,
+                                  paramd__http_response *response)
+{
+    paramd__model *model = find_model(request, model_name, response);
+    if (model == NULL)
+        return;
+    respond_json(response, 200, paramd__json_describe_model(model));
+    paramd__model_release(model);
+}
+
+static void handle_delete_model(const paramd__http_request *request, const char *model_name,
+                                paramd__http_response *response)
+{
+    paramd__error error = {0};
+    if (paramd__core_delete_model(request->http->server, model_name, &error) != PARAMD_OK) {
+        paramd__http_error_response(response, &error);
+        return;
+    }
+    response->status = 204;
+    response->body = NULL;
+}
+
+/* A push or pull in progress: the tensors, their decoded gradients, the
+ * buffers receiving weights, and how each is encoded in the reply. */
+typedef struct tensor_batch {
+    paramd__tensor_io *items;
+    paramd__float_encoding *encodings;
+    size_t count;
+} tensor_batch;
+
+static void tensor_batch_free(tensor_batch *batch)
+{
+    for (size_t i = 0; i < batch->count; i++) {
+        paramd__float_array_free((float *)batch->items[i].grad, batch->items[i].grad_count);
+        if (batch->items[i].tensor)
+            paramd__float_array_free(batch->items[i].weights, batch->items[i].tensor->count);
+    }
+    free(batch->items);
+    free(batch->encodings);
+}
+
+static int tensor_batch_alloc(tensor_batch *batch, size_t count, paramd__error *error)
+{
+    batch->count = 0;
+    batch->items = calloc(count ? count : 1, sizeof *batch->items);
+    batch->encodings = calloc(count ? count : 1, sizeof *batch->encodings);
+    if (batch->items == NULL || batch->encodings == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "out of memory");
+    return PARAMD_OK;
+}
+
+/* Adds a tensor to the batch with a buffer for its weights. */
+static int tensor_batch_add(tensor_batch *batch, paramd__tensor *tensor,
+                            paramd__float_encoding encoding, paramd__error *error)
+{
+    paramd__tensor_io *item = &batch->items[batch->count];
+    item->tensor = tensor;
+    item->weights = paramd__float_array_alloc(tensor->count);
+    batch->encodings[batch->count] = encoding;
+    batch->count++;
+    if (item->weights == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "weights.%s: out of memory",
+                                 tensor->name);
+    return PARAMD_OK;
+}
+
+/* {"step": N, "weights": {"name": floats, ...}} */
+static json_t *weights_reply(uint64_t step, const tensor_batch *batch)
+{
+    json_t *weights = json_object();
+    for (size_t i = 0; weights && i < batch->count; i++) {
+        const paramd__tensor_io *item = &batch->items[i];
+        json_t *values =
+            paramd__json_encode_floats(item->weights, item->tensor->count, batch->encodings[i]);
+        if (values == NULL || json_object_set_new(weights, item->tensor->name, values) != 0) {
+            json_decref(weights);
+            return NULL;
+        }
+    }
+    if (weights == NULL)
+        return NULL;
+    return json_pack("{s:I,s:o}", "step", (json_int_t)step, "weights", weights);
+}
+
+static void handle_push(const paramd__http_request *request, const char *model_name,
+                        paramd__http_response *response)
+{
+    paramd__model *model = find_model(request, model_name, response);
+    if (model == NULL)
+        return;
+    json_t *body = parse_body(request, response);
+    if (body == NULL) {
+        paramd__model_release(model);
+        return;
+    }
+    paramd__error error = {0};
+    tensor_batch batch = {0};
+    int result = PARAMD_OK;
+    const char *key;
+    json_t *value;
+    json_object_foreach(body, key, value) {
+        if (strcmp(key, "grads") != 0 && strcmp(key, "worker") != 0) {
+            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
+                                       "%.100s: unknown field (expected grads and worker)", key);
+            goto done;
+        }
+    }
+    const json_t *worker = json_object_get(body, "worker");
+    if (worker && (!json_is_string(worker) || !paramd__model_name_valid(json_string_value(worker)))) {
+        result = paramd__error_set(&error, PARAMD_E_BAD_NAME,
+                                   "worker: must be a string of 1 to 128 characters from "
+                                   "A-Z a-z 0-9 . _ -");
+        goto done;
+    }
+    const json_t *grads = json_object_get(body, "grads");
+    if (!json_is_object(grads) || json_object_size(grads) == 0) {
+        result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
+                                   "grads: required non-empty object of tensor name -> gradient");
+        goto done;
+    }
+    result = tensor_batch_alloc(&batch, json_object_size(grads), &error);
+    if (result != PARAMD_OK)
+        goto done;
+    json_object_foreach((json_t *)grads, key, value) {
+        paramd__tensor *tensor = paramd__model_find_tensor(model, key);
+        if (tensor == NULL) {
+            result = paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
+                                       "grads.%.200s: model \"%s\" has no such tensor", key,
+                                       model->name);
+            goto done;
+        }
+        paramd__float_encoding encoding;
+        float *grad = NULL;
+        size_t grad_count = 0;
+        char field[300];
+        snprintf(field, sizeof field, "grads.%s", key);
+        result = paramd__json_decode_floats(value, field, &grad, &grad_count, &encoding, &error);
+        if (result != PARAMD_OK)
+            goto done;
+        result = tensor_batch_add(&batch, tensor, encoding, &error);
+        batch.items[batch.count - 1].grad = grad;
+        batch.items[batch.count - 1].grad_count = grad_count;
+        if (result != PARAMD_OK)
+            goto done;
+    }
+    /* The gradients are decoded; the JSON text is no longer needed. */
+    json_decref(body);
+    body = NULL;
+    uint64_t step;
+    result = paramd__core_push(request->http->server, model, batch.items, batch.count, &step,
+                               &error);
+    if (result == PARAMD_OK)
+        respond_json(response, 200, weights_reply(step, &batch));
+done:
+    if (result != PARAMD_OK)
+        paramd__http_error_response(response, &error);
+    tensor_batch_free(&batch);
+    json_decref(body);
+    paramd__model_release(model);
+}
+
+static void handle_weights(const paramd__http_request *request, const char *model_name,
+                           paramd__http_response *response)
+{
+    paramd__model *model = find_model(request, model_name, response);
+    if (model == NULL)
+        return;
+    paramd__error error = {0};
+    tensor_batch batch = {0};
+    char *names = NULL;
+    int result = PARAMD_OK;
+    paramd__float_encoding encoding = PARAMD__ENCODING_JSON;
+    const char *encoding_name =
+        MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, "encoding");
+    if (encoding_name && strcmp(encoding_name, "b64") == 0) {
+        encoding = PARAMD__ENCODING_BASE64;
+    } else if (encoding_name && strcmp(encoding_name, "json") != 0) {
+        result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
+                                   "encoding: must be \"json\" or \"b64\", got \"%.100s\"",
+                                   encoding_name);
+        goto done;
+    }
+    const char *selection =
+        MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, "tensors");
+    result = tensor_batch_alloc(&batch, model->tensor_count, &error);
+    if (result != PARAMD_OK)
+        goto done;
+    if (selection == NULL) {
+        for (size_t i = 0; i < model->tensor_count && result == PARAMD_OK; i++)
+            result = tensor_batch_add(&batch, model->tensors[i], encoding, &error);
+    } else {
+        names = strdup(selection);
+        if (names == NULL) {
+            result = paramd__error_set(&error, PARAMD_E_NO_MEMORY, "out of memory");
+            goto done;
+        }
+        char *saved = NULL;
+        for (char *name = strtok_r(names, ",", &saved); name && result == PARAMD_OK;
+             name = strtok_r(NULL, ",", &saved)) {
+            paramd__tensor *tensor = paramd__model_find_tensor(model, name);
+            if (tensor == NULL) {
+                result = paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
+                                           "tensors: model \"%s\" has no tensor \"%.200s\"",
+                                           model->name, name);
+                goto done;
+            }
+            bool duplicate = false;
+            for (size_t i = 0; i < batch.count; i++)
+                duplicate |= batch.items[i].tensor == tensor;
+            if (duplicate)
+                continue;
+            if (batch.count == model->tensor_count)
+                break;
+            result = tensor_batch_add(&batch, tensor, encoding, &error);
+        }
+        if (result == PARAMD_OK && batch.count == 0)
+            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
+                                       "tensors: name at least one tensor");
+    }
+    if (result != PARAMD_OK)
+        goto done;
+    uint64_t step;
+    result = paramd__core_pull(request->http->server, model, batch.items, batch.count, &step,
+                               &error);
+    if (result == PARAMD_OK)
+        respond_json(response, 200, weights_reply(step, &batch));
+done:
+    if (result != PARAMD_OK)
+        paramd__http_error_response(response, &error);
+    free(names);
+    tensor_batch_free(&batch);
+    paramd__model_release(model);
+}
+
+/* ---------------------------------------------------------------------------
+ * The route table
+ * ------------------------------------------------------------------------- */
+
+typedef void (*route_handler)(const paramd__http_request *request, const char *model_name,
+                              paramd__http_response *response);
+
+typedef enum route_shape {
+    ROUTE_EXACT,       /* the path equals `path` */
+    ROUTE_MODEL,       /* `path` + "{model}" */
+    ROUTE_MODEL_SUFFIX /* "/v1/models/" + "{model}" + `suffix` */
+} route_shape;
+
+typedef struct route {
+    route_shape shape;
+    const char *path;
+    const char *suffix;
+    const char *method;
+    route_handler handler;
+} route;
+
+static const route routes[] = {
+    {ROUTE_EXACT, "/livez", NULL, "GET", handle_livez},
+    {ROUTE_EXACT, "/readyz", NULL, "GET", handle_readyz},
+    {ROUTE_EXACT, "/v1/models", NULL, "GET", handle_list_models},
+    {ROUTE_MODEL, "/v1/models/", NULL, "PUT", handle_create_model},
+    {ROUTE_MODEL, "/v1/models/", NULL, "GET", handle_describe_model},
+    {ROUTE_MODEL, "/v1/models/", NULL, "DELETE", handle_delete_model},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/push", "POST", handle_push},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/weights", "GET", handle_weights},
+};
+
+#define ROUTE_COUNT (sizeof routes / sizeof routes[0])
+
+/* Matches path against a route; on success copies the model segment (if the
+ * route has one) into model_name. */
+static bool route_matches(const route *candidate, const char *path, char *model_name,
+                          size_t model_name_size)
+{
+    if (candidate->shape == ROUTE_EXACT)
+        return strcmp(path, candidate->path) == 0;
+    size_t prefix = strlen(candidate->path);
+    if (strncmp(path, candidate->path, prefix) != 0)
+        return false;
+    const char *segment = path + prefix;
+    const char *slash = strchr(segment, '/');
+    size_t length = slash ? (size_t)(slash - segment) : strlen(segment);
+    if (length == 0 || length >= model_name_size)
+        return false;
+    const char *rest = segment + length;
+    if (candidate->shape == ROUTE_MODEL ? *rest != '\0' : strcmp(rest, candidate->suffix) != 0)
+        return false;
+    memcpy(model_name, segment, length);
+    model_name[length] = '\0';
+    return true;
+}
+
+void paramd__http_dispatch(const paramd__http_request *request, paramd__http_response *response)
+{
+    char model_name[256];
+    char allow[64] = "";
+    for (size_t i = 0; i < ROUTE_COUNT; i++) {
+        if (!route_matches(&routes[i], request->path, model_name, sizeof model_name))
+            continue;
+        if (strcmp(routes[i].method, request->method) == 0) {
+            if (routes[i].shape != ROUTE_EXACT && !paramd__model_name_valid(model_name)) {
+                respond_error(response, PARAMD_E_BAD_NAME,
+                              "model name \"%.200s\": use 1 to 128 characters from "
+                              "A-Z a-z 0-9 . _ -, not starting with '.'",
+                              model_name);
+                return;
+            }
+            routes[i].handler(request, routes[i].shape == ROUTE_EXACT ? NULL : model_name,
+                              response);
+            return;
+        }
+        if (allow[0])
+            strncat(allow, ", ", sizeof allow - strlen(allow) - 1);
+        strncat(allow, routes[i].method, sizeof allow - strlen(allow) - 1);
+    }
+    if (allow[0]) {
+        respond_error(response, PARAMD_E_METHOD_NOT_ALLOWED, "%s %s: allowed methods are %s",
+                      request->method, request->path, allow);
+        memcpy(response->allow, allow, sizeof response->allow);
+        return;
+    }
+    respond_error(response, PARAMD_E_NOT_FOUND, "%s %s: no such resource (see docs/API.md)",
+                  request->method, request->path);
+}

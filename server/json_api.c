@@ -1,0 +1,470 @@
+/* json_api.c - see json_api.h. */
+#define _DEFAULT_SOURCE
+#include "json_api.h"
+
+#include "base64.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "paramd's float32 encodings assume a little-endian host"
+#endif
+
+/* ---------------------------------------------------------------------------
+ * Float arrays
+ * ------------------------------------------------------------------------- */
+
+static int decode_base64_floats(const json_t *object, const char *field, float **values,
+                                size_t *count, paramd__error *error)
+{
+    const char *key;
+    json_t *member;
+    json_object_foreach((json_t *)object, key, member) {
+        if (strcmp(key, "dtype") != 0 && strcmp(key, "b64") != 0)
+            return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
+                                     "%s.%s: unknown field (expected \"dtype\" and \"b64\")",
+                                     field, key);
+    }
+    const json_t *dtype = json_object_get(object, "dtype");
+    const json_t *data = json_object_get(object, "b64");
+    if (!json_is_string(dtype) || strcmp(json_string_value(dtype), "float32") != 0)
+        return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
+                                 "%s.dtype: must be \"float32\"", field);
+    if (!json_is_string(data))
+        return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
+                                 "%s.b64: must be a base64 string", field);
+    size_t length = json_string_length(data);
+    const char *text = json_string_value(data);
+    /* The exact decoded size, so the buffer is allocated once at its size. */
+    size_t padding = 0;
+    if (length >= 1 && text[length - 1] == '=')
+        padding = length >= 2 && text[length - 2] == '=' ? 2 : 1;
+    size_t bytes = length % 4 == 0 ? length / 4 * 3 - padding : 1;
+    if (length % 4 != 0)
+        return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
+                                 "%s.b64: not valid padded base64 (length %zu is not a "
+                                 "multiple of 4)",
+                                 field, length);
+    if (bytes % sizeof(float) != 0)
+        return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
+                                 "%s.b64: %zu bytes is not a whole number of float32 values",
+                                 field, bytes);
+    size_t decoded = bytes / sizeof(float);
+    float *buffer = NULL;
+    if (decoded > 0) {
+        buffer = paramd__float_array_alloc(decoded);
+        if (buffer == NULL)
+            return paramd__error_set(error, PARAMD_E_NO_MEMORY, "%s: out of memory", field);
+        if (paramd_base64_decode(text, length, buffer, bytes) != (long long)bytes) {
+            paramd__float_array_free(buffer, decoded);
+            return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
+                                     "%s.b64: not valid padded base64", field);
+        }
+    }
+    *values = buffer;
+    *count = decoded;
+    return PARAMD_OK;
+}
+
+int paramd__json_decode_floats(const json_t *value, const char *field, float **values,
+                               size_t *count, paramd__float_encoding *encoding,
+                               paramd__error *error)
+{
+    if (json_is_object(value)) {
+        *encoding = PARAMD__ENCODING_BASE64;
+        return decode_base64_floats(value, field, values, count, error);
+    }
+    if (!json_is_array(value))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s: must be an array of numbers or "
+                                 "{\"dtype\": \"float32\", \"b64\": ...}",
+                                 field);
+    *encoding = PARAMD__ENCODING_JSON;
+    size_t length = json_array_size(value);
+    *values = NULL;
+    *count = 0;
+    if (length == 0)
+        return PARAMD_OK;
+    float *buffer = paramd__float_array_alloc(length);
+    if (buffer == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "%s: out of memory", field);
+    for (size_t i = 0; i < length; i++) {
+        const json_t *element = json_array_get(value, i);
+        if (!json_is_number(element)) {
+            paramd__float_array_free(buffer, length);
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "%s[%zu]: must be a number",
+                                     field, i);
+        }
+        double number = json_number_value(element);
+        buffer[i] = (float)number;
+        if (!isfinite(buffer[i])) {
+            paramd__float_array_free(buffer, length);
+            return paramd__error_set(error, PARAMD_E_NON_FINITE,
+                                     "%s[%zu]: %g is outside the float32 range", field, i,
+                                     number);
+        }
+    }
+    *values = buffer;
+    *count = length;
+    return PARAMD_OK;
+}
+
+json_t *paramd__json_encode_floats(const float *values, size_t count,
+                                   paramd__float_encoding encoding)
+{
+    if (encoding == PARAMD__ENCODING_BASE64) {
+        size_t length = paramd_base64_encoded_length(count * sizeof(float));
+        char *text = malloc(length + 1);
+        if (text == NULL)
+            return NULL;
+        paramd_base64_encode(values, count * sizeof(float), text);
+        text[length] = '\0';
+        json_t *string = json_stringn_nocheck(text, length);
+        free(text);
+        if (string == NULL)
+            return NULL;
+        json_t *object = json_pack("{s:s,s:o}", "dtype", "float32", "b64", string);
+        return object;
+    }
+    json_t *array = json_array();
+    if (array == NULL)
+        return NULL;
+    for (size_t i = 0; i < count; i++)
+        if (json_array_append_new(array, json_real(values[i])) != 0) {
+            json_decref(array);
+            return NULL;
+        }
+    return array;
+}
+
+/* ---------------------------------------------------------------------------
+ * Optimizer configuration
+ * ------------------------------------------------------------------------- */
+
+int paramd__json_parse_optimizer(const json_t *object, paramd__optimizer_config *config,
+                                 paramd__error *error)
+{
+    if (object == NULL)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "optimizer: required, e.g. {\"name\": \"SGD\", \"lr\": 0.1}");
+    if (!json_is_object(object))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "optimizer: must be an object");
+    const json_t *name = json_object_get(object, "name");
+    if (!json_is_string(name))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "optimizer.name: required string, e.g. \"AdamW\"");
+    const paramd__optimizer_type *type = paramd__optimizer_find(json_string_value(name));
+    if (type == NULL) {
+        char known[256] = "";
+        for (int i = 0; i < paramd__optimizer_type_count; i++) {
+            strncat(known, i ? ", " : "", sizeof known - strlen(known) - 1);
+            strncat(known, paramd__optimizer_types[i]->name, sizeof known - strlen(known) - 1);
+        }
+        return paramd__error_set(error, PARAMD_E_UNKNOWN_OPTIMIZER,
+                                 "optimizer.name: unknown optimizer \"%.100s\" (known: %s)",
+                                 json_string_value(name), known);
+    }
+    paramd__optimizer_config_init(config, type);
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)object, key, value) {
+        if (strcmp(key, "name") == 0)
+            continue;
+        char field[160];
+        snprintf(field, sizeof field, "optimizer.%.120s", key);
+        const paramd__hyperparameter_spec *spec = paramd__optimizer_find_hyperparameter(type, key);
+        if (spec == NULL)
+            return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                     "%s: %s has no hyperparameter named \"%.100s\"", field,
+                                     type->name, key);
+        double numbers[2];
+        switch (spec->kind) {
+        case PARAMD__HYPERPARAMETER_REAL:
+            if (!json_is_number(value))
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                         "%s: must be a number", field);
+            numbers[0] = json_number_value(value);
+            break;
+        case PARAMD__HYPERPARAMETER_BOOLEAN:
+            if (!json_is_boolean(value))
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                         "%s: must be true or false", field);
+            numbers[0] = json_is_true(value) ? 1.0 : 0.0;
+            break;
+        case PARAMD__HYPERPARAMETER_PAIR:
+            if (!json_is_array(value) || json_array_size(value) != 2 ||
+                !json_is_number(json_array_get(value, 0)) ||
+                !json_is_number(json_array_get(value, 1)))
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                         "%s: must be an array of two numbers", field);
+            numbers[0] = json_number_value(json_array_get(value, 0));
+            numbers[1] = json_number_value(json_array_get(value, 1));
+            break;
+        }
+        int result = paramd__optimizer_config_set(config, spec, numbers, field, error);
+        if (result != PARAMD_OK)
+            return result;
+    }
+    return paramd__optimizer_config_validate(config, "optimizer", error);
+}
+
+json_t *paramd__json_optimizer(const paramd__optimizer_config *config)
+{
+    const paramd__optimizer_type *type = config->type;
+    json_t *object = json_pack("{s:s}", "name", type->name);
+    for (int i = 0; object && i < type->hyperparameter_count; i++) {
+        const paramd__hyperparameter_spec *spec = &type->hyperparameters[i];
+        if (spec->flags & PARAMD__HYPERPARAMETER_NO_EFFECT)
+            continue;
+        const double *v = &config->values[spec->slot];
+        json_t *value = NULL;
+        switch (spec->kind) {
+        case PARAMD__HYPERPARAMETER_REAL:
+            value = json_real(v[0]);
+            break;
+        case PARAMD__HYPERPARAMETER_BOOLEAN:
+            value = json_boolean(v[0] != 0);
+            break;
+        case PARAMD__HYPERPARAMETER_PAIR:
+            value = json_pack("[ff]", v[0], v[1]);
+            break;
+        }
+        json_object_set_new(object, spec->name, value);
+    }
+    return object;
+}
+
+/* ---------------------------------------------------------------------------
+ * Model creation
+ * ------------------------------------------------------------------------- */
+
+static int parse_initializer(const json_t *object, const char *field,
+                             paramd__initializer *initializer, paramd__error *error)
+{
+    if (!json_is_object(object))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s: must be an object such as {\"name\": \"normal\", "
+                                 "\"std\": 0.02, \"seed\": 7}",
+                                 field);
+    const json_t *name = json_object_get(object, "name");
+    if (!json_is_string(name))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s.name: required: zeros, constant, uniform or normal", field);
+    const paramd__initializer_type *type = paramd__initializer_find(json_string_value(name));
+    if (type == NULL)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s.name: unknown initializer \"%.100s\" (known: zeros, "
+                                 "constant, uniform, normal)",
+                                 field, json_string_value(name));
+    paramd__initializer_init(initializer, type);
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)object, key, value) {
+        if (strcmp(key, "name") == 0)
+            continue;
+        if (strcmp(key, "seed") == 0) {
+            if (!json_is_integer(value) || json_integer_value(value) < 0)
+                return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                         "%s.seed: must be a non-negative integer", field);
+            initializer->seed = (uint64_t)json_integer_value(value);
+            continue;
+        }
+        const paramd__hyperparameter_spec *spec = NULL;
+        for (int i = 0; i < type->parameter_count; i++)
+            if (strcmp(type->parameters[i].name, key) == 0)
+                spec = &type->parameters[i];
+        if (spec == NULL)
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "%s.%.100s: initializer %s has no such parameter", field,
+                                     key, type->name);
+        if (!json_is_number(value))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "%s.%s: must be a number",
+                                     field, key);
+        double number = json_number_value(value);
+        if (!(number >= spec->minimum && number <= spec->maximum) || !isfinite(number))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "%s.%s: out of range (got %.17g)", field, key, number);
+        initializer->parameters[spec->slot] = number;
+    }
+    for (int i = 0; i < type->parameter_count; i++)
+        if (isnan(initializer->parameters[type->parameters[i].slot]))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "%s.%s: required by the %s initializer", field,
+                                     type->parameters[i].name, type->name);
+    if (type->validate)
+        return type->validate(initializer, error);
+    return PARAMD_OK;
+}
+
+static int parse_tensor_spec(const json_t *object, size_t index, paramd__tensor_spec *spec,
+                             paramd__error *error)
+{
+    char field[64];
+    snprintf(field, sizeof field, "tensors[%zu]", index);
+    if (!json_is_object(object))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "%s: must be an object", field);
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)object, key, value) {
+        if (strcmp(key, "name") && strcmp(key, "shape") && strcmp(key, "values") &&
+            strcmp(key, "init"))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "%s.%.100s: unknown field (expected name, shape, values "
+                                     "or init)",
+                                     field, key);
+    }
+    const json_t *name = json_object_get(object, "name");
+    if (!json_is_string(name))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "%s.name: required string", field);
+    spec->name = json_string_value(name);
+    const json_t *shape = json_object_get(object, "shape");
+    if (!json_is_array(shape))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s.shape: required array of dimensions, e.g. [784, 128]",
+                                 field);
+    if (json_array_size(shape) > PARAMD__MAX_DIMENSIONS)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s.shape: a tensor has at most %d dimensions, got %zu", field,
+                                 PARAMD__MAX_DIMENSIONS, json_array_size(shape));
+    spec->dimension_count = (int)json_array_size(shape);
+    for (int i = 0; i < spec->dimension_count; i++) {
+        const json_t *dimension = json_array_get(shape, (size_t)i);
+        if (!json_is_integer(dimension))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "%s.shape[%d]: must be an integer", field, i);
+        spec->shape[i] = (int64_t)json_integer_value(dimension);
+    }
+    const json_t *values = json_object_get(object, "values");
+    const json_t *init = json_object_get(object, "init");
+    if (values && init)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s: give either values or init, not both", field);
+    if (values) {
+        char values_field[80];
+        snprintf(values_field, sizeof values_field, "%s.values", field);
+        paramd__float_encoding encoding;
+        float *buffer = NULL;
+        int result = paramd__json_decode_floats(values, values_field, &buffer,
+                                                &spec->value_count, &encoding, error);
+        if (result != PARAMD_OK)
+            return result;
+        spec->values = buffer;
+        spec->has_values = true;
+        return PARAMD_OK;
+    }
+    paramd__initializer_init(&spec->initializer, paramd__initializer_find("zeros"));
+    if (init) {
+        char init_field[80];
+        snprintf(init_field, sizeof init_field, "%s.init", field);
+        return parse_initializer(init, init_field, &spec->initializer, error);
+    }
+    return PARAMD_OK;
+}
+
+int paramd__json_parse_model_spec(const json_t *body, const char *name,
+                                  paramd__model_spec *spec, paramd__error *error)
+{
+    memset(spec, 0, sizeof *spec);
+    spec->name = name;
+    if (!json_is_object(body))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "request body: must be a JSON object with \"optimizer\" and "
+                                 "\"tensors\"");
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)body, key, value) {
+        if (strcmp(key, "optimizer") != 0 && strcmp(key, "tensors") != 0)
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "%.100s: unknown field (expected optimizer and tensors)",
+                                     key);
+    }
+    int result = paramd__json_parse_optimizer(json_object_get(body, "optimizer"),
+                                              &spec->optimizer, error);
+    if (result != PARAMD_OK)
+        return result;
+    const json_t *tensors = json_object_get(body, "tensors");
+    if (!json_is_array(tensors) || json_array_size(tensors) == 0)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "tensors: required non-empty array of {\"name\", \"shape\", "
+                                 "\"values\" or \"init\"}");
+    spec->tensors = calloc(json_array_size(tensors), sizeof *spec->tensors);
+    if (spec->tensors == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "tensors: out of memory");
+    for (size_t i = 0; i < json_array_size(tensors); i++) {
+        spec->tensor_count = i + 1;
+        result = parse_tensor_spec(json_array_get(tensors, i), i, &spec->tensors[i], error);
+        if (result != PARAMD_OK)
+            return result;
+    }
+    return PARAMD_OK;
+}
+
+void paramd__json_model_spec_free(paramd__model_spec *spec)
+{
+    for (size_t i = 0; i < spec->tensor_count; i++) {
+        paramd__tensor_spec *tensor = &spec->tensors[i];
+        if (tensor->values)
+            paramd__float_array_free((float *)tensor->values, tensor->value_count);
+    }
+    free(spec->tensors);
+    memset(spec, 0, sizeof *spec);
+}
+
+/* ---------------------------------------------------------------------------
+ * Descriptions
+ * ------------------------------------------------------------------------- */
+
+static json_t *shape_json(const paramd__tensor *tensor)
+{
+    json_t *shape = json_array();
+    for (int i = 0; shape && i < tensor->dimension_count; i++)
+        json_array_append_new(shape, json_integer((json_int_t)tensor->shape[i]));
+    return shape;
+}
+
+json_t *paramd__json_describe_model(paramd__model *model)
+{
+    char created[32];
+    struct tm utc;
+    gmtime_r(&model->created, &utc);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    json_t *tensors = json_array();
+    for (size_t i = 0; tensors && i < model->tensor_count; i++) {
+        paramd__tensor *tensor = model->tensors[i];
+        pthread_mutex_lock(&tensor->lock);
+        uint64_t step = tensor->step;
+        pthread_mutex_unlock(&tensor->lock);
+        json_t *state = json_array();
+        for (int slot = 0; state && slot < model->optimizer.type->state_slot_count; slot++)
+            if (tensor->state[slot])
+                json_array_append_new(state,
+                                      json_string(model->optimizer.type->state_slot_names[slot]));
+        json_array_append_new(tensors, json_pack("{s:s,s:o,s:I,s:I,s:o}", "name", tensor->name,
+                                                 "shape", shape_json(tensor), "numel",
+                                                 (json_int_t)tensor->count, "step",
+                                                 (json_int_t)step, "state", state));
+    }
+    return json_pack("{s:s,s:o,s:I,s:I,s:I,s:s,s:o}", "name", model->name, "optimizer",
+                     paramd__json_optimizer(&model->optimizer), "step",
+                     (json_int_t)atomic_load(&model->step), "parameters",
+                     (json_int_t)model->parameter_count, "memory_bytes",
+                     (json_int_t)model->memory_bytes, "created", created, "tensors", tensors);
+}
+
+json_t *paramd__json_model_summary(paramd__model *model)
+{
+    return json_pack("{s:s,s:s,s:I,s:I,s:I}", "name", model->name, "optimizer",
+                     model->optimizer.type->name, "tensors", (json_int_t)model->tensor_count,
+                     "parameters", (json_int_t)model->parameter_count, "step",
+                     (json_int_t)atomic_load(&model->step));
+}
+
+json_t *paramd__json_error(const paramd__error *error)
+{
+    const char *message = error->message[0] ? error->message : paramd_strerror(error->code);
+    return json_pack("{s:{s:s,s:s}}", "error", "code", paramd_error_name(error->code), "message",
+                     message);
+}

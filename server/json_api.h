@@ -1,0 +1,63 @@
+/*
+ * json_api.h - the JSON shapes of paramd's API, to and from core structs.
+ *
+ * Parsing here checks syntax and types and names the offending field in
+ * every error ("tensors[1].shape[0]: must be an integer"); semantic checks
+ * (ranges, shapes against data, finiteness of gradients) belong to the core
+ * and the optimizer table, which these functions call.  No I/O happens here,
+ * so any front end that speaks JSON can reuse it.
+ */
+#ifndef PARAMD_SERVER_JSON_API_H
+#define PARAMD_SERVER_JSON_API_H
+
+#include "core.h"
+
+#include <jansson.h>
+
+/* How an array of floats travels: a JSON array of numbers, or
+ * {"dtype": "float32", "b64": "<base64 of little-endian float32>"}. */
+typedef enum paramd__float_encoding {
+    PARAMD__ENCODING_JSON = 0,
+    PARAMD__ENCODING_BASE64 = 1,
+} paramd__float_encoding;
+
+/* Flags for json_dumps: compact, and 9 significant digits, which round-trip
+ * every float32 exactly. */
+#define PARAMD__JSON_DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(9))
+
+/* Decodes floats in either encoding into a new buffer (free with
+ * paramd__float_array_free(values, count); NULL when count is 0).  Numbers that do not fit in
+ * float32 are refused with PARAMD_E_NON_FINITE. */
+int paramd__json_decode_floats(const json_t *value, const char *field, float **values,
+                               size_t *count, paramd__float_encoding *encoding,
+                               paramd__error *error);
+
+/* Encodes floats; NULL if memory ran out. */
+json_t *paramd__json_encode_floats(const float *values, size_t count,
+                                   paramd__float_encoding encoding);
+
+/* Parses {"name": "AdamW", "lr": ..., ...} into a configuration with defaults
+ * filled in and every value range-checked. */
+int paramd__json_parse_optimizer(const json_t *object, paramd__optimizer_config *config,
+                                 paramd__error *error);
+
+/* Parses a model creation body.  The spec borrows strings from `body` (keep
+ * it alive) and owns decoded value buffers: release with
+ * paramd__json_model_spec_free. */
+int paramd__json_parse_model_spec(const json_t *body, const char *name,
+                                  paramd__model_spec *spec, paramd__error *error);
+void paramd__json_model_spec_free(paramd__model_spec *spec);
+
+/* {"name": "AdamW", "lr": 0.001, "betas": [0.9, 0.999], ...} */
+json_t *paramd__json_optimizer(const paramd__optimizer_config *config);
+
+/* The full description of a model (GET /v1/models/{model}). */
+json_t *paramd__json_describe_model(paramd__model *model);
+
+/* One line of the model list (GET /v1/models). */
+json_t *paramd__json_model_summary(paramd__model *model);
+
+/* {"error": {"code": "...", "message": "..."}} */
+json_t *paramd__json_error(const paramd__error *error);
+
+#endif

@@ -1,0 +1,55 @@
+/* log.c - see log.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+static atomic_int minimum_level = PARAMD__LOG_INFO;
+
+static const char *const level_names[] = {"DEBUG", "INFO ", "WARN ", "ERROR"};
+
+void paramd__log_set_level(paramd__log_level level)
+{
+    atomic_store(&minimum_level, (int)level);
+}
+
+int paramd__log_level_from_name(const char *name)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void paramd__log(paramd__log_level level, const char *format, ...)
+{
+    if ((int)level < atomic_load(&minimum_level))
+        return;
+    char line[2048];
+    struct timespec now;
+    struct tm utc;
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &utc);
+    size_t length = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &utc);
+    length += (size_t)snprintf(line + length, sizeof line - length, ".%03ldZ %s ",
+                               now.tv_nsec / 1000000L, level_names[level]);
+    va_list arguments;
+    va_start(arguments, format);
+    int written = vsnprintf(line + length, sizeof line - length - 1, format, arguments);
+    va_end(arguments);
+    if (written < 0)
+        written = 0;
+    length += (size_t)written;
+    if (length > sizeof line - 2)
+        length = sizeof line - 2; /* truncated message: still end the line */
+    line[length++] = '\n';
+    ssize_t ignored = write(STDERR_FILENO, line, length);
+    (void)ignored;
+}

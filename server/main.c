@@ -1,0 +1,394 @@
+/*
+ * main.c - the paramd daemon: options, start-up, signals, shutdown.
+ *
+ * Options are one table (name, argument, default, help, parser), so --help,
+ * parsing and defaults come from the same place.  Start-up order: parse
+ * options, lock the data directory, start the update thread pool, start the
+ * HTTP front end, log the bound addresses (always the first log line), then
+ * wait for SIGINT or SIGTERM, which every other thread has blocked.
+ */
+#define _DEFAULT_SOURCE
+#include "core.h"
+#include "http.h"
+#include "log.h"
+#include "parallel.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---------------------------------------------------------------------------
+ * Options
+ * ------------------------------------------------------------------------- */
+
+typedef struct address {
+    char host[64];
+    unsigned short port;
+} address;
+
+typedef struct options {
+    address http;
+    address tcp;
+    char data_dir[PATH_MAX];
+    size_t max_body_bytes;
+    unsigned max_connections;
+    unsigned idle_timeout_seconds;
+    int threads;
+    int log_level;
+} options;
+
+typedef int (*option_parser)(options *target, const char *value, char *message, size_t size);
+
+typedef struct option_spec {
+    const char *name;          /* without the leading "--" */
+    const char *argument;      /* metavariable for --help */
+    const char *default_value; /* applied before the command line */
+    const char *help;
+    option_parser parse;
+} option_spec;
+
+/* Parses HOST:PORT or [IPV6]:PORT; "localhost" means 127.0.0.1. */
+static int parse_address(address *target, const char *value, char *message, size_t size)
+{
+    const char *colon = strrchr(value, ':');
+    if (colon == NULL || colon == value) {
+        snprintf(message, size, "\"%s\" is not HOST:PORT", value);
+        return -1;
+    }
+    const char *host = value;
+    size_t host_length = (size_t)(colon - value);
+    if (host[0] == '[' && host_length >= 2 && host[host_length - 1] == ']') {
+        host++;
+        host_length -= 2;
+    }
+    if (host_length == 0 || host_length >= sizeof target->host) {
+        snprintf(message, size, "\"%s\": bad host", value);
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || errno != 0 || port < 0 || port > 65535) {
+        snprintf(message, size, "\"%s\": port must be a number from 0 to 65535", value);
+        return -1;
+    }
+    memcpy(target->host, host, host_length);
+    target->host[host_length] = '\0';
+    if (strcmp(target->host, "localhost") == 0)
+        strcpy(target->host, "127.0.0.1");
+    target->port = (unsigned short)port;
+    return 0;
+}
+
+static int parse_http(options *target, const char *value, char *message, size_t size)
+{
+    return parse_address(&target->http, value, message, size);
+}
+
+static int parse_tcp(options *target, const char *value, char *message, size_t size)
+{
+    return parse_address(&target->tcp, value, message, size);
+}
+
+static int parse_data_dir(options *target, const char *value, char *message, size_t size)
+{
+    if (value[0] == '\0' || strlen(value) >= sizeof target->data_dir) {
+        snprintf(message, size, "must be a non-empty path");
+        return -1;
+    }
+    strcpy(target->data_dir, value);
+    return 0;
+}
+
+/* Parses a count with an optional K, M or G suffix (powers of 1024). */
+static int parse_size(const char *value, unsigned long long minimum, unsigned long long maximum,
+                      unsigned long long *result, char *message, size_t size)
+{
+    char *end;
+    errno = 0;
+    unsigned long long number = strtoull(value, &end, 10);
+    unsigned long long multiplier = 1;
+    if (*end == 'K' || *end == 'k')
+        multiplier = 1ULL << 10, end++;
+    else if (*end == 'M' || *end == 'm')
+        multiplier = 1ULL << 20, end++;
+    else if (*end == 'G' || *end == 'g')
+        multiplier = 1ULL << 30, end++;
+    if (end == value || *end != '\0' || errno != 0 || value[0] == '-' ||
+        number > maximum / multiplier || number * multiplier < minimum) {
+        snprintf(message, size, "\"%s\": must be a number from %llu to %llu (K, M, G suffixes allowed)",
+                 value, minimum, maximum);
+        return -1;
+    }
+    *result = number * multiplier;
+    return 0;
+}
+
+static int parse_max_body_size(options *target, const char *value, char *message, size_t size)
+{
+    unsigned long long bytes;
+    if (parse_size(value, 1024, 1ULL << 40, &bytes, message, size) != 0)
+        return -1;
+    target->max_body_bytes = (size_t)bytes;
+    return 0;
+}
+
+static int parse_max_connections(options *target, const char *value, char *message, size_t size)
+{
+    unsigned long long count;
+    if (parse_size(value, 1, 65536, &count, message, size) != 0)
+        return -1;
+    target->max_connections = (unsigned)count;
+    return 0;
+}
+
+static int parse_idle_timeout(options *target, const char *value, char *message, size_t size)
+{
+    unsigned long long seconds;
+    if (parse_size(value, 1, 86400, &seconds, message, size) != 0)
+        return -1;
+    target->idle_timeout_seconds = (unsigned)seconds;
+    return 0;
+}
+
+static int parse_threads(options *target, const char *value, char *message, size_t size)
+{
+    unsigned long long count;
+    if (strcmp(value, "0") == 0) {
+        target->threads = 0;
+        return 0;
+    }
+    if (parse_size(value, 1, 64, &count, message, size) != 0)
+        return -1;
+    target->threads = (int)count;
+    return 0;
+}
+
+static int parse_log_level(options *target, const char *value, char *message, size_t size)
+{
+    int level = paramd__log_level_from_name(value);
+    if (level < 0) {
+        snprintf(message, size, "\"%s\": must be debug, info, warn or error", value);
+        return -1;
+    }
+    target->log_level = level;
+    return 0;
+}
+
+static const option_spec option_table[] = {
+    {"http", "HOST:PORT", "127.0.0.1:8470", "HTTP/JSON API address (port 0: any free port)",
+     parse_http},
+    {"tcp", "HOST:PORT", "127.0.0.1:8471",
+     "binary protocol address (accepted and checked; served from the binary-protocol release)",
+     parse_tcp},
+    {"data-dir", "DIR", "./var", "directory for checkpoints; created if missing, locked while "
+                                 "paramd runs",
+     parse_data_dir},
+    {"max-body-size", "BYTES", "512M", "largest request body; larger ones get 413 unread",
+     parse_max_body_size},
+    {"max-connections", "N", "256", "simultaneous HTTP connections", parse_max_connections},
+    {"idle-timeout", "SECONDS", "300", "close HTTP connections idle this long",
+     parse_idle_timeout},
+    {"threads", "N", "0", "threads per large-tensor update (0: one per core)", parse_threads},
+    {"log-level", "LEVEL", "info", "debug, info, warn or error", parse_log_level},
+};
+
+#define OPTION_COUNT (sizeof option_table / sizeof option_table[0])
+
+static void print_usage(FILE *stream)
+{
+    fprintf(stream,
+            "Usage: paramd [OPTION]...\n"
+            "paramd " PARAMD_VERSION_STRING " - a parameter server: holds model parameters and\n"
+            "optimizer state, applies pushed gradients, returns fresh weights.\n\n"
+            "Options:\n");
+    for (size_t i = 0; i < OPTION_COUNT; i++) {
+        char left[48];
+        snprintf(left, sizeof left, "--%s %s", option_table[i].name, option_table[i].argument);
+        fprintf(stream, "  %-26s %s\n  %-26s (default: %s)\n", left, option_table[i].help, "",
+                option_table[i].default_value);
+    }
+    fprintf(stream, "  %-26s %s\n  %-26s %s\n", "--help", "show this help and exit", "--version",
+            "show the version and exit");
+    fprintf(stream, "\nSIGINT or SIGTERM shuts paramd down cleanly.  API: docs/API.md\n");
+}
+
+/* Returns 0 to run, 1 to exit successfully (--help, --version), 2 on error. */
+static int parse_options(int argc, char **argv, options *target)
+{
+    char message[256];
+    memset(target, 0, sizeof *target);
+    for (size_t i = 0; i < OPTION_COUNT; i++)
+        if (option_table[i].parse(target, option_table[i].default_value, message, sizeof message)) {
+            fprintf(stderr, "paramd: bad built-in default for --%s: %s\n", option_table[i].name,
+                    message);
+            return 2;
+        }
+    for (int i = 1; i < argc; i++) {
+        const char *argument = argv[i];
+        if (strcmp(argument, "--help") == 0 || strcmp(argument, "-h") == 0) {
+            print_usage(stdout);
+            return 1;
+        }
+        if (strcmp(argument, "--version") == 0) {
+            printf("paramd %s\n", PARAMD_VERSION_STRING);
+            return 1;
+        }
+        if (strncmp(argument, "--", 2) != 0) {
+            fprintf(stderr, "paramd: unexpected argument \"%s\" (see --help)\n", argument);
+            return 2;
+        }
+        const char *name = argument + 2;
+        const char *equals = strchr(name, '=');
+        size_t name_length = equals ? (size_t)(equals - name) : strlen(name);
+        const option_spec *spec = NULL;
+        for (size_t j = 0; j < OPTION_COUNT; j++)
+            if (strlen(option_table[j].name) == name_length &&
+                strncmp(option_table[j].name, name, name_length) == 0)
+                spec = &option_table[j];
+        if (spec == NULL) {
+            fprintf(stderr, "paramd: unknown option \"%s\" (see --help)\n", argument);
+            return 2;
+        }
+        const char *value = equals ? equals + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (value == NULL) {
+            fprintf(stderr, "paramd: --%s needs a value (%s)\n", spec->name, spec->argument);
+            return 2;
+        }
+        if (spec->parse(target, value, message, sizeof message) != 0) {
+            fprintf(stderr, "paramd: --%s: %s\n", spec->name, message);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Data directory
+ * ------------------------------------------------------------------------- */
+
+/* Creates the directory (and parents) if needed, and takes an exclusive lock
+ * on DIR/paramd.lock so that two servers never share one data directory.
+ * Returns the lock's file descriptor, or -1 after logging why. */
+static int lock_data_dir(const char *directory)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s", directory);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0750) != 0 && errno != EEXIST) {
+            paramd__log_error("--data-dir %s: cannot create %s: %s", directory, path,
+                              strerror(errno));
+            return -1;
+        }
+        *p = '/';
+    }
+    if (mkdir(path, 0750) != 0 && errno != EEXIST) {
+        paramd__log_error("--data-dir %s: cannot create it: %s", directory, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/paramd.lock", directory);
+    int descriptor = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (descriptor < 0) {
+        paramd__log_error("--data-dir %s: cannot open %s: %s", directory, path, strerror(errno));
+        return -1;
+    }
+    if (flock(descriptor, LOCK_EX | LOCK_NB) != 0) {
+        char owner[32] = "";
+        ssize_t length = pread(descriptor, owner, sizeof owner - 1, 0);
+        owner[length > 0 ? length : 0] = '\0';
+        owner[strcspn(owner, "\n")] = '\0';
+        paramd__log_error("--data-dir %s is in use by another paramd (pid %s)", directory,
+                          owner[0] ? owner : "unknown");
+        close(descriptor);
+        return -1;
+    }
+    char pid[32];
+    int length = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(descriptor, 0) != 0 || pwrite(descriptor, pid, (size_t)length, 0) != length)
+        paramd__log_warn("--data-dir %s: cannot record the pid in paramd.lock", directory);
+    return descriptor;
+}
+
+/* ---------------------------------------------------------------------------
+ * main
+ * ------------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    options settings;
+    int parsed = parse_options(argc, argv, &settings);
+    if (parsed != 0)
+        return parsed == 1 ? 0 : 2;
+    paramd__log_set_level((paramd__log_level)settings.log_level);
+
+    /* Block the shutdown signals before any thread starts, so that every
+     * thread inherits the mask and only sigwait() below receives them. */
+    sigset_t shutdown_signals;
+    sigemptyset(&shutdown_signals);
+    sigaddset(&shutdown_signals, SIGINT);
+    sigaddset(&shutdown_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &shutdown_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int lock = lock_data_dir(settings.data_dir);
+    if (lock < 0)
+        return 1;
+    if (paramd__parallel_start(settings.threads ? settings.threads - 1 : 0) != PARAMD_OK)
+        paramd__log_warn("could not start every update thread; large updates run narrower");
+
+    paramd__server server;
+    paramd__server_init(&server);
+    paramd__http_server http;
+    paramd__http_options http_options = {
+        .host = settings.http.host,
+        .port = settings.http.port,
+        .max_body_bytes = settings.max_body_bytes,
+        .connection_limit = settings.max_connections,
+        .idle_timeout_seconds = settings.idle_timeout_seconds,
+    };
+    paramd__error error = {0};
+    if (paramd__http_start(&http, &server, &http_options, &error) != PARAMD_OK) {
+        paramd__log_error("%s", error.message);
+        paramd__parallel_stop();
+        paramd__server_destroy(&server);
+        close(lock);
+        return 1;
+    }
+    const char *bracket_open = strchr(settings.http.host, ':') ? "[" : "";
+    const char *bracket_close = strchr(settings.http.host, ':') ? "]" : "";
+    paramd__log_info("paramd %s listening: http=%s%s%s:%u tcp=%s:%u (binary protocol not served "
+                     "yet) data_dir=%s pid=%ld update_threads=%d",
+                     PARAMD_VERSION_STRING, bracket_open, settings.http.host, bracket_close,
+                     http.bound_port, settings.tcp.host, settings.tcp.port, settings.data_dir,
+                     (long)getpid(), paramd__parallel_width());
+    if (strcmp(settings.http.host, "127.0.0.1") != 0 && strcmp(settings.http.host, "::1") != 0)
+        paramd__log_warn("the HTTP API listens on %s, beyond this machine, with no "
+                         "authentication; anyone who can reach it can change models",
+                         settings.http.host);
+
+    int received = 0;
+    while (sigwait(&shutdown_signals, &received) != 0) {
+    }
+    paramd__log_info("received %s, shutting down", received == SIGINT ? "SIGINT" : "SIGTERM");
+    paramd__http_stop(&http);
+    paramd__parallel_stop();
+    size_t model_count = 0;
+    paramd__model **models = paramd__registry_list(&server.registry, &model_count);
+    for (size_t i = 0; i < model_count; i++)
+        paramd__model_release(models[i]);
+    free(models);
+    paramd__server_destroy(&server);
+    close(lock);
+    paramd__log_info("stopped cleanly (%zu models released)", model_count);
+    return 0;
+}

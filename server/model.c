@@ -1,0 +1,251 @@
+/* model.c - see model.h. */
+#define _DEFAULT_SOURCE
+#include "model.h"
+
+#include "log.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------------------
+ * Names
+ * ------------------------------------------------------------------------- */
+
+static bool name_valid(const char *name, size_t maximum_length, const char *extra_characters)
+{
+    size_t length = strlen(name);
+    if (length == 0 || length > maximum_length || name[0] == '.')
+        return false;
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!isalnum(c) && strchr(extra_characters, c) == NULL)
+            return false;
+    }
+    return true;
+}
+
+bool paramd__model_name_valid(const char *name)
+{
+    return name_valid(name, 128, "._-");
+}
+
+bool paramd__tensor_name_valid(const char *name)
+{
+    return name_valid(name, PARAMD__MAX_NAME_LENGTH, "._:/-");
+}
+
+/* ---------------------------------------------------------------------------
+ * Models
+ * ------------------------------------------------------------------------- */
+
+static void model_free(paramd__model *model)
+{
+    for (size_t i = 0; i < model->tensor_count; i++)
+        paramd__tensor_destroy(model->tensors[i]);
+    free(model->tensors);
+    paramd__dictionary_free(&model->tensor_index);
+    free(model->name);
+    free(model);
+}
+
+paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__error *error)
+{
+    if (!paramd__model_name_valid(spec->name)) {
+        paramd__error_set(error, PARAMD_E_BAD_NAME,
+                          "model name \"%.200s\": use 1 to 128 characters from A-Z a-z 0-9 . _ -, "
+                          "not starting with '.'",
+                          spec->name);
+        return NULL;
+    }
+    if (spec->tensor_count == 0) {
+        paramd__error_set(error, PARAMD_E_BAD_REQUEST, "tensors: a model needs at least one tensor");
+        return NULL;
+    }
+    paramd__model *model = calloc(1, sizeof *model);
+    if (model == NULL)
+        goto out_of_memory;
+    paramd__dictionary_init(&model->tensor_index);
+    model->name = strdup(spec->name);
+    model->tensors = calloc(spec->tensor_count, sizeof *model->tensors);
+    if (model->name == NULL || model->tensors == NULL)
+        goto out_of_memory;
+    model->optimizer = spec->optimizer;
+    model->created = time(NULL);
+    atomic_init(&model->step, 0);
+    atomic_init(&model->references, 1);
+
+    for (size_t i = 0; i < spec->tensor_count; i++) {
+        const paramd__tensor_spec *tensor_spec = &spec->tensors[i];
+        if (!paramd__tensor_name_valid(tensor_spec->name)) {
+            paramd__error_set(error, PARAMD_E_BAD_NAME,
+                              "tensors[%zu].name \"%.200s\": use 1 to 255 characters from "
+                              "A-Z a-z 0-9 . _ : / -, not starting with '.'",
+                              i, tensor_spec->name);
+            goto fail;
+        }
+        if (paramd__dictionary_find(&model->tensor_index, tensor_spec->name) != NULL) {
+            paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                              "tensors[%zu].name: \"%s\" appears more than once", i,
+                              tensor_spec->name);
+            goto fail;
+        }
+        char field[64];
+        snprintf(field, sizeof field, "tensors[%zu].shape", i);
+        size_t count;
+        if (paramd__tensor_check_shape(tensor_spec->dimension_count, tensor_spec->shape, &count,
+                                       field, error) != PARAMD_OK)
+            goto fail;
+        if (tensor_spec->has_values && tensor_spec->value_count != count) {
+            paramd__error_set(error, PARAMD_E_SHAPE_MISMATCH,
+                              "tensors[%zu].values: shape holds %zu elements, got %zu values", i,
+                              count, tensor_spec->value_count);
+            goto fail;
+        }
+        if (tensor_spec->has_values) {
+            size_t bad = paramd__find_non_finite(tensor_spec->values, count);
+            if (bad < count) {
+                paramd__error_set(error, PARAMD_E_NON_FINITE, "tensors[%zu].values[%zu]: %g",
+                                  i, bad, (double)tensor_spec->values[bad]);
+                goto fail;
+            }
+        }
+        paramd__tensor *tensor = paramd__tensor_create(
+            tensor_spec->name, tensor_spec->dimension_count, tensor_spec->shape,
+            &model->optimizer, error);
+        if (tensor == NULL)
+            goto fail;
+        tensor->position = model->tensor_count;
+        model->tensors[model->tensor_count++] = tensor;
+        if (paramd__dictionary_insert(&model->tensor_index, tensor->name, tensor) != 0)
+            goto out_of_memory;
+        if (tensor_spec->has_values)
+            memcpy(tensor->values, tensor_spec->values, count * sizeof(float));
+        else
+            paramd__initializer_fill(&tensor_spec->initializer, tensor->values, count);
+        model->parameter_count += count;
+        model->memory_bytes += paramd__tensor_memory_bytes(tensor);
+    }
+    return model;
+
+out_of_memory:
+    paramd__error_set(error, PARAMD_E_NO_MEMORY, "model \"%.200s\": out of memory", spec->name);
+fail:
+    if (model)
+        model_free(model);
+    return NULL;
+}
+
+paramd__tensor *paramd__model_find_tensor(const paramd__model *model, const char *name)
+{
+    return paramd__dictionary_find(&model->tensor_index, name);
+}
+
+void paramd__model_retain(paramd__model *model)
+{
+    atomic_fetch_add(&model->references, 1);
+}
+
+void paramd__model_release(paramd__model *model)
+{
+    if (model != NULL && atomic_fetch_sub(&model->references, 1) == 1)
+        model_free(model);
+}
+
+/* ---------------------------------------------------------------------------
+ * Registry
+ * ------------------------------------------------------------------------- */
+
+void paramd__registry_init(paramd__registry *registry)
+{
+    pthread_rwlock_init(&registry->lock, NULL);
+    paramd__dictionary_init(&registry->models);
+}
+
+static void release_visitor(void *value, void *context)
+{
+    (void)context;
+    paramd__model_release(value);
+}
+
+void paramd__registry_destroy(paramd__registry *registry)
+{
+    pthread_rwlock_wrlock(&registry->lock);
+    paramd__dictionary_for_each(&registry->models, release_visitor, NULL);
+    paramd__dictionary_free(&registry->models);
+    pthread_rwlock_unlock(&registry->lock);
+    pthread_rwlock_destroy(&registry->lock);
+}
+
+int paramd__registry_add(paramd__registry *registry, paramd__model *model, paramd__error *error)
+{
+    pthread_rwlock_wrlock(&registry->lock);
+    int result = paramd__dictionary_insert(&registry->models, model->name, model);
+    if (result == 0)
+        paramd__model_retain(model);
+    pthread_rwlock_unlock(&registry->lock);
+    if (result == 1)
+        return paramd__error_set(error, PARAMD_E_MODEL_EXISTS, "model \"%s\" already exists",
+                                 model->name);
+    if (result != 0)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "model registry: out of memory");
+    return PARAMD_OK;
+}
+
+paramd__model *paramd__registry_acquire(paramd__registry *registry, const char *name)
+{
+    pthread_rwlock_rdlock(&registry->lock);
+    paramd__model *model = paramd__dictionary_find(&registry->models, name);
+    if (model)
+        paramd__model_retain(model);
+    pthread_rwlock_unlock(&registry->lock);
+    return model;
+}
+
+int paramd__registry_remove(paramd__registry *registry, const char *name, paramd__error *error)
+{
+    pthread_rwlock_wrlock(&registry->lock);
+    paramd__model *model = paramd__dictionary_remove(&registry->models, name);
+    pthread_rwlock_unlock(&registry->lock);
+    if (model == NULL)
+        return paramd__error_set(error, PARAMD_E_MODEL_NOT_FOUND, "model \"%.200s\" not found",
+                                 name);
+    paramd__model_release(model);
+    return PARAMD_OK;
+}
+
+typedef struct list_context {
+    paramd__model **models;
+    size_t count;
+} list_context;
+
+static void list_visitor(void *value, void *context)
+{
+    list_context *list = context;
+    paramd__model *model = value;
+    paramd__model_retain(model);
+    list->models[list->count++] = model;
+}
+
+static int compare_model_names(const void *a, const void *b)
+{
+    const paramd__model *const *left = a, *const *right = b;
+    return strcmp((*left)->name, (*right)->name);
+}
+
+paramd__model **paramd__registry_list(paramd__registry *registry, size_t *count)
+{
+    list_context list = {NULL, 0};
+    pthread_rwlock_rdlock(&registry->lock);
+    if (registry->models.count > 0) {
+        list.models = malloc(registry->models.count * sizeof *list.models);
+        if (list.models)
+            paramd__dictionary_for_each(&registry->models, list_visitor, &list);
+    }
+    pthread_rwlock_unlock(&registry->lock);
+    if (list.count > 1)
+        qsort(list.models, list.count, sizeof *list.models, compare_model_names);
+    *count = list.count;
+    return list.models;
+}

@@ -1,0 +1,105 @@
+/*
+ * model.h - models (named sets of tensors sharing one optimizer) and the
+ * registry that names them.
+ *
+ * Ownership: the registry holds one reference to each model it lists.  A
+ * front end takes its own reference with paramd__registry_acquire for the
+ * duration of a request and drops it with paramd__model_release, so a model
+ * deleted while a push is running is freed only when that push finishes.
+ * A model's name, configuration and tensor list never change after creation;
+ * tensor contents are guarded by each tensor's lock.
+ */
+#ifndef PARAMD_SERVER_MODEL_H
+#define PARAMD_SERVER_MODEL_H
+
+#include "dictionary.h"
+#include "initializer.h"
+#include "optimizer.h"
+#include "tensor.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+typedef struct paramd__model {
+    char *name;
+    paramd__optimizer_config optimizer;
+    paramd__tensor **tensors;          /* in creation order */
+    size_t tensor_count;
+    paramd__dictionary tensor_index;   /* name -> tensor */
+    size_t parameter_count;            /* total elements of all tensors */
+    size_t memory_bytes;               /* values and optimizer state */
+    time_t created;
+    atomic_uint_fast64_t step;         /* pushes applied to the model */
+    atomic_int references;
+} paramd__model;
+
+/* How one tensor of a new model gets its initial values: `values` when
+ * has_values (exactly the tensor's element count), else `initializer`. */
+typedef struct paramd__tensor_spec {
+    const char *name;
+    int dimension_count;
+    int64_t shape[PARAMD__MAX_DIMENSIONS];
+    bool has_values;
+    const float *values;              /* borrowed; value_count floats */
+    size_t value_count;
+    paramd__initializer initializer;
+} paramd__tensor_spec;
+
+typedef struct paramd__model_spec {
+    const char *name;
+    paramd__optimizer_config optimizer;
+    paramd__tensor_spec *tensors;
+    size_t tensor_count;
+} paramd__model_spec;
+
+/* True when `name` is a valid model name: 1 to 128 characters from
+ * [A-Za-z0-9._-], not starting with '.'. */
+bool paramd__model_name_valid(const char *name);
+
+/* True when `name` is a valid tensor name: 1 to 255 characters from
+ * [A-Za-z0-9._:/-] (PyTorch names such as "layers.0.attn.q_proj.weight"). */
+bool paramd__tensor_name_valid(const char *name);
+
+/* Builds a model from a spec, fully validated.  Returns NULL and fills *error
+ * on failure.  The new model holds one reference (the caller's). */
+paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__error *error);
+
+paramd__tensor *paramd__model_find_tensor(const paramd__model *model, const char *name);
+
+void paramd__model_retain(paramd__model *model);
+
+/* Drops a reference; the last one frees the model and its tensors. */
+void paramd__model_release(paramd__model *model);
+
+/* ---------------------------------------------------------------------------
+ * Registry
+ * ------------------------------------------------------------------------- */
+
+typedef struct paramd__registry {
+    pthread_rwlock_t lock;
+    paramd__dictionary models; /* name -> model */
+} paramd__registry;
+
+void paramd__registry_init(paramd__registry *registry);
+
+/* Releases every model. */
+void paramd__registry_destroy(paramd__registry *registry);
+
+/* Adds a model (the registry takes its own reference).  PARAMD_E_MODEL_EXISTS
+ * if the name is taken. */
+int paramd__registry_add(paramd__registry *registry, paramd__model *model, paramd__error *error);
+
+/* Returns the model with a new reference, or NULL. */
+paramd__model *paramd__registry_acquire(paramd__registry *registry, const char *name);
+
+/* Removes a model from the registry and drops the registry's reference. */
+int paramd__registry_remove(paramd__registry *registry, const char *name, paramd__error *error);
+
+/* Returns every model, each with a new reference, sorted by name, in a
+ * malloc'ed array (free it after releasing each model).  NULL with
+ * *count = 0 when there are none or memory ran out. */
+paramd__model **paramd__registry_list(paramd__registry *registry, size_t *count);
+
+#endif

@@ -1,0 +1,156 @@
+/*
+ * optimizer.h - the optimizer table and optimizer configurations.
+ *
+ * Every optimizer paramd knows is one row of a single table
+ * (paramd__optimizer_types in optimizer.c): its torch.optim class name, the
+ * names of its per-tensor state slots, its hyperparameter schema (torch.optim
+ * keyword names, defaults and valid ranges), a cross-field validator, and its
+ * step: `prepare` turns the configuration and the tensor's step number into
+ * per-step scalars once (in double precision, as torch does in Python), and
+ * `kernel` applies the fused element-wise update over a range of elements.
+ * Each optimizer also has a plain `reference_kernel`; a unit test checks that
+ * the fast kernel agrees with it bit for bit.
+ *
+ * Adding an optimizer means adding one file with its schema and kernels and
+ * one line to the table; nothing in the front ends changes.
+ */
+#ifndef PARAMD_SERVER_OPTIMIZER_H
+#define PARAMD_SERVER_OPTIMIZER_H
+
+#include "error.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PARAMD__MAX_HYPERPARAMETERS 24 /* value slots in a configuration */
+#define PARAMD__MAX_STATE_SLOTS 8      /* per-tensor state arrays */
+
+/* ---------------------------------------------------------------------------
+ * Hyperparameter schema
+ * ------------------------------------------------------------------------- */
+
+typedef enum paramd__hyperparameter_kind {
+    PARAMD__HYPERPARAMETER_REAL,    /* a finite number */
+    PARAMD__HYPERPARAMETER_BOOLEAN, /* true or false, stored as 1.0 or 0.0 */
+    PARAMD__HYPERPARAMETER_PAIR,    /* two numbers, e.g. betas; uses slot and slot + 1 */
+} paramd__hyperparameter_kind;
+
+enum {
+    PARAMD__HYPERPARAMETER_REQUIRED = 1u << 0,      /* no default: must be given */
+    PARAMD__HYPERPARAMETER_MINIMUM_OPEN = 1u << 1,  /* value > minimum (else >=) */
+    PARAMD__HYPERPARAMETER_MAXIMUM_OPEN = 1u << 2,  /* value < maximum (else <=) */
+    PARAMD__HYPERPARAMETER_NO_EFFECT = 1u << 3,     /* accepted for torch compatibility
+                                                       (foreach, fused, ...), ignored */
+};
+
+typedef struct paramd__hyperparameter_spec {
+    const char *name;                 /* torch.optim keyword, e.g. "weight_decay" */
+    paramd__hyperparameter_kind kind;
+    int slot;                         /* index into paramd__optimizer_config.values */
+    double default_value[2];          /* [1] only for pairs */
+    double minimum, maximum;          /* valid range of each number */
+    unsigned flags;                   /* PARAMD__HYPERPARAMETER_* */
+    const char *description;          /* one line, for docs and errors */
+} paramd__hyperparameter_spec;
+
+/* ---------------------------------------------------------------------------
+ * Configurations and step kernels
+ * ------------------------------------------------------------------------- */
+
+struct paramd__optimizer_type;
+
+/* A validated optimizer configuration: which optimizer and all of its
+ * hyperparameter values (defaults filled in).  Plain data, copied freely. */
+typedef struct paramd__optimizer_config {
+    const struct paramd__optimizer_type *type;
+    double values[PARAMD__MAX_HYPERPARAMETERS];
+} paramd__optimizer_config;
+
+/* Per-step scalars computed by `prepare`; each optimizer lays out its own
+ * struct inside (checked by a static assertion in its file). */
+typedef struct paramd__step_scalars {
+    _Alignas(16) unsigned char bytes[256];
+} paramd__step_scalars;
+
+/* The arrays one step works on, all of the same length.  state[i] is NULL for
+ * slots the configuration does not use. */
+typedef struct paramd__step_arrays {
+    float *param;
+    const float *grad;
+    float *state[PARAMD__MAX_STATE_SLOTS];
+} paramd__step_arrays;
+
+/* Updates elements [begin, end) of the arrays.  Must touch nothing else, so
+ * disjoint ranges can run on different threads. */
+typedef void (*paramd__step_kernel)(const paramd__step_scalars *scalars,
+                                    const paramd__step_arrays *arrays, size_t begin, size_t end);
+
+typedef struct paramd__optimizer_type {
+    const char *name;                      /* torch.optim class name, e.g. "AdamW" */
+    const char *const *state_slot_names;   /* state_slot_count names, e.g. "exp_avg" */
+    int state_slot_count;                  /* slots the optimizer may use */
+    const paramd__hyperparameter_spec *hyperparameters;
+    int hyperparameter_count;
+    /* Cross-field checks after each value passed its own range check
+     * (e.g. nesterov needs momentum > 0).  May be NULL. */
+    int (*validate)(const paramd__optimizer_config *config, paramd__error *error);
+    /* Whether a configuration uses state slot i (e.g. Adam's max_exp_avg_sq
+     * only with amsgrad).  Unused slots are never allocated. */
+    bool (*uses_state_slot)(const paramd__optimizer_config *config, int slot);
+    /* Fills *scalars for the tensor's step number `step` (1 for the first). */
+    void (*prepare)(const paramd__optimizer_config *config, uint64_t step,
+                    paramd__step_scalars *scalars);
+    paramd__step_kernel kernel;            /* fused, vectorised */
+    paramd__step_kernel reference_kernel;  /* plain scalar loop, for tests */
+} paramd__optimizer_type;
+
+/* The table, and its length. */
+extern const paramd__optimizer_type *const paramd__optimizer_types[];
+extern const int paramd__optimizer_type_count;
+
+/* Finds an optimizer by torch.optim class name, case-insensitively. */
+const paramd__optimizer_type *paramd__optimizer_find(const char *name);
+
+/* Finds a hyperparameter of `type` by exact keyword name. */
+const paramd__hyperparameter_spec *paramd__optimizer_find_hyperparameter(
+    const paramd__optimizer_type *type, const char *name);
+
+/* Starts a configuration of `type` with every default filled in; required
+ * hyperparameters are left unset (NaN) until given. */
+void paramd__optimizer_config_init(paramd__optimizer_config *config,
+                                   const paramd__optimizer_type *type);
+
+/* Sets one hyperparameter after checking its range.  `values` holds one
+ * number (two for a pair); booleans are 0 or 1.  The error message is
+ * prefixed with `field` (e.g. "optimizer.lr").  Changes nothing on error. */
+int paramd__optimizer_config_set(paramd__optimizer_config *config,
+                                 const paramd__hyperparameter_spec *spec, const double *values,
+                                 const char *field, paramd__error *error);
+
+/* Checks that required hyperparameters are set and runs the optimizer's
+ * cross-field validator.  `field` prefixes error messages ("optimizer"). */
+int paramd__optimizer_config_validate(const paramd__optimizer_config *config, const char *field,
+                                      paramd__error *error);
+
+/* Reads a hyperparameter by name (the first number for a pair). */
+double paramd__optimizer_config_get(const paramd__optimizer_config *config, const char *name);
+
+/* Element count above which a step is split across the thread pool. */
+#define PARAMD__PARALLEL_STEP_MINIMUM (1u << 18)
+
+/* Applies one step to arrays of `count` elements with the fast kernel,
+ * threaded for large tensors.  `step` is the tensor's new step number. */
+void paramd__optimizer_step(const paramd__optimizer_config *config, uint64_t step,
+                            const paramd__step_arrays *arrays, size_t count);
+
+/* The same with the reference kernel on the calling thread (tests only). */
+void paramd__optimizer_step_reference(const paramd__optimizer_config *config, uint64_t step,
+                                      const paramd__step_arrays *arrays, size_t count);
+
+/* The rows of the table, defined in optimizer_sgd.c and optimizer_adam.c. */
+extern const paramd__optimizer_type paramd__optimizer_sgd;
+extern const paramd__optimizer_type paramd__optimizer_adam;
+extern const paramd__optimizer_type paramd__optimizer_adamw;
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * tensor.h - one named float32 tensor with its optimizer state.
+ *
+ * A tensor owns its value array and one array per optimizer state slot the
+ * model's configuration uses (all of `count` floats, 64-byte aligned, zeroed
+ * at creation).  `lock` guards values, state and step: every update and every
+ * read of a consistent snapshot holds it, which makes each push atomic per
+ * tensor.
+ */
+#ifndef PARAMD_SERVER_TENSOR_H
+#define PARAMD_SERVER_TENSOR_H
+
+#include "optimizer.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PARAMD__MAX_DIMENSIONS 8
+#define PARAMD__MAX_NAME_LENGTH 255
+
+/* Largest element count accepted for one tensor (2^40: 4 TiB of float32),
+ * far beyond any memory, so that count * sizeof(float) never overflows. */
+#define PARAMD__MAX_TENSOR_ELEMENTS (UINT64_C(1) << 40)
+
+typedef struct paramd__tensor {
+    char *name;                             /* owned, e.g. "fc1.weight" */
+    int dimension_count;                    /* 0 (a scalar) to PARAMD__MAX_DIMENSIONS */
+    int64_t shape[PARAMD__MAX_DIMENSIONS];
+    size_t count;                           /* product of shape, >= 1 */
+    float *values;                          /* owned, count floats */
+    float *state[PARAMD__MAX_STATE_SLOTS];  /* owned; NULL for unused slots */
+    size_t position;                        /* index in its model's tensor list */
+    uint64_t step;                          /* optimizer steps applied, as torch's state["step"] */
+    pthread_mutex_t lock;
+} paramd__tensor;
+
+/* Checks a shape and computes its element count.  `field` prefixes errors. */
+int paramd__tensor_check_shape(int dimension_count, const int64_t *shape, size_t *count,
+                               const char *field, paramd__error *error);
+
+/* Allocates a tensor with zeroed values and the state slots `config` uses.
+ * Returns NULL and sets *error (PARAMD_E_NO_MEMORY) on failure. */
+paramd__tensor *paramd__tensor_create(const char *name, int dimension_count,
+                                      const int64_t *shape, const paramd__optimizer_config *config,
+                                      paramd__error *error);
+
+void paramd__tensor_destroy(paramd__tensor *tensor);
+
+/* Bytes of memory the tensor holds (values and state). */
+size_t paramd__tensor_memory_bytes(const paramd__tensor *tensor);
+
+/* Aligned, zeroed float arrays.  Large arrays come from mmap, so the kernel
+ * supplies zero pages lazily and may back them with huge pages. */
+float *paramd__float_array_alloc(size_t count);
+void paramd__float_array_free(float *array, size_t count);
+
+/* Index of the first non-finite value in values[0, count), or count if all
+ * are finite. */
+size_t paramd__find_non_finite(const float *values, size_t count);
+
+#endif
