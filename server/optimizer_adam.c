@@ -3,14 +3,16 @@
  * weight_decay, maximize).  They differ only in how weight decay is applied,
  * so they share their kernels.
  *
- * Per element, in float32, as torch.optim.Adam/AdamW (1.13, single-tensor):
+ * Per element, in float32, as torch.optim.Adam/AdamW (1.13, single-tensor),
+ * where fma(a, b, c) = a * b + c rounded once, as torch's add_(alpha=) and
+ * addcmul_ do:
  *   g = maximize ? -g : g
- *   Adam:   if weight_decay != 0:  g = g + weight_decay * p          (coupled L2)
+ *   Adam:   if weight_decay != 0:  g = fma(p, weight_decay, g)       (coupled L2)
  *   AdamW:  p = p * (1 - lr * weight_decay)                          (decoupled)
- *   m = m * beta1;  m = m + (1 - beta1) * g
- *   v = v * beta2;  v = v + (1 - beta2) * g * g
+ *   m = fma(g, 1 - beta1, m * beta1)
+ *   v = fma((1 - beta2) * g, g, v * beta2)
  *   amsgrad: v_max = max(v_max, v), and v_max replaces v below
- *   p = p + (-step_size) * m / (sqrt(v) / sqrt(bias_correction2) + eps)
+ *   p = p + ((-step_size) * m) / (sqrt(v) / sqrt(bias_correction2) + eps)
  * where, in double precision as torch computes them in Python,
  *   bias_correction1 = 1 - beta1^step, bias_correction2 = 1 - beta2^step,
  *   step_size = lr / bias_correction1.
@@ -122,11 +124,11 @@ static void adam_reference_kernel(const paramd__step_scalars *scalars,
         if (s->decoupled)
             param[i] = param[i] * s->decay_factor;
         else if (s->coupled_weight_decay != 0)
-            g = g + s->coupled_weight_decay * param[i];
+            g = fmaf(param[i], s->coupled_weight_decay, g);
         exp_avg[i] = exp_avg[i] * s->beta1;
-        exp_avg[i] = exp_avg[i] + s->one_minus_beta1 * g;
+        exp_avg[i] = fmaf(g, s->one_minus_beta1, exp_avg[i]);
         exp_avg_sq[i] = exp_avg_sq[i] * s->beta2;
-        exp_avg_sq[i] = exp_avg_sq[i] + s->one_minus_beta2 * g * g;
+        exp_avg_sq[i] = fmaf(s->one_minus_beta2 * g, g, exp_avg_sq[i]);
         float second_moment = exp_avg_sq[i];
         if (s->amsgrad) {
             if (exp_avg_sq[i] > max_exp_avg_sq[i])
@@ -134,13 +136,14 @@ static void adam_reference_kernel(const paramd__step_scalars *scalars,
             second_moment = max_exp_avg_sq[i];
         }
         float denominator = sqrtf(second_moment) / s->bias_correction2_sqrt + s->eps;
-        param[i] = param[i] + s->negative_step_size * exp_avg[i] / denominator;
+        param[i] = param[i] + (s->negative_step_size * exp_avg[i]) / denominator;
     }
 }
 
 /* The fast path: one branch-free pass that reads p, g, m, v (and v_max) once
- * and writes p, m, v once.  Multiplying by sign = +-1, by decay_factor = 1 and
- * adding 0 * p are exact, so Adam and AdamW share the loop without branches. */
+ * and writes p, m, v once.  Multiplying by sign = +-1 or decay_factor = 1 and
+ * fma(p, 0, g) = g are exact, so Adam and AdamW share the loop without
+ * branches. */
 static PARAMD__ALWAYS_INLINE void adam_loop(const adam_scalars *s, float *restrict param,
                                             const float *restrict grad, float *restrict exp_avg,
                                             float *restrict exp_avg_sq,
@@ -155,9 +158,9 @@ static PARAMD__ALWAYS_INLINE void adam_loop(const adam_scalars *s, float *restri
     const float negative_step_size = s->negative_step_size;
     for (size_t i = begin; i < end; i++) {
         float p = param[i] * decay_factor;
-        float g = grad[i] * sign + weight_decay * param[i];
-        float m = exp_avg[i] * beta1 + one_minus_beta1 * g;
-        float v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g;
+        float g = fmaf(param[i], weight_decay, grad[i] * sign);
+        float m = fmaf(g, one_minus_beta1, exp_avg[i] * beta1);
+        float v = fmaf(one_minus_beta2 * g, g, exp_avg_sq[i] * beta2);
         exp_avg[i] = m;
         exp_avg_sq[i] = v;
         if (amsgrad) {
@@ -165,7 +168,7 @@ static PARAMD__ALWAYS_INLINE void adam_loop(const adam_scalars *s, float *restri
             v = v > previous ? v : previous;
             max_exp_avg_sq[i] = v;
         }
-        param[i] = p + negative_step_size * m / (sqrtf(v) / bias_correction2_sqrt + eps);
+        param[i] = p + (negative_step_size * m) / (sqrtf(v) / bias_correction2_sqrt + eps);
     }
 }
 

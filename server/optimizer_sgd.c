@@ -2,13 +2,14 @@
  * optimizer_sgd.c - torch.optim.SGD: momentum, dampening, nesterov,
  * weight_decay (coupled L2) and maximize.
  *
- * Per element, in float32, exactly as torch.optim.SGD (1.13, single-tensor):
+ * Per element, in float32, exactly as torch.optim.SGD (1.13, single-tensor),
+ * where fma(a, b, c) = a * b + c rounded once, as torch's add_(alpha=) does:
  *   d = maximize ? -g : g
- *   if weight_decay != 0:  d = d + weight_decay * p
+ *   if weight_decay != 0:  d = fma(p, weight_decay, d)
  *   if momentum != 0:
- *       buf = (first step) ? d : buf * momentum + (1 - dampening) * d
- *       d   = nesterov ? d + momentum * buf : buf
- *   p = p + (-lr) * d
+ *       buf = (first step) ? d : fma(d, 1 - dampening, buf * momentum)
+ *       d   = nesterov ? fma(buf, momentum, d) : buf
+ *   p = fma(d, -lr, p)
  */
 #include "kernel.h"
 
@@ -92,23 +93,23 @@ static void sgd_reference_kernel(const paramd__step_scalars *scalars,
     for (size_t i = begin; i < end; i++) {
         float d = s->maximize ? -grad[i] : grad[i];
         if (s->has_weight_decay)
-            d = d + s->weight_decay * param[i];
+            d = fmaf(param[i], s->weight_decay, d);
         if (s->has_momentum) {
             if (s->first_step) {
                 buffer[i] = d;
             } else {
                 buffer[i] = buffer[i] * s->momentum;
-                buffer[i] = buffer[i] + s->one_minus_dampening * d;
+                buffer[i] = fmaf(d, s->one_minus_dampening, buffer[i]);
             }
-            d = s->nesterov ? d + s->momentum * buffer[i] : buffer[i];
+            d = s->nesterov ? fmaf(buffer[i], s->momentum, d) : buffer[i];
         }
-        param[i] = param[i] + s->negative_lr * d;
+        param[i] = fmaf(d, s->negative_lr, param[i]);
     }
 }
 
 /* The fast path: one loop per momentum variant, with no branches inside, so
- * gcc vectorises each.  Multiplying by sign = +-1 and adding weight_decay * p
- * with weight_decay = 0 are exact, so they need no branch either. */
+ * gcc vectorises each.  Multiplying by sign = +-1 and fma(p, 0, d) = d are
+ * exact, so maximize and a zero weight_decay need no branch either. */
 static PARAMD__ALWAYS_INLINE void sgd_loop(const sgd_scalars *s, float *restrict param,
                                            const float *restrict grad, float *restrict buffer,
                                            size_t begin, size_t end, bool momentum, bool first,
@@ -118,13 +119,13 @@ static PARAMD__ALWAYS_INLINE void sgd_loop(const sgd_scalars *s, float *restrict
     const float one_minus_dampening = s->one_minus_dampening, negative_lr = s->negative_lr;
     for (size_t i = begin; i < end; i++) {
         float p = param[i];
-        float d = grad[i] * sign + weight_decay * p;
+        float d = fmaf(p, weight_decay, grad[i] * sign);
         if (momentum) {
-            float b = first ? d : buffer[i] * m + one_minus_dampening * d;
+            float b = first ? d : fmaf(d, one_minus_dampening, buffer[i] * m);
             buffer[i] = b;
-            d = nesterov ? d + m * b : b;
+            d = nesterov ? fmaf(b, m, d) : b;
         }
-        param[i] = p + negative_lr * d;
+        param[i] = fmaf(d, negative_lr, p);
     }
 }
 

@@ -1,0 +1,252 @@
+/*
+ * test_conformance.c - replay PyTorch's optimizer trajectories through paramd.
+ *
+ * Each JSON file in tests/conformance/goldens (written by
+ * tests/conformance/generate_goldens.py with torch.optim) holds an optimizer
+ * configuration, initial weights, and for every step the gradients pushed
+ * (a subset of tensors in some cases) and torch's weights after the step.
+ * This test builds the model through the same JSON parser and core push the
+ * server uses, replays every step, and requires every weight after every step
+ * to match torch within a relative error of 1e-5 (elementwise; an absolute
+ * floor of 1e-30 only guards the division).  In fact paramd rounds exactly as
+ * torch's CPU kernels do (see server/kernel.h), so the test also counts the
+ * weights that are bit-identical to torch's and requires all of them to be:
+ * a change in rounding shows up here first, long before 1e-5.  It replays each case twice: with
+ * the fast kernels through paramd__core_push, and with the reference kernels.
+ * No torch is needed: the golden files are committed.
+ */
+#define _DEFAULT_SOURCE
+#include "test_util.h"
+
+#include "base64.h"
+#include "core.h"
+#include "json_api.h"
+
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define GOLDEN_DIRECTORY PARAMD_TEST_DATA_DIR "/conformance/goldens"
+#define RELATIVE_TOLERANCE 1e-5
+
+/* Decodes a base64 string of float32 values into a new array. */
+static float *decode_b64(const json_t *string, size_t *count)
+{
+    ck_assert_msg(json_is_string(string), "expected a base64 string");
+    size_t length = json_string_length(string);
+    size_t capacity = paramd_base64_decoded_length_bound(length);
+    float *values = malloc(capacity + sizeof(float));
+    ck_assert_ptr_nonnull(values);
+    long long bytes = paramd_base64_decode(json_string_value(string), length, values, capacity);
+    ck_assert_int_ge(bytes, 0);
+    ck_assert_int_eq(bytes % 4, 0);
+    *count = (size_t)bytes / sizeof(float);
+    return values;
+}
+
+typedef struct replay_result {
+    double worst_relative_error;
+    int steps;
+    size_t values;    /* weights compared */
+    size_t identical; /* of which bit-identical to torch's */
+} replay_result;
+
+/* Replays one golden file; with_reference selects the reference kernels. */
+static replay_result replay(const char *path, bool with_reference)
+{
+    json_error_t json_error;
+    json_t *golden = json_load_file(path, 0, &json_error);
+    ck_assert_msg(golden != NULL, "%s: %s", path, json_error.text);
+
+    paramd__error error = {0};
+    paramd__model_spec spec = {.name = "golden"};
+    int result = paramd__json_parse_optimizer(json_object_get(golden, "optimizer"),
+                                              &spec.optimizer, &error);
+    ck_assert_msg(result == PARAMD_OK, "%s: optimizer: %s", path, error.message);
+
+    const json_t *tensors = json_object_get(golden, "tensors");
+    spec.tensor_count = json_array_size(tensors);
+    spec.tensors = calloc(spec.tensor_count, sizeof *spec.tensors);
+    float **initial = calloc(spec.tensor_count, sizeof *initial);
+    for (size_t i = 0; i < spec.tensor_count; i++) {
+        const json_t *tensor = json_array_get(tensors, i);
+        paramd__tensor_spec *tensor_spec = &spec.tensors[i];
+        tensor_spec->name = json_string_value(json_object_get(tensor, "name"));
+        const json_t *shape = json_object_get(tensor, "shape");
+        tensor_spec->dimension_count = (int)json_array_size(shape);
+        for (int d = 0; d < tensor_spec->dimension_count; d++)
+            tensor_spec->shape[d] = json_integer_value(json_array_get(shape, (size_t)d));
+        initial[i] = decode_b64(json_object_get(tensor, "initial"), &tensor_spec->value_count);
+        tensor_spec->values = initial[i];
+        tensor_spec->has_values = true;
+    }
+    paramd__model *model = paramd__model_create(&spec, &error);
+    ck_assert_msg(model != NULL, "%s: %s", path, error.message);
+
+    paramd__server server;
+    paramd__server_init(&server);
+    replay_result outcome = {0};
+    const json_t *steps = json_object_get(golden, "steps");
+    for (size_t s = 0; s < json_array_size(steps); s++) {
+        const json_t *step = json_array_get(steps, s);
+        const json_t *grads = json_object_get(step, "grads");
+        paramd__tensor_io items[16];
+        size_t item_count = 0;
+        const char *name;
+        json_t *value;
+        json_object_foreach((json_t *)grads, name, value) {
+            ck_assert_uint_lt(item_count, 16);
+            paramd__tensor_io *item = &items[item_count++];
+            memset(item, 0, sizeof *item);
+            item->tensor = paramd__model_find_tensor(model, name);
+            ck_assert_ptr_nonnull(item->tensor);
+            item->grad = decode_b64(value, &item->grad_count);
+        }
+        if (with_reference) {
+            for (size_t i = 0; i < item_count; i++) {
+                paramd__tensor *tensor = items[i].tensor;
+                paramd__step_arrays arrays = {.param = tensor->values, .grad = items[i].grad};
+                memcpy(arrays.state, tensor->state, sizeof arrays.state);
+                tensor->step++;
+                paramd__optimizer_step_reference(&model->optimizer, tensor->step, &arrays,
+                                                 tensor->count);
+            }
+        } else {
+            uint64_t model_step;
+            result = paramd__core_push(&server, model, items, item_count, &model_step, &error);
+            ck_assert_msg(result == PARAMD_OK, "%s step %zu: %s", path, s, error.message);
+            ck_assert_uint_eq(model_step, s + 1);
+        }
+        for (size_t i = 0; i < item_count; i++)
+            free((float *)items[i].grad);
+
+        const json_t *expected_weights = json_object_get(step, "weights");
+        json_object_foreach((json_t *)expected_weights, name, value) {
+            paramd__tensor *tensor = paramd__model_find_tensor(model, name);
+            ck_assert_ptr_nonnull(tensor);
+            size_t count;
+            float *expected = decode_b64(value, &count);
+            ck_assert_uint_eq(count, tensor->count);
+            for (size_t e = 0; e < count; e++) {
+                double difference = fabs((double)tensor->values[e] - (double)expected[e]);
+                double relative = difference / fmax(fabs((double)expected[e]), 1e-30);
+                if (relative > outcome.worst_relative_error)
+                    outcome.worst_relative_error = relative;
+                ck_assert_msg(relative <= RELATIVE_TOLERANCE,
+                              "%s (%s kernel): step %zu, %s[%zu]: paramd %.9g, torch %.9g "
+                              "(relative error %.3g)",
+                              path, with_reference ? "reference" : "fast", s + 1, name, e,
+                              (double)tensor->values[e], (double)expected[e], relative);
+                outcome.values++;
+                outcome.identical += memcmp(&tensor->values[e], &expected[e], sizeof(float)) == 0;
+            }
+            free(expected);
+        }
+        outcome.steps++;
+    }
+    paramd__model_release(model);
+    paramd__server_destroy(&server);
+    for (size_t i = 0; i < spec.tensor_count; i++)
+        free(initial[i]);
+    free(initial);
+    free(spec.tensors);
+    json_decref(golden);
+    return outcome;
+}
+
+/* Lists the golden files, sorted, into a NULL-terminated array. */
+static char **golden_files(size_t *count)
+{
+    DIR *directory = opendir(GOLDEN_DIRECTORY);
+    ck_assert_msg(directory != NULL, "cannot open %s (run tests from the repository root)",
+                  GOLDEN_DIRECTORY);
+    char **paths = calloc(256, sizeof *paths);
+    *count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(directory)) != NULL) {
+        size_t length = strlen(entry->d_name);
+        if (length < 6 || strcmp(entry->d_name + length - 5, ".json") != 0)
+            continue;
+        ck_assert_uint_lt(*count, 255);
+        paths[*count] = malloc(strlen(GOLDEN_DIRECTORY) + length + 2);
+        sprintf(paths[*count], "%s/%s", GOLDEN_DIRECTORY, entry->d_name);
+        (*count)++;
+    }
+    closedir(directory);
+    return paths;
+}
+
+static void replay_all(bool with_reference)
+{
+    size_t count;
+    char **paths = golden_files(&count);
+    ck_assert_uint_ge(count, 18); /* the committed SGD, Adam and AdamW cases */
+    double worst = 0;
+    size_t values = 0, identical = 0;
+    for (size_t i = 0; i < count; i++) {
+        replay_result outcome = replay(paths[i], with_reference);
+        ck_assert_int_gt(outcome.steps, 0);
+        if (outcome.worst_relative_error > worst)
+            worst = outcome.worst_relative_error;
+        values += outcome.values;
+        identical += outcome.identical;
+        free(paths[i]);
+    }
+    free(paths);
+    printf("conformance (%s kernels): %zu PyTorch trajectories, %zu of %zu weights "
+           "bit-identical to torch, worst relative error %.3g\n",
+           with_reference ? "reference" : "fast", count, identical, values, worst);
+    ck_assert_uint_eq(identical, values);
+}
+
+START_TEST(test_fast_kernels_match_pytorch)
+{
+    replay_all(false);
+}
+END_TEST
+
+START_TEST(test_reference_kernels_match_pytorch)
+{
+    replay_all(true);
+}
+END_TEST
+
+/* Every optimizer in the table has at least one golden case, so adding an
+ * optimizer without PyTorch goldens fails here. */
+START_TEST(test_every_optimizer_has_goldens)
+{
+    size_t count;
+    char **paths = golden_files(&count);
+    for (int t = 0; t < paramd__optimizer_type_count; t++) {
+        const char *name = paramd__optimizer_types[t]->name;
+        bool found = false;
+        for (size_t i = 0; i < count && !found; i++) {
+            json_t *golden = json_load_file(paths[i], 0, NULL);
+            const char *optimizer =
+                json_string_value(json_object_get(json_object_get(golden, "optimizer"), "name"));
+            found = optimizer && strcmp(optimizer, name) == 0;
+            json_decref(golden);
+        }
+        ck_assert_msg(found, "optimizer %s has no golden file in %s", name, GOLDEN_DIRECTORY);
+    }
+    for (size_t i = 0; i < count; i++)
+        free(paths[i]);
+    free(paths);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *suite = suite_create("conformance");
+    TCase *tcase = tcase_create("pytorch");
+    tcase_set_timeout(tcase, 600);
+    tcase_add_test(tcase, test_fast_kernels_match_pytorch);
+    tcase_add_test(tcase, test_reference_kernels_match_pytorch);
+    tcase_add_test(tcase, test_every_optimizer_has_goldens);
+    suite_add_tcase(suite, tcase);
+    return suite;
+}
+
+PARAMD_TEST_MAIN(make_suite)
