@@ -141,14 +141,14 @@ static void adam_reference_kernel(const paramd__step_scalars *scalars,
 }
 
 /* The fast path: one branch-free pass that reads p, g, m, v (and v_max) once
- * and writes p, m, v once.  Multiplying by sign = +-1 or decay_factor = 1 and
- * fma(p, 0, g) = g are exact, so Adam and AdamW share the loop without
- * branches. */
+ * and writes p, m, v once.  Multiplying by sign = +-1 or by decay_factor = 1
+ * is exact, so maximize and AdamW need no variant; coupled weight decay does
+ * (fma(p, 0, -0.0) is +0.0, while torch leaves -0.0 alone). */
 static PARAMD__ALWAYS_INLINE void adam_loop(const adam_scalars *s, float *restrict param,
                                             const float *restrict grad, float *restrict exp_avg,
                                             float *restrict exp_avg_sq,
                                             float *restrict max_exp_avg_sq, size_t begin,
-                                            size_t end, bool amsgrad)
+                                            size_t end, bool coupled_decay, bool amsgrad)
 {
     const float sign = s->sign, weight_decay = s->coupled_weight_decay;
     const float decay_factor = s->decay_factor;
@@ -158,7 +158,9 @@ static PARAMD__ALWAYS_INLINE void adam_loop(const adam_scalars *s, float *restri
     const float negative_step_size = s->negative_step_size;
     for (size_t i = begin; i < end; i++) {
         float p = param[i] * decay_factor;
-        float g = fmaf(param[i], weight_decay, grad[i] * sign);
+        float g = grad[i] * sign;
+        if (coupled_decay)
+            g = fmaf(param[i], weight_decay, g);
         float m = fmaf(g, one_minus_beta1, exp_avg[i] * beta1);
         float v = fmaf(one_minus_beta2 * g, g, exp_avg_sq[i] * beta2);
         exp_avg[i] = m;
@@ -177,12 +179,18 @@ static void adam_kernel(const paramd__step_scalars *scalars, const paramd__step_
                         size_t begin, size_t end)
 {
     const adam_scalars *s = PARAMD__SCALARS(adam_scalars, scalars);
-    if (s->amsgrad)
-        adam_loop(s, arrays->param, arrays->grad, arrays->state[0], arrays->state[1],
-                  arrays->state[2], begin, end, true);
+    float *param = arrays->param, *exp_avg = arrays->state[0], *exp_avg_sq = arrays->state[1];
+    float *max_exp_avg_sq = arrays->state[2];
+    const float *grad = arrays->grad;
+    bool coupled_decay = s->coupled_weight_decay != 0;
+    if (coupled_decay && s->amsgrad)
+        adam_loop(s, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, begin, end, true, true);
+    else if (coupled_decay)
+        adam_loop(s, param, grad, exp_avg, exp_avg_sq, NULL, begin, end, true, false);
+    else if (s->amsgrad)
+        adam_loop(s, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, begin, end, false, true);
     else
-        adam_loop(s, arrays->param, arrays->grad, arrays->state[0], arrays->state[1], NULL,
-                  begin, end, false);
+        adam_loop(s, param, grad, exp_avg, exp_avg_sq, NULL, begin, end, false, false);
 }
 
 const paramd__optimizer_type paramd__optimizer_adam = {

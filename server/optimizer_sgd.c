@@ -107,19 +107,22 @@ static void sgd_reference_kernel(const paramd__step_scalars *scalars,
     }
 }
 
-/* The fast path: one loop per momentum variant, with no branches inside, so
- * gcc vectorises each.  Multiplying by sign = +-1 and fma(p, 0, d) = d are
- * exact, so maximize and a zero weight_decay need no branch either. */
+/* The fast path: one loop per variant (weight decay or not, momentum kind),
+ * with no branches inside, so gcc vectorises each.  Multiplying by sign = +-1
+ * is an exact negation, so maximize needs no variant.  (Weight decay does:
+ * fma(p, 0, -0.0) is +0.0, while torch leaves -0.0 alone.) */
 static PARAMD__ALWAYS_INLINE void sgd_loop(const sgd_scalars *s, float *restrict param,
                                            const float *restrict grad, float *restrict buffer,
-                                           size_t begin, size_t end, bool momentum, bool first,
-                                           bool nesterov)
+                                           size_t begin, size_t end, bool decay, bool momentum,
+                                           bool first, bool nesterov)
 {
     const float sign = s->sign, weight_decay = s->weight_decay, m = s->momentum;
     const float one_minus_dampening = s->one_minus_dampening, negative_lr = s->negative_lr;
     for (size_t i = begin; i < end; i++) {
         float p = param[i];
-        float d = fmaf(p, weight_decay, grad[i] * sign);
+        float d = grad[i] * sign;
+        if (decay)
+            d = fmaf(p, weight_decay, d);
         if (momentum) {
             float b = first ? d : fmaf(d, one_minus_dampening, buffer[i] * m);
             buffer[i] = b;
@@ -136,14 +139,24 @@ static void sgd_kernel(const paramd__step_scalars *scalars, const paramd__step_a
     const sgd_scalars *s = PARAMD__SCALARS(sgd_scalars, scalars);
     float *param = arrays->param, *buffer = arrays->state[0];
     const float *grad = arrays->grad;
-    if (!s->has_momentum)
-        sgd_loop(s, param, grad, NULL, begin, end, false, false, false);
-    else if (s->first_step)
-        s->nesterov ? sgd_loop(s, param, grad, buffer, begin, end, true, true, true)
-                    : sgd_loop(s, param, grad, buffer, begin, end, true, true, false);
+#define SGD_VARIANT(decay)                                                                     \
+    do {                                                                                       \
+        if (!s->has_momentum)                                                                  \
+            sgd_loop(s, param, grad, NULL, begin, end, decay, false, false, false);            \
+        else if (s->first_step && s->nesterov)                                                 \
+            sgd_loop(s, param, grad, buffer, begin, end, decay, true, true, true);             \
+        else if (s->first_step)                                                                \
+            sgd_loop(s, param, grad, buffer, begin, end, decay, true, true, false);            \
+        else if (s->nesterov)                                                                  \
+            sgd_loop(s, param, grad, buffer, begin, end, decay, true, false, true);            \
+        else                                                                                   \
+            sgd_loop(s, param, grad, buffer, begin, end, decay, true, false, false);           \
+    } while (0)
+    if (s->has_weight_decay)
+        SGD_VARIANT(true);
     else
-        s->nesterov ? sgd_loop(s, param, grad, buffer, begin, end, true, false, true)
-                    : sgd_loop(s, param, grad, buffer, begin, end, true, false, false);
+        SGD_VARIANT(false);
+#undef SGD_VARIANT
 }
 
 const paramd__optimizer_type paramd__optimizer_sgd = {

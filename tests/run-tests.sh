@@ -17,9 +17,12 @@ trap 'rm -f "$log"' EXIT
 echo "== unit and conformance tests (Check)"
 for binary in "$BUILD"/tests/test_*; do
     [ -x "$binary" ] || continue
-    CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-600} "$binary" >"$log" 2>&1
+    # stderr (server log lines) is kept apart so it cannot split Check's summary.
+    CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-600} "$binary" >"$log" 2>"$log.stderr"
     status=$?
     cat "$log"
+    sed 's/^/    log: /' "$log.stderr"
+    rm -f "$log.stderr"
     # Check prints "100%: Checks: 12, Failures: 0, Errors: 0".
     counts=$(sed -n 's/.*Checks: \([0-9]*\), Failures: \([0-9]*\), Errors: \([0-9]*\).*/\1 \2 \3/p' "$log" | tail -1)
     if [ -z "$counts" ]; then
