@@ -48,11 +48,22 @@ static void share_bounds(size_t count, size_t alignment, int shares, int index, 
     *end = last * alignment < count ? last * alignment : count;
 }
 
+/* What a worker is started with.  The generation current at its creation
+ * (read under pool.lock, which start holds) tells it which jobs are old, so a
+ * restarted pool never replays a finished job and never misses a new one. */
+typedef struct worker_start {
+    int index;
+    unsigned long generation;
+} worker_start;
+
+static worker_start worker_starts[PARAMD__PARALLEL_MAX_THREADS];
+
 static void *worker_main(void *argument)
 {
-    int worker_index = (int)(size_t)argument;
-    unsigned long seen_generation = 0;
+    const worker_start *start = argument;
+    int worker_index = start->index;
     pthread_mutex_lock(&pool.lock);
+    unsigned long seen_generation = start->generation;
     for (;;) {
         while (!pool.stopping && pool.generation == seen_generation)
             pthread_cond_wait(&pool.job_ready, &pool.lock);
@@ -91,9 +102,11 @@ int paramd__parallel_start(int thread_count)
         thread_count = PARAMD__PARALLEL_MAX_THREADS;
     pool.stopping = false;
     int started = 0;
-    for (; started < thread_count; started++)
-        if (pthread_create(&pool.threads[started], NULL, worker_main, (void *)(size_t)started) != 0)
+    for (; started < thread_count; started++) {
+        worker_starts[started] = (worker_start){started, pool.generation};
+        if (pthread_create(&pool.threads[started], NULL, worker_main, &worker_starts[started]) != 0)
             break;
+    }
     pool.thread_count = started;
     pool.started = true;
     pthread_mutex_unlock(&pool.lock);

@@ -1,0 +1,48 @@
+#!/usr/bin/python3
+"""Time torch.optim on one large float32 tensor, for paramd-bench.
+
+Usage: torch_step.py OPTIMIZER ELEMENTS THREADS STEPS
+Prints one JSON line: {"optimizer": ..., "elements": N, "threads": T,
+"seconds_per_step": median, "mparams_per_second": ...}.  Exits 3 if torch is
+not installed (Debian: python3-torch, or deploy/install-deps.sh --goldens).
+"""
+import json
+import statistics
+import sys
+import time
+
+try:
+    import torch
+except ImportError:
+    print(json.dumps({"error": "torch is not installed"}))
+    sys.exit(3)
+
+# The same configurations paramd-bench times (see bench/paramd-bench.c).
+CONFIGS = {
+    "SGD": dict(lr=0.01, momentum=0.9, nesterov=True),
+    "Adam": dict(lr=1e-3),
+    "AdamW": dict(lr=1e-3, weight_decay=1e-2),
+}
+
+
+def main():
+    name, elements, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(threads)
+    param = torch.nn.Parameter(torch.zeros(elements))
+    param.grad = torch.randn(elements) * 1e-3
+    optimizer = getattr(torch.optim, name)([param], foreach=True, **CONFIGS[name])
+    for _ in range(2):  # first steps allocate the state
+        optimizer.step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    print(json.dumps({"optimizer": name, "elements": elements, "threads": threads,
+                      "seconds_per_step": seconds, "mparams_per_second": elements / seconds / 1e6,
+                      "torch_version": torch.__version__}))
+
+
+if __name__ == "__main__":
+    main()
