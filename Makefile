@@ -77,11 +77,12 @@ run: $(BUILD)/paramd
 test: $(BUILD)/paramd $(UNIT_BINARIES)
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh tests/run-tests.sh
 
-bench: $(BUILD)/paramd-bench
-	$(BUILD)/paramd-bench
+bench: $(BUILD)/paramd-bench $(BUILD)/paramd
+	BUILD=$(BUILD) sh bench/run-bench.sh
 
-$(BUILD)/paramd-bench: bench/paramd-bench.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
-	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -o $@ $< $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_SERVER)
+$(BUILD)/paramd-bench: bench/paramd-bench.c bench/http_bench.c bench/http_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -Ibench -o $@ bench/paramd-bench.c bench/http_bench.c \
+	    $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_SERVER)
 
 goldens:
 	sh deploy/install-deps.sh --goldens

@@ -12,11 +12,15 @@
  *           same size with the same thread count (bench/torch_step.py, run
  *           with /usr/bin/python3), when python3-torch is installed.
  * Each figure is the median of --steps timed steps after two warm-up steps.
+ * With --http HOST:PORT it measures a running server's push round trips
+ * instead (bench/http_bench.c); bench/run-bench.sh does both.
  *
  * Usage: paramd-bench [--elements N[,N...]] [--threads T[,T...]] [--steps K]
  *                     [--optimizers NAME[,NAME...]] [--no-torch]
+ *        paramd-bench --http HOST:PORT [--connections N] [--large-elements N]
  */
 #define _DEFAULT_SOURCE
+#include "http_bench.h"
 #include "kernel.h"
 #include "optimizer.h"
 #include "parallel.h"
@@ -232,6 +236,8 @@ int main(int argc, char **argv)
     int steps = 10;
     bool with_torch = true;
     const char *only = NULL;
+    const char *http_address = NULL;
+    size_t connections = 2, large_elements = 16 << 20;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--elements") == 0 && i + 1 < argc)
             size_count = parse_list(argv[++i], sizes, 8);
@@ -243,16 +249,26 @@ int main(int argc, char **argv)
             only = argv[++i];
         else if (strcmp(argv[i], "--no-torch") == 0)
             with_torch = false;
+        else if (strcmp(argv[i], "--http") == 0 && i + 1 < argc)
+            http_address = argv[++i];
+        else if (strcmp(argv[i], "--connections") == 0 && i + 1 < argc)
+            parse_list(argv[++i], &connections, 1);
+        else if (strcmp(argv[i], "--large-elements") == 0 && i + 1 < argc)
+            parse_list(argv[++i], &large_elements, 1);
         else {
             fprintf(stderr,
                     "Usage: paramd-bench [--elements N[,N...]] [--threads T[,T...]] [--steps K]\n"
                     "                    [--optimizers NAME[,NAME...]] [--no-torch]\n"
+                    "       paramd-bench --http HOST:PORT [--connections N] [--large-elements N]\n"
                     "Sizes take K and M suffixes (2^10, 2^20); thread count 0 means all cores.\n");
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }
     if (steps < 1)
         steps = 1;
+    if (http_address)
+        return paramd__http_bench(http_address, connections > 16 ? 16 : (int)connections,
+                                  large_elements);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     for (int i = 0; i < thread_count_count; i++)
         if (thread_counts[i] == 0)
