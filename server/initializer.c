@@ -57,21 +57,27 @@ static const paramd__hyperparameter_spec uniform_parameters[] = {
     {"b", PARAMD__HYPERPARAMETER_REAL, 1, {1}, -INFINITY, INFINITY, 0, "upper bound"},
 };
 
-static int validate_uniform(const paramd__initializer *initializer, paramd__error *error)
+static int validate_uniform(const paramd__initializer *initializer, const char *field,
+                            paramd__error *error)
 {
     if (!(initializer->parameters[0] <= initializer->parameters[1]))
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                 "init: uniform needs a <= b, got a = %.17g, b = %.17g",
+                                 "%s: uniform needs a <= b, got a = %.17g, b = %.17g", field,
                                  initializer->parameters[0], initializer->parameters[1]);
     return PARAMD_OK;
 }
 
+/* Values in [a, b): rounding a + (b - a) u to float32 can reach b itself, so
+ * such values step down to the largest float below b. */
 static void fill_uniform(const paramd__initializer *initializer, float *values, size_t begin,
                          size_t end)
 {
     double low = initializer->parameters[0], width = initializer->parameters[1] - low;
-    for (size_t i = begin; i < end; i++)
-        values[i] = (float)(low + width * uniform_at(initializer->seed, i));
+    float high = (float)initializer->parameters[1], below_high = nextafterf(high, -INFINITY);
+    for (size_t i = begin; i < end; i++) {
+        float value = (float)(low + width * uniform_at(initializer->seed, i));
+        values[i] = value >= high && width > 0 ? below_high : value;
+    }
 }
 
 static const paramd__hyperparameter_spec normal_parameters[] = {

@@ -24,8 +24,10 @@ typedef struct paramd__initializer_type {
     const char *name; /* "zeros", "constant", "uniform", "normal" */
     const paramd__hyperparameter_spec *parameters;
     int parameter_count;
-    /* Cross-parameter checks (uniform: a <= b).  May be NULL. */
-    int (*validate)(const struct paramd__initializer *initializer, paramd__error *error);
+    /* Cross-parameter checks (uniform: a <= b); `field` prefixes error
+     * messages ("tensors[1].init").  May be NULL. */
+    int (*validate)(const struct paramd__initializer *initializer, const char *field,
+                    paramd__error *error);
     /* Writes elements [begin, end) of the tensor. */
     void (*fill)(const struct paramd__initializer *initializer, float *values, size_t begin,
                  size_t end);

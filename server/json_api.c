@@ -295,7 +295,7 @@ static int parse_initializer(const json_t *object, const char *field,
                                      "%s.%s: required by the %s initializer", field,
                                      type->parameters[i].name, type->name);
     if (type->validate)
-        return type->validate(initializer, error);
+        return type->validate(initializer, field, error);
     return PARAMD_OK;
 }
 

@@ -132,7 +132,10 @@ void paramd__parallel_stop(void)
 
 int paramd__parallel_width(void)
 {
-    return pool.thread_count + 1;
+    pthread_mutex_lock(&pool.lock);
+    int width = pool.thread_count + 1;
+    pthread_mutex_unlock(&pool.lock);
+    return width;
 }
 
 void paramd__parallel_for(size_t count, size_t alignment, size_t minimum_parallel_count,
@@ -150,7 +153,8 @@ void paramd__parallel_for(size_t count, size_t alignment, size_t minimum_paralle
     if (shares == 1) {
         pthread_mutex_unlock(&pool.lock);
         pthread_mutex_unlock(&pool.busy);
-        function(context, 0, count);
+        if (count > 0)
+            function(context, 0, count);
         return;
     }
     pool.function = function;
