@@ -128,6 +128,7 @@ typedef struct small_push_job {
     int count;
     double *latencies;
     int failures;
+    bool liveness_only; /* GET /livez: the HTTP floor, no JSON and no update */
 } small_push_job;
 
 static const char small_body[] =
@@ -144,8 +145,10 @@ static void *small_pushes(void *argument)
     }
     for (int i = 0; i < job->count; i++) {
         double start = now_seconds();
-        int status = request(&c, "POST", "/v1/models/paramd-bench/push", small_body,
-                             sizeof small_body - 1, NULL, NULL);
+        int status = job->liveness_only
+                         ? request(&c, "GET", "/livez", "", 0, NULL, NULL)
+                         : request(&c, "POST", "/v1/models/paramd-bench/push", small_body,
+                                   sizeof small_body - 1, NULL, NULL);
         job->latencies[i] = now_seconds() - start;
         job->failures += status != 200;
     }
@@ -153,13 +156,15 @@ static void *small_pushes(void *argument)
     return NULL;
 }
 
-static void measure_small(const char *host, int port, int connections, int count)
+static void measure_small(const char *host, int port, int connections, int count,
+                          bool liveness_only)
 {
     pthread_t threads[16];
     small_push_job jobs[16];
     double start = now_seconds();
     for (int i = 0; i < connections; i++) {
-        jobs[i] = (small_push_job){host, port, count, malloc((size_t)count * sizeof(double)), 0};
+        jobs[i] = (small_push_job){host, port, count, malloc((size_t)count * sizeof(double)), 0,
+                                   liveness_only};
         pthread_create(&threads[i], NULL, small_pushes, &jobs[i]);
     }
     double *all = malloc((size_t)(count * connections) * sizeof(double));
@@ -173,15 +178,15 @@ static void measure_small(const char *host, int port, int connections, int count
     double elapsed = now_seconds() - start;
     int total = count * connections;
     qsort(all, (size_t)total, sizeof *all, compare_doubles);
-    printf("small push (16 floats, JSON), %d connection%s: %8.0f pushes/s, p50 %6.1f us, "
-           "p99 %6.1f us%s\n",
+    printf("%-29s %d connection%s: %8.0f requests/s, p50 %6.1f us, p99 %6.1f us%s\n",
+           liveness_only ? "GET /livez (HTTP floor)," : "small push (16 floats, JSON),",
            connections, connections > 1 ? "s" : " ", total / elapsed, all[total / 2] * 1e6,
            all[total * 99 / 100] * 1e6, failures ? " (FAILURES)" : "");
     free(all);
 }
 
-/* Builds {"grads":{"large":<floats>}} in the given encoding. */
-static char *large_body(size_t elements, bool base64, size_t *length)
+/* Builds {"grads":{"<tensor>":<floats>}} in the given encoding. */
+static char *large_body(const char *tensor, size_t elements, bool base64, size_t *length)
 {
     float *values = malloc(elements * sizeof(float));
     for (size_t i = 0; i < elements; i++)
@@ -189,7 +194,7 @@ static char *large_body(size_t elements, bool base64, size_t *length)
     size_t capacity = base64 ? paramd_base64_encoded_length(elements * 4) + 128
                              : elements * 18 + 128;
     char *body = malloc(capacity);
-    size_t n = (size_t)sprintf(body, "{\"grads\":{\"large\":");
+    size_t n = (size_t)sprintf(body, "{\"grads\":{\"%s\":", tensor);
     if (base64) {
         n += (size_t)sprintf(body + n, "{\"dtype\":\"float32\",\"b64\":\"");
         paramd_base64_encode(values, elements * 4, body + n);
@@ -207,10 +212,11 @@ static char *large_body(size_t elements, bool base64, size_t *length)
     return body;
 }
 
-static void measure_large(connection *c, size_t elements, bool base64, int repeats)
+static void measure_large(connection *c, const char *tensor, size_t elements, bool base64,
+                          int repeats)
 {
     size_t length;
-    char *body = large_body(elements, base64, &length);
+    char *body = large_body(tensor, elements, base64, &length);
     double best = 1e30;
     int status = 0;
     size_t reply_length = 0;
@@ -251,8 +257,9 @@ int paramd__http_bench(const char *address, int connections, size_t large_elemen
     int create_length = snprintf(create, sizeof create,
                                  "{\"optimizer\":{\"name\":\"AdamW\"},\"tensors\":["
                                  "{\"name\":\"small\",\"shape\":[16]},"
-                                 "{\"name\":\"large\",\"shape\":[%zu]}]}",
-                                 large_elements);
+                                 "{\"name\":\"large\",\"shape\":[%zu]},"
+                                 "{\"name\":\"medium\",\"shape\":[%zu]}]}",
+                                 large_elements, large_elements / 16);
     request(&c, "DELETE", "/v1/models/paramd-bench", "", 0, NULL, NULL);
     int status = request(&c, "PUT", "/v1/models/paramd-bench", create, (size_t)create_length,
                          NULL, NULL);
@@ -262,11 +269,15 @@ int paramd__http_bench(const char *address, int connections, size_t large_elemen
         return 1;
     }
     printf("HTTP against %s (AdamW model; every push returns the updated weights)\n", address);
-    measure_small(host, port, 1, 20000);
-    if (connections > 1)
-        measure_small(host, port, connections, 10000);
-    measure_large(&c, large_elements, true, 3);
-    measure_large(&c, large_elements / 16, false, 2);
+    measure_small(host, port, 1, 20000, true);
+    measure_small(host, port, 1, 20000, false);
+    if (connections > 1) {
+        measure_small(host, port, connections, 10000, true);
+        measure_small(host, port, connections, 10000, false);
+    }
+    measure_large(&c, "large", large_elements, true, 3);
+    measure_large(&c, "medium", large_elements / 16, true, 3);
+    measure_large(&c, "medium", large_elements / 16, false, 2);
     request(&c, "DELETE", "/v1/models/paramd-bench", "", 0, NULL, NULL);
     disconnect(&c);
     return 0;

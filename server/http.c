@@ -75,7 +75,16 @@ static enum MHD_Result queue(struct MHD_Connection *connection,
                              const paramd__http_response *response)
 {
     struct MHD_Response *reply;
-    if (response->body) {
+    if (response->raw_body) {
+        /* libmicrohttpd takes ownership and frees the buffer once sent. */
+        reply = MHD_create_response_from_buffer(response->raw_length, response->raw_body,
+                                                MHD_RESPMEM_MUST_FREE);
+        if (reply == NULL) {
+            free(response->raw_body);
+            return MHD_NO;
+        }
+        MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    } else if (response->body) {
         char *text = json_dumps(response->body, PARAMD__JSON_DUMP_FLAGS);
         if (text == NULL) {
             static const char fallback[] =

@@ -54,10 +54,13 @@ typedef struct paramd__http_request {
 } paramd__http_request;
 
 /* What a handler answers: a status and a JSON body (owned; NULL for none),
- * plus an Allow header for 405. */
+ * or instead JSON text already written (raw_body: owned, malloc'ed), plus an
+ * Allow header for 405. */
 typedef struct paramd__http_response {
     unsigned status;
     json_t *body;
+    char *raw_body;
+    size_t raw_length;
     char allow[64];     /* Allow header value for 405, else empty */
 } paramd__http_response;
 

@@ -213,22 +213,20 @@ static int tensor_batch_add(tensor_batch *batch, paramd__tensor *tensor,
     return PARAMD_OK;
 }
 
-/* {"step": N, "weights": {"name": floats, ...}} */
-static json_t *weights_reply(uint64_t step, const tensor_batch *batch)
+/* Answers {"step": N, "weights": {...}} with the batch's weights. */
+static void respond_weights(paramd__http_response *response, uint64_t step,
+                            const tensor_batch *batch)
 {
-    json_t *weights = json_object();
-    for (size_t i = 0; weights && i < batch->count; i++) {
-        const paramd__tensor_io *item = &batch->items[i];
-        json_t *values =
-            paramd__json_encode_floats(item->weights, item->tensor->count, batch->encodings[i]);
-        if (values == NULL || json_object_set_new(weights, item->tensor->name, values) != 0) {
-            json_decref(weights);
-            return NULL;
-        }
+    size_t length;
+    char *text = paramd__json_write_weights(step, batch->items, batch->encodings, batch->count,
+                                            &length);
+    if (text == NULL) {
+        respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while building the response");
+        return;
     }
-    if (weights == NULL)
-        return NULL;
-    return json_pack("{s:I,s:o}", "step", (json_int_t)step, "weights", weights);
+    response->status = 200;
+    response->raw_body = text;
+    response->raw_length = length;
 }
 
 static void handle_push(const paramd__http_request *request, const char *model_name,
@@ -299,7 +297,7 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     result = paramd__core_push(request->http->server, model, batch.items, batch.count, &step,
                                &error);
     if (result == PARAMD_OK)
-        respond_json(response, 200, weights_reply(step, &batch));
+        respond_weights(response, step, &batch);
 done:
     if (result != PARAMD_OK)
         paramd__http_error_response(response, &error);
@@ -372,7 +370,7 @@ static void handle_weights(const paramd__http_request *request, const char *mode
     result = paramd__core_pull(request->http->server, model, batch.items, batch.count, &step,
                                &error);
     if (result == PARAMD_OK)
-        respond_json(response, 200, weights_reply(step, &batch));
+        respond_weights(response, step, &batch);
 done:
     if (result != PARAMD_OK)
         paramd__http_error_response(response, &error);

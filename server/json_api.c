@@ -140,6 +140,64 @@ json_t *paramd__json_encode_floats(const float *values, size_t count,
     return array;
 }
 
+char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
+                                 const paramd__float_encoding *encodings, size_t count,
+                                 size_t *length)
+{
+    static const char base64_open[] = "{\"dtype\":\"float32\",\"b64\":\"";
+    char **arrays = calloc(count ? count : 1, sizeof *arrays);
+    if (arrays == NULL)
+        return NULL;
+    /* First pass: format JSON arrays and add up the size. */
+    size_t total = 64;
+    char *text = NULL;
+    for (size_t i = 0; i < count; i++) {
+        total += strlen(items[i].tensor->name) + 4;
+        if (encodings[i] == PARAMD__ENCODING_BASE64) {
+            total += sizeof base64_open + 2 +
+                     paramd_base64_encoded_length(items[i].tensor->count * sizeof(float));
+        } else {
+            json_t *array = paramd__json_encode_floats(items[i].weights, items[i].tensor->count,
+                                                       PARAMD__ENCODING_JSON);
+            arrays[i] = array ? json_dumps(array, PARAMD__JSON_DUMP_FLAGS) : NULL;
+            json_decref(array);
+            if (arrays[i] == NULL)
+                goto done;
+            total += strlen(arrays[i]);
+        }
+    }
+    text = malloc(total);
+    if (text == NULL)
+        goto done;
+    /* Second pass: write. */
+    size_t n = (size_t)snprintf(text, total, "{\"step\":%llu,\"weights\":{",
+                                (unsigned long long)step);
+    for (size_t i = 0; i < count; i++) {
+        n += (size_t)snprintf(text + n, total - n, "%s\"%s\":", i ? "," : "",
+                              items[i].tensor->name);
+        if (encodings[i] == PARAMD__ENCODING_BASE64) {
+            memcpy(text + n, base64_open, sizeof base64_open - 1);
+            n += sizeof base64_open - 1;
+            size_t bytes = items[i].tensor->count * sizeof(float);
+            paramd_base64_encode(items[i].weights, bytes, text + n);
+            n += paramd_base64_encoded_length(bytes);
+            memcpy(text + n, "\"}", 2);
+            n += 2;
+        } else {
+            size_t array_length = strlen(arrays[i]);
+            memcpy(text + n, arrays[i], array_length);
+            n += array_length;
+        }
+    }
+    memcpy(text + n, "}}\n", 4);
+    *length = n + 3;
+done:
+    for (size_t i = 0; i < count; i++)
+        free(arrays[i]);
+    free(arrays);
+    return text;
+}
+
 /* ---------------------------------------------------------------------------
  * Optimizer configuration
  * ------------------------------------------------------------------------- */

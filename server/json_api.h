@@ -57,6 +57,17 @@ json_t *paramd__json_describe_model(paramd__model *model);
 /* One line of the model list (GET /v1/models). */
 json_t *paramd__json_model_summary(paramd__model *model);
 
+/* Writes the reply to a push or pull, {"step": N, "weights": {"name": floats,
+ * ...}} plus a newline, as one malloc'ed buffer (*length bytes, also
+ * NUL-terminated), or NULL if memory ran out.  Base64 values are encoded
+ * straight into the buffer: a 64M-element tensor's reply is written once,
+ * not built as a jansson string and dumped character by character.  Tensor
+ * names need no escaping (model.h restricts their characters); JSON arrays
+ * are still formatted by jansson. */
+char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
+                                 const paramd__float_encoding *encodings, size_t count,
+                                 size_t *length);
+
 /* {"error": {"code": "...", "message": "..."}} */
 json_t *paramd__json_error(const paramd__error *error);
 

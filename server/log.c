@@ -28,10 +28,29 @@ int paramd__log_level_from_name(const char *name)
     return -1;
 }
 
+static void log_line(paramd__log_level level, const char *format, va_list arguments)
+    __attribute__((format(printf, 2, 0)));
+
 void paramd__log(paramd__log_level level, const char *format, ...)
 {
     if ((int)level < atomic_load(&minimum_level))
         return;
+    va_list arguments;
+    va_start(arguments, format);
+    log_line(level, format, arguments);
+    va_end(arguments);
+}
+
+void paramd__log_always(paramd__log_level level, const char *format, ...)
+{
+    va_list arguments;
+    va_start(arguments, format);
+    log_line(level, format, arguments);
+    va_end(arguments);
+}
+
+static void log_line(paramd__log_level level, const char *format, va_list arguments)
+{
     char line[2048];
     struct timespec now;
     struct tm utc;
@@ -40,10 +59,7 @@ void paramd__log(paramd__log_level level, const char *format, ...)
     size_t length = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &utc);
     length += (size_t)snprintf(line + length, sizeof line - length, ".%03ldZ %s ",
                                now.tv_nsec / 1000000L, level_names[level]);
-    va_list arguments;
-    va_start(arguments, format);
     int written = vsnprintf(line + length, sizeof line - length - 1, format, arguments);
-    va_end(arguments);
     if (written < 0)
         written = 0;
     length += (size_t)written;

@@ -25,6 +25,11 @@ int paramd__log_level_from_name(const char *name);
 void paramd__log(paramd__log_level level, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Logs whatever the level filter says: for the start-up line with the bound
+ * addresses, which scripts and operators rely on. */
+void paramd__log_always(paramd__log_level level, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
 #define paramd__log_debug(...) paramd__log(PARAMD__LOG_DEBUG, __VA_ARGS__)
 #define paramd__log_info(...) paramd__log(PARAMD__LOG_INFO, __VA_ARGS__)
 #define paramd__log_warn(...) paramd__log(PARAMD__LOG_WARN, __VA_ARGS__)

@@ -366,7 +366,7 @@ int main(int argc, char **argv)
     }
     const char *bracket_open = strchr(settings.http.host, ':') ? "[" : "";
     const char *bracket_close = strchr(settings.http.host, ':') ? "]" : "";
-    paramd__log_info("paramd %s listening: http=%s%s%s:%u tcp=%s:%u (binary protocol not served "
+    paramd__log_always(PARAMD__LOG_INFO, "paramd %s listening: http=%s%s%s:%u tcp=%s:%u (binary protocol not served "
                      "yet) data_dir=%s pid=%ld update_threads=%d",
                      PARAMD_VERSION_STRING, bracket_open, settings.http.host, bracket_close,
                      http.bound_port, settings.tcp.host, settings.tcp.port, settings.data_dir,
