@@ -227,6 +227,16 @@ static int parse_list(const char *text, size_t *values, int capacity)
     return count;
 }
 
+/* True when the comma-separated list holds name exactly. */
+static bool list_contains(const char *list, const char *name)
+{
+    size_t length = strlen(name);
+    for (const char *p = list; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+        if (strncmp(p, name, length) == 0 && (p[length] == ',' || p[length] == '\0'))
+            return true;
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     size_t sizes[8] = {1 << 20, 16 << 20, 64 << 20};
@@ -282,7 +292,7 @@ int main(int argc, char **argv)
     printf("%-6s %11s %3s %20s %20s %6s %20s %8s\n", "optim", "elements", "thr", "probe",
            "paramd", "%probe", "torch foreach", "vs torch");
     for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++) {
-        if (only && strstr(only, configs[c].optimizer) == NULL)
+        if (only && !list_contains(only, configs[c].optimizer))
             continue;
         for (int s = 0; s < size_count; s++)
             for (int t = 0; t < thread_count_count; t++) {

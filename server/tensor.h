@@ -50,8 +50,10 @@ void paramd__tensor_destroy(paramd__tensor *tensor);
 /* Bytes of memory the tensor holds (values and state). */
 size_t paramd__tensor_memory_bytes(const paramd__tensor *tensor);
 
-/* Aligned, zeroed float arrays.  Large arrays come from mmap, so the kernel
- * supplies zero pages lazily and may back them with huge pages. */
+/* 64-byte aligned, zeroed float arrays.  Large arrays (1 MiB and up) come
+ * from mmap, so the kernel supplies zero pages lazily and may back them with
+ * huge pages, and each starts at a different cache colour (see tensor.c).
+ * Free with the same count. */
 float *paramd__float_array_alloc(size_t count);
 void paramd__float_array_free(float *array, size_t count);
 
