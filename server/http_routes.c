@@ -60,8 +60,10 @@ static json_t *parse_body(const paramd__http_request *request, paramd__http_resp
         return NULL;
     }
     json_error_t json_error;
-    json_t *body = json_loadb(request->body, request->body_length, JSON_REJECT_DUPLICATES,
-                              &json_error);
+    /* JSON_DECODE_ANY: a bare scalar is valid JSON, and deserves the clearer
+     * "must be a JSON object" below rather than a parse error. */
+    json_t *body = json_loadb(request->body, request->body_length,
+                              JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &json_error);
     if (body == NULL) {
         respond_error(response, PARAMD_E_BAD_JSON, "request body: %s at line %d, column %d",
                       json_error.text, json_error.line, json_error.column);

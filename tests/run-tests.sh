@@ -4,7 +4,7 @@
 # Called by `make test` with BUILD (build directory) and PYTHON set.  Runs the
 # Check unit-test binaries in $BUILD/tests, then the integration tests, which
 # start the real $BUILD/paramd on free loopback ports.  Ends with
-#   paramd tests: N passed, M failed
+#   tests: N passed, M failed
 # and exits non-zero if anything failed.
 set -u
 BUILD=${BUILD:-build}
@@ -60,5 +60,5 @@ else
     fi
 fi
 
-echo "paramd tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

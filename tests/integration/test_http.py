@@ -618,13 +618,14 @@ class CreateValidationTests(ServerTestCase):
 
     def test_body_not_an_object(self):
         self.put_rejected([self.body()], 400, "bad_request")
-        # A bare scalar is valid JSON (RFC 8259) but jansson's default
-        # decoder rejects it, so either code is acceptable here.
+        # A bare scalar is valid JSON (RFC 8259): the body parses, but it is
+        # not the object the API wants.
         for raw in (b'"SGD"', b'42', b'null'):
             name = self.model_name()
             status, _, parsed, body = self.request("PUT", "/v1/models/" + name, raw)
             self.assertEqual(status, 400, body)
-            self.assertIn(parsed["error"]["code"], ("bad_request", "bad_json"), body)
+            self.assertEqual(parsed["error"]["code"], "bad_request", body)
+            self.assertIn("JSON object", parsed["error"]["message"], body)
             self.assert_no_model(name)
 
     def test_unknown_optimizer(self):

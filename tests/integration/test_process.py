@@ -91,6 +91,23 @@ class LifecycleTests(unittest.TestCase):
         self.assertIn("pid=%d" % pid, first)
         self.assertEqual(server.returncode, 0)
 
+    def test_listening_line_survives_quiet_log_level(self):
+        # Scripts find the port on the first line, whatever --log-level says.
+        with Server(extra_args=["--log-level", "error"]) as server:
+            self.assertIn("listening:", server.log_lines[0])
+            status, _, body, _ = server.request("GET", "/livez")
+            self.assertEqual(status, 200)
+
+    def test_second_server_refused_on_same_data_dir(self):
+        with Server() as first:
+            second = subprocess.run(
+                [first.binary, "--http", "127.0.0.1:0", "--data-dir", first.data_dir],
+                capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(second.returncode, 0)
+            self.assertIn("in use by another paramd (pid %d)" % first.process.pid, second.stderr)
+            # The first server is unaffected.
+            self.assertEqual(first.request("GET", "/livez")[0], 200)
+
     def test_data_dir_created(self):
         with tempfile.TemporaryDirectory() as parent:
             data_dir = os.path.join(parent, "fresh-data-dir")
