@@ -3,6 +3,7 @@
 
 #include "log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,11 @@ int paramd__core_create_model(paramd__server *server, const paramd__model_spec *
                               paramd__model **model_out, paramd__error *error)
 {
     int result = paramd__optimizer_config_validate(&spec->optimizer, "optimizer", error);
+    for (size_t g = 0; g < spec->param_group_count && result == PARAMD_OK; g++) {
+        char field[48];
+        snprintf(field, sizeof field, "param_groups[%zu]", g);
+        result = paramd__optimizer_config_validate(&spec->param_groups[g].optimizer, field, error);
+    }
     if (result != PARAMD_OK)
         return result;
     /* Refuse a duplicate before allocating what may be gigabytes. */
@@ -114,7 +120,7 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
         memcpy(arrays.state, tensor->state, sizeof arrays.state);
         pthread_mutex_lock(&tensor->lock);
         tensor->step++;
-        paramd__optimizer_step(&model->optimizer, tensor->step, &arrays, tensor->count);
+        paramd__optimizer_step(tensor->optimizer, tensor->step, &arrays, tensor->count);
         if (items[i].weights)
             memcpy(items[i].weights, tensor->values, tensor->count * sizeof(float));
         pthread_mutex_unlock(&tensor->lock);

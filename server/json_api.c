@@ -202,37 +202,20 @@ done:
  * Optimizer configuration
  * ------------------------------------------------------------------------- */
 
-int paramd__json_parse_optimizer(const json_t *object, paramd__optimizer_config *config,
-                                 paramd__error *error)
+/* Applies every member of `object` except `skip_key` as a hyperparameter of
+ * config's optimizer; `prefix` names the object in errors ("optimizer",
+ * "param_groups[0]").  Stops at the first bad member. */
+static int set_hyperparameters(const json_t *object, const char *prefix, const char *skip_key,
+                               paramd__optimizer_config *config, paramd__error *error)
 {
-    if (object == NULL)
-        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                 "optimizer: required, e.g. {\"name\": \"SGD\", \"lr\": 0.1}");
-    if (!json_is_object(object))
-        return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "optimizer: must be an object");
-    const json_t *name = json_object_get(object, "name");
-    if (!json_is_string(name))
-        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                 "optimizer.name: required string, e.g. \"AdamW\"");
-    const paramd__optimizer_type *type = paramd__optimizer_find(json_string_value(name));
-    if (type == NULL) {
-        char known[256] = "";
-        for (int i = 0; i < paramd__optimizer_type_count; i++) {
-            strncat(known, i ? ", " : "", sizeof known - strlen(known) - 1);
-            strncat(known, paramd__optimizer_types[i]->name, sizeof known - strlen(known) - 1);
-        }
-        return paramd__error_set(error, PARAMD_E_UNKNOWN_OPTIMIZER,
-                                 "optimizer.name: unknown optimizer \"%.100s\" (known: %s)",
-                                 json_string_value(name), known);
-    }
-    paramd__optimizer_config_init(config, type);
+    const paramd__optimizer_type *type = config->type;
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)object, key, value) {
-        if (strcmp(key, "name") == 0)
+        if (strcmp(key, skip_key) == 0)
             continue;
-        char field[160];
-        snprintf(field, sizeof field, "optimizer.%.120s", key);
+        char field[200];
+        snprintf(field, sizeof field, "%s.%.120s", prefix, key);
         const paramd__hyperparameter_spec *spec = paramd__optimizer_find_hyperparameter(type, key);
         if (spec == NULL)
             return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
@@ -266,6 +249,36 @@ int paramd__json_parse_optimizer(const json_t *object, paramd__optimizer_config 
         if (result != PARAMD_OK)
             return result;
     }
+    return PARAMD_OK;
+}
+
+int paramd__json_parse_optimizer(const json_t *object, paramd__optimizer_config *config,
+                                 paramd__error *error)
+{
+    if (object == NULL)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "optimizer: required, e.g. {\"name\": \"SGD\", \"lr\": 0.1}");
+    if (!json_is_object(object))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "optimizer: must be an object");
+    const json_t *name = json_object_get(object, "name");
+    if (!json_is_string(name))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "optimizer.name: required string, e.g. \"AdamW\"");
+    const paramd__optimizer_type *type = paramd__optimizer_find(json_string_value(name));
+    if (type == NULL) {
+        char known[256] = "";
+        for (int i = 0; i < paramd__optimizer_type_count; i++) {
+            strncat(known, i ? ", " : "", sizeof known - strlen(known) - 1);
+            strncat(known, paramd__optimizer_types[i]->name, sizeof known - strlen(known) - 1);
+        }
+        return paramd__error_set(error, PARAMD_E_UNKNOWN_OPTIMIZER,
+                                 "optimizer.name: unknown optimizer \"%.100s\" (known: %s)",
+                                 json_string_value(name), known);
+    }
+    paramd__optimizer_config_init(config, type);
+    int result = set_hyperparameters(object, "optimizer", "name", config, error);
+    if (result != PARAMD_OK)
+        return result;
     return paramd__optimizer_config_validate(config, "optimizer", error);
 }
 
@@ -422,6 +435,61 @@ static int parse_tensor_spec(const json_t *object, size_t index, paramd__tensor_
     return PARAMD_OK;
 }
 
+/* "param_groups": [{"tensors": ["fc1.bias"], "weight_decay": 0}, ...]: each
+ * group starts from the model's configuration and overrides some of its
+ * hyperparameters (torch's param_groups).  Membership (names exist, no tensor
+ * in two groups) is checked by paramd__model_create. */
+static int parse_param_groups(const json_t *groups, paramd__model_spec *spec,
+                              paramd__error *error)
+{
+    if (groups == NULL)
+        return PARAMD_OK;
+    if (!json_is_array(groups))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "param_groups: must be an array of {\"tensors\": [...], "
+                                 "hyperparameter: value, ...}");
+    size_t count = json_array_size(groups);
+    if (count == 0)
+        return PARAMD_OK;
+    spec->param_groups = calloc(count, sizeof *spec->param_groups);
+    if (spec->param_groups == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "param_groups: out of memory");
+    for (size_t g = 0; g < count; g++) {
+        char field[48];
+        snprintf(field, sizeof field, "param_groups[%zu]", g);
+        const json_t *group = json_array_get(groups, g);
+        paramd__param_group_spec *group_spec = &spec->param_groups[g];
+        spec->param_group_count = g + 1;
+        if (!json_is_object(group))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "%s: must be an object",
+                                     field);
+        const json_t *names = json_object_get(group, "tensors");
+        if (!json_is_array(names) || json_array_size(names) == 0)
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "%s.tensors: required non-empty array of tensor names",
+                                     field);
+        group_spec->tensor_names = calloc(json_array_size(names), sizeof(char *));
+        if (group_spec->tensor_names == NULL)
+            return paramd__error_set(error, PARAMD_E_NO_MEMORY, "%s: out of memory", field);
+        for (size_t n = 0; n < json_array_size(names); n++) {
+            const json_t *name = json_array_get(names, n);
+            if (!json_is_string(name))
+                return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                         "%s.tensors[%zu]: must be a tensor name", field, n);
+            group_spec->tensor_names[n] = json_string_value(name);
+            group_spec->tensor_count = n + 1;
+        }
+        group_spec->optimizer = spec->optimizer;
+        int result = set_hyperparameters(group, field, "tensors", &group_spec->optimizer, error);
+        if (result != PARAMD_OK)
+            return result;
+        result = paramd__optimizer_config_validate(&group_spec->optimizer, field, error);
+        if (result != PARAMD_OK)
+            return result;
+    }
+    return PARAMD_OK;
+}
+
 int paramd__json_parse_model_spec(const json_t *body, const char *name,
                                   paramd__model_spec *spec, paramd__error *error)
 {
@@ -434,9 +502,11 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)body, key, value) {
-        if (strcmp(key, "optimizer") != 0 && strcmp(key, "tensors") != 0)
+        if (strcmp(key, "optimizer") != 0 && strcmp(key, "tensors") != 0 &&
+            strcmp(key, "param_groups") != 0)
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                     "%.100s: unknown field (expected optimizer and tensors)",
+                                     "%.100s: unknown field (expected optimizer, tensors and "
+                                     "param_groups)",
                                      key);
     }
     int result = paramd__json_parse_optimizer(json_object_get(body, "optimizer"),
@@ -457,7 +527,7 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
         if (result != PARAMD_OK)
             return result;
     }
-    return PARAMD_OK;
+    return parse_param_groups(json_object_get(body, "param_groups"), spec, error);
 }
 
 void paramd__json_model_spec_free(paramd__model_spec *spec)
@@ -468,6 +538,9 @@ void paramd__json_model_spec_free(paramd__model_spec *spec)
             paramd__float_array_free((float *)tensor->values, tensor->value_count);
     }
     free(spec->tensors);
+    for (size_t g = 0; g < spec->param_group_count; g++)
+        free(spec->param_groups[g].tensor_names);
+    free(spec->param_groups);
     memset(spec, 0, sizeof *spec);
 }
 
@@ -495,21 +568,42 @@ json_t *paramd__json_describe_model(paramd__model *model)
         pthread_mutex_lock(&tensor->lock);
         uint64_t step = tensor->step;
         pthread_mutex_unlock(&tensor->lock);
+        const paramd__optimizer_type *type = tensor->optimizer->type;
         json_t *state = json_array();
-        for (int slot = 0; state && slot < model->optimizer.type->state_slot_count; slot++)
+        for (int slot = 0; state && slot < type->state_slot_count; slot++)
             if (tensor->state[slot])
-                json_array_append_new(state,
-                                      json_string(model->optimizer.type->state_slot_names[slot]));
-        json_array_append_new(tensors, json_pack("{s:s,s:o,s:I,s:I,s:o}", "name", tensor->name,
-                                                 "shape", shape_json(tensor), "numel",
-                                                 (json_int_t)tensor->count, "step",
-                                                 (json_int_t)step, "state", state));
+                json_array_append_new(state, json_string(type->state_slot_names[slot]));
+        json_t *description = json_pack("{s:s,s:o,s:I,s:I,s:o}", "name", tensor->name, "shape",
+                                        shape_json(tensor), "numel", (json_int_t)tensor->count,
+                                        "step", (json_int_t)step, "state", state);
+        if (description && tensor->param_group >= 0)
+            json_object_set_new(description, "param_group", json_integer(tensor->param_group));
+        json_array_append_new(tensors, description);
     }
-    return json_pack("{s:s,s:o,s:I,s:I,s:I,s:s,s:o}", "name", model->name, "optimizer",
-                     paramd__json_optimizer(&model->optimizer), "step",
-                     (json_int_t)atomic_load(&model->step), "parameters",
-                     (json_int_t)model->parameter_count, "memory_bytes",
-                     (json_int_t)model->memory_bytes, "created", created, "tensors", tensors);
+    json_t *description = json_pack(
+        "{s:s,s:o,s:I,s:I,s:I,s:s,s:o}", "name", model->name, "optimizer",
+        paramd__json_optimizer(&model->optimizer), "step", (json_int_t)atomic_load(&model->step),
+        "parameters", (json_int_t)model->parameter_count, "memory_bytes",
+        (json_int_t)model->memory_bytes, "created", created, "tensors", tensors);
+    if (description && model->param_group_count > 0) {
+        /* Like torch's state_dict()["param_groups"]: every hyperparameter of
+         * each group, and its tensors. */
+        json_t *groups = json_array();
+        for (size_t g = 0; groups && g < model->param_group_count; g++) {
+            json_t *group = paramd__json_optimizer(&model->param_groups[g]);
+            json_t *names = json_array();
+            for (size_t i = 0; names && i < model->tensor_count; i++)
+                if (model->tensors[i]->param_group == (int)g)
+                    json_array_append_new(names, json_string(model->tensors[i]->name));
+            if (group) {
+                json_object_del(group, "name");
+                json_object_set_new(group, "tensors", names);
+                json_array_append_new(groups, group);
+            }
+        }
+        json_object_set_new(description, "param_groups", groups);
+    }
+    return description;
 }
 
 json_t *paramd__json_model_summary(paramd__model *model)

@@ -40,11 +40,46 @@ bool paramd__tensor_name_valid(const char *name)
  * Models
  * ------------------------------------------------------------------------- */
 
+/* Fills group_of[i] with the group of tensor spec i (-1 for none), checking
+ * that every named tensor exists and belongs to at most one group. */
+static int resolve_param_groups(const paramd__model_spec *spec, int *group_of,
+                                paramd__error *error)
+{
+    if (spec->param_group_count == 0)
+        return PARAMD_OK;
+    for (size_t i = 0; i < spec->tensor_count; i++)
+        group_of[i] = -1;
+    for (size_t g = 0; g < spec->param_group_count; g++) {
+        const paramd__param_group_spec *group = &spec->param_groups[g];
+        if (group->tensor_count == 0)
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "param_groups[%zu].tensors: name at least one tensor", g);
+        for (size_t n = 0; n < group->tensor_count; n++) {
+            size_t i = 0;
+            while (i < spec->tensor_count && strcmp(spec->tensors[i].name, group->tensor_names[n]))
+                i++;
+            if (i == spec->tensor_count)
+                return paramd__error_set(error, PARAMD_E_TENSOR_NOT_FOUND,
+                                         "param_groups[%zu].tensors[%zu]: the model has no "
+                                         "tensor \"%.200s\"",
+                                         g, n, group->tensor_names[n]);
+            if (group_of[i] >= 0)
+                return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                         "param_groups[%zu].tensors[%zu]: \"%s\" is already in "
+                                         "param_groups[%d]; a tensor belongs to one group",
+                                         g, n, group->tensor_names[n], group_of[i]);
+            group_of[i] = (int)g;
+        }
+    }
+    return PARAMD_OK;
+}
+
 static void model_free(paramd__model *model)
 {
     for (size_t i = 0; i < model->tensor_count; i++)
         paramd__tensor_destroy(model->tensors[i]);
     free(model->tensors);
+    free(model->param_groups);
     paramd__dictionary_free(&model->tensor_index);
     free(model->name);
     free(model);
@@ -52,6 +87,7 @@ static void model_free(paramd__model *model)
 
 paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__error *error)
 {
+    int *group_of = NULL; /* tensor spec index -> parameter group, -1 for none */
     if (!paramd__model_name_valid(spec->name)) {
         paramd__error_set(error, PARAMD_E_BAD_NAME,
                           "model name \"%.200s\": use 1 to 128 characters from A-Z a-z 0-9 . _ -, "
@@ -73,6 +109,17 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         goto out_of_memory;
     model->optimizer = spec->optimizer;
     model->created = time(NULL);
+    if (spec->param_group_count > 0) {
+        model->param_groups = calloc(spec->param_group_count, sizeof *model->param_groups);
+        group_of = malloc(spec->tensor_count * sizeof *group_of);
+        if (model->param_groups == NULL || group_of == NULL)
+            goto out_of_memory;
+        model->param_group_count = spec->param_group_count;
+        for (size_t g = 0; g < spec->param_group_count; g++)
+            model->param_groups[g] = spec->param_groups[g].optimizer;
+    }
+    if (resolve_param_groups(spec, group_of, error) != PARAMD_OK)
+        goto fail;
     atomic_init(&model->step, 0);
     atomic_init(&model->references, 1);
 
@@ -111,11 +158,15 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
                 goto fail;
             }
         }
+        int group = group_of ? group_of[i] : -1;
+        const paramd__optimizer_config *config =
+            group >= 0 ? &model->param_groups[group] : &model->optimizer;
         paramd__tensor *tensor = paramd__tensor_create(
-            tensor_spec->name, tensor_spec->dimension_count, tensor_spec->shape,
-            &model->optimizer, error);
+            tensor_spec->name, tensor_spec->dimension_count, tensor_spec->shape, config, error);
         if (tensor == NULL)
             goto fail;
+        tensor->optimizer = config;
+        tensor->param_group = group;
         tensor->position = model->tensor_count;
         model->tensors[model->tensor_count++] = tensor;
         if (paramd__dictionary_insert(&model->tensor_index, tensor->name, tensor) != 0)
@@ -127,11 +178,13 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         model->parameter_count += count;
         model->memory_bytes += paramd__tensor_memory_bytes(tensor);
     }
+    free(group_of);
     return model;
 
 out_of_memory:
     paramd__error_set(error, PARAMD_E_NO_MEMORY, "model \"%.200s\": out of memory", spec->name);
 fail:
+    free(group_of);
     if (model)
         model_free(model);
     return NULL;

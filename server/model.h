@@ -24,7 +24,9 @@
 
 typedef struct paramd__model {
     char *name;
-    paramd__optimizer_config optimizer;
+    paramd__optimizer_config optimizer;        /* the defaults, for tensors in no group */
+    paramd__optimizer_config *param_groups;    /* one resolved configuration per group */
+    size_t param_group_count;
     paramd__tensor **tensors;          /* in creation order */
     size_t tensor_count;
     paramd__dictionary tensor_index;   /* name -> tensor */
@@ -47,11 +49,22 @@ typedef struct paramd__tensor_spec {
     paramd__initializer initializer;
 } paramd__tensor_spec;
 
+/* A parameter group, as torch's param_groups: tensors whose hyperparameters
+ * override the model's.  `optimizer` is the model's configuration with the
+ * group's overrides applied. */
+typedef struct paramd__param_group_spec {
+    const char **tensor_names;        /* borrowed */
+    size_t tensor_count;
+    paramd__optimizer_config optimizer;
+} paramd__param_group_spec;
+
 typedef struct paramd__model_spec {
     const char *name;
     paramd__optimizer_config optimizer;
     paramd__tensor_spec *tensors;
     size_t tensor_count;
+    paramd__param_group_spec *param_groups;
+    size_t param_group_count;
 } paramd__model_spec;
 
 /* True when `name` is a valid model name: 1 to 128 characters from

@@ -31,6 +31,9 @@ typedef struct paramd__tensor {
     float *values;                          /* owned, count floats */
     float *state[PARAMD__MAX_STATE_SLOTS];  /* owned; NULL for unused slots */
     size_t position;                        /* index in its model's tensor list */
+    const paramd__optimizer_config *optimizer; /* its parameter group's configuration
+                                                  (owned by the model) */
+    int param_group;                        /* index into the model's groups, -1 for none */
     uint64_t step;                          /* optimizer steps applied, as torch's state["step"] */
     pthread_mutex_t lock;
 } paramd__tensor;

@@ -1124,3 +1124,61 @@ class ConcurrencyTests(ServerTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ParamGroupTests(ServerTestCase):
+    """Per-tensor hyperparameter overrides, as torch's param_groups."""
+
+    BODY = {
+        "optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.01},
+        "tensors": [{"name": "fc1.weight", "shape": [2], "values": [1, 1]},
+                    {"name": "fc1.bias", "shape": [2], "values": [1, 1]},
+                    {"name": "fc2.bias", "shape": [1], "values": [2]}],
+        "param_groups": [{"tensors": ["fc1.bias", "fc2.bias"], "weight_decay": 0, "momentum": 0,
+                          "lr": 0.5}],
+    }
+
+    def test_groups_override_hyperparameters(self):
+        name = self.model_name()
+        description = self.create_model(name, self.BODY)
+        groups = description["param_groups"]
+        self.assertEqual(len(groups), 1)
+        self.assertEqual(groups[0]["tensors"], ["fc1.bias", "fc2.bias"])
+        # Every hyperparameter of the group, resolved, as torch's state_dict shows it.
+        self.assertEqual(groups[0]["lr"], 0.5)
+        self.assertEqual(groups[0]["weight_decay"], 0)
+        self.assertEqual(groups[0]["momentum"], 0)
+        self.assertEqual(groups[0]["dampening"], 0)
+        tensors = {t["name"]: t for t in description["tensors"]}
+        self.assertNotIn("param_group", tensors["fc1.weight"])
+        self.assertEqual(tensors["fc1.bias"]["param_group"], 0)
+        # State follows the group's configuration: no momentum, no buffer.
+        self.assertEqual(tensors["fc1.weight"]["state"], ["momentum_buffer"])
+        self.assertEqual(tensors["fc1.bias"]["state"], [])
+        reply = self.push(name, {"fc1.weight": [1, 1], "fc1.bias": [1, 1], "fc2.bias": [1]})
+        # fc1.weight: model defaults, d = 1 + 0.01 * 1; w = 1 - 0.1 d.
+        self.assert_floats(reply["weights"]["fc1.weight"],
+                           [f32(1 - f32(0.1) * f32(1.01))] * 2, tolerance=1e-7)
+        # The biases: lr 0.5, no weight decay, no momentum.
+        self.assert_floats(reply["weights"]["fc1.bias"], [0.5, 0.5])
+        self.assert_floats(reply["weights"]["fc2.bias"], [1.5])
+
+    def test_group_errors_name_the_field(self):
+        name = self.model_name()
+        def rejected(groups, status, code, *fields):
+            body = dict(self.BODY, param_groups=groups)
+            self.assert_error(self.request("PUT", "/v1/models/" + name, body), status, code, *fields)
+            self.assert_no_model(name)
+        rejected([{"tensors": ["fc1.bias"], "lr": -1}], 400, "bad_hyperparameter",
+                 "param_groups[0].lr")
+        rejected([{"tensors": ["fc1.bias"], "betas": [0.9, 0.99]}], 400, "bad_hyperparameter",
+                 "param_groups[0].betas")
+        rejected([{"tensors": ["fc1.bias", "nope"]}], 404, "tensor_not_found",
+                 "param_groups[0].tensors[1]", "nope")
+        rejected([{"tensors": ["fc1.bias"]}, {"tensors": ["fc1.bias"]}], 400, "bad_request",
+                 "param_groups[1].tensors[0]")
+        rejected([{"tensors": []}], 400, "bad_request", "param_groups[0].tensors")
+        rejected([{"weight_decay": 0}], 400, "bad_request", "param_groups[0].tensors")
+        rejected([{"tensors": [3]}], 400, "bad_request", "param_groups[0].tensors[0]")
+        rejected({"tensors": ["fc1.bias"]}, 400, "bad_request", "param_groups")
+        rejected(["fc1.bias"], 400, "bad_request", "param_groups[0]")

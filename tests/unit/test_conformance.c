@@ -110,7 +110,7 @@ static replay_result replay(const char *path, bool with_reference)
                 paramd__step_arrays arrays = {.param = tensor->values, .grad = items[i].grad};
                 memcpy(arrays.state, tensor->state, sizeof arrays.state);
                 tensor->step++;
-                paramd__optimizer_step_reference(&model->optimizer, tensor->step, &arrays,
+                paramd__optimizer_step_reference(tensor->optimizer, tensor->step, &arrays,
                                                  tensor->count);
             }
         } else {
