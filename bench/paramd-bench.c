@@ -15,8 +15,11 @@
  * With --http HOST:PORT it measures a running server's push round trips
  * instead (bench/http_bench.c); bench/run-bench.sh does both.
  *
+ * Probe and kernel steps alternate so that drift in the machine hits both.
+ *
  * Usage: paramd-bench [--elements N[,N...]] [--threads T[,T...]] [--steps K]
  *                     [--optimizers NAME[,NAME...]] [--no-torch]
+ *        paramd-bench optim --optimizer NAME --n N --threads T [--steps K] [--no-torch]
  *        paramd-bench --http HOST:PORT [--connections N] [--large-elements N]
  */
 #define _DEFAULT_SOURCE
@@ -116,6 +119,10 @@ static void probe_range(void *context, size_t begin, size_t end)
 static void configure(const bench_config *bench, paramd__optimizer_config *config)
 {
     const paramd__optimizer_type *type = paramd__optimizer_find(bench->optimizer);
+    if (type == NULL) {
+        fprintf(stderr, "paramd-bench: unknown optimizer %s\n", bench->optimizer);
+        exit(2);
+    }
     paramd__optimizer_config_init(config, type);
     char *list = strdup(bench->hyperparameters), *saved = NULL;
     for (char *item = strtok_r(list, ",", &saved); item; item = strtok_r(NULL, ",", &saved)) {
@@ -167,22 +174,24 @@ static measurement measure(const bench_config *bench, size_t elements, int threa
     result.bytes_per_param = (int)sizeof(float) * (2 + 2 * slots + 1);
     double *times = malloc((size_t)steps * sizeof *times);
 
+    /* Probe and kernel steps alternate, so that drift in the machine (other
+     * tenants, frequency changes) affects both alike. */
+    double *probe_times = malloc((size_t)steps * sizeof *probe_times);
     probe_job probe = {arrays, slots};
     for (int i = -2; i < steps; i++) {
         double start = now_seconds();
         paramd__parallel_for(elements, 16, PARAMD__PARALLEL_STEP_MINIMUM, probe_range, &probe);
-        if (i >= 0)
-            times[i] = now_seconds() - start;
-    }
-    result.probe_mparams = (double)elements / median(times, steps) / 1e6;
-
-    for (int i = -2; i < steps; i++) {
-        double start = now_seconds();
+        double middle = now_seconds();
         paramd__optimizer_step(&config, (uint64_t)(i + 3), &arrays, elements);
-        if (i >= 0)
-            times[i] = now_seconds() - start;
+        double end = now_seconds();
+        if (i >= 0) {
+            probe_times[i] = middle - start;
+            times[i] = end - middle;
+        }
     }
+    result.probe_mparams = (double)elements / median(probe_times, steps) / 1e6;
     result.paramd_mparams = (double)elements / median(times, steps) / 1e6;
+    free(probe_times);
 
     free(times);
     paramd__float_array_free(arrays.param, elements);
@@ -237,8 +246,76 @@ static bool list_contains(const char *list, const char *name)
     return false;
 }
 
+/* `paramd-bench optim --optimizer NAME --n N --threads T [--steps K]
+ * [--no-torch]`: one measurement, printed as a line for people and, last, one
+ * JSON object for scripts. */
+static int optim_command(int argc, char **argv)
+{
+    const char *name = "AdamW";
+    size_t n = 64 << 20, threads = 0;
+    int steps = 20;
+    bool with_torch = true;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--optimizer") == 0 && i + 1 < argc)
+            name = argv[++i];
+        else if (strcmp(argv[i], "--n") == 0 && i + 1 < argc)
+            parse_list(argv[++i], &n, 1);
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            parse_list(argv[++i], &threads, 1);
+        else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc)
+            steps = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--no-torch") == 0)
+            with_torch = false;
+        else {
+            fprintf(stderr, "Usage: paramd-bench optim [--optimizer NAME] [--n N] [--threads T] "
+                            "[--steps K] [--no-torch]\n"
+                            "Defaults: AdamW, 64M elements, all cores, 20 steps.\n");
+            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+        }
+    }
+    if (threads == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = (size_t)(cores > 0 ? cores : 1);
+    }
+    const paramd__optimizer_type *type = paramd__optimizer_find(name);
+    if (type == NULL) {
+        fprintf(stderr, "paramd-bench: unknown optimizer \"%s\"\n", name);
+        return 2;
+    }
+    bench_config bench = {type->name, "lr=0.001"};
+    for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++)
+        if (strcmp(configs[c].optimizer, type->name) == 0)
+            bench = configs[c];
+    if (with_torch && access("/usr/bin/python3", X_OK) != 0)
+        with_torch = false;
+    measurement m = measure(&bench, n, (int)threads, steps < 1 ? 1 : steps, with_torch);
+    printf("%s, %zu elements, %zu threads: paramd %.0f Mparams/s, probe %.0f Mparams/s "
+           "(%.0f%%), torch ",
+           type->name, n, threads, m.paramd_mparams, m.probe_mparams,
+           100.0 * m.paramd_mparams / m.probe_mparams);
+    if (m.torch_mparams > 0)
+        printf("%.0f Mparams/s (paramd %.1fx)\n", m.torch_mparams,
+               m.paramd_mparams / m.torch_mparams);
+    else
+        printf("n/a\n");
+    char torch[64] = "null", ratio[64] = "null";
+    if (m.torch_mparams > 0) {
+        snprintf(torch, sizeof torch, "%.0f", m.torch_mparams * 1e6);
+        snprintf(ratio, sizeof ratio, "%.3f", m.paramd_mparams / m.torch_mparams);
+    }
+    printf("{\"optimizer\": \"%s\", \"n\": %zu, \"threads\": %zu, \"params_per_s\": %.0f, "
+           "\"probe_params_per_s\": %.0f, \"ratio_to_probe\": %.3f, \"torch_params_per_s\": %s, "
+           "\"ratio_to_torch\": %s}\n",
+           type->name, n, threads, m.paramd_mparams * 1e6, m.probe_mparams * 1e6,
+           m.paramd_mparams / m.probe_mparams, torch, ratio);
+    paramd__parallel_stop();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "optim") == 0)
+        return optim_command(argc, argv);
     size_t sizes[8] = {1 << 20, 16 << 20, 64 << 20};
     int size_count = 3;
     size_t thread_counts[8] = {1, 0};

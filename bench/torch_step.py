@@ -30,7 +30,7 @@ def main():
     torch.set_num_threads(threads)
     param = torch.nn.Parameter(torch.zeros(elements))
     param.grad = torch.randn(elements) * 1e-3
-    optimizer = getattr(torch.optim, name)([param], foreach=True, **CONFIGS[name])
+    optimizer = getattr(torch.optim, name)([param], foreach=True, **CONFIGS.get(name, {"lr": 1e-3}))
     for _ in range(2):  # first steps allocate the state
         optimizer.step()
     times = []
