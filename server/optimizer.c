@@ -14,12 +14,20 @@
  * The table.  One line per optimizer; keep PARAMD__OPTIMIZER_COUNT in step.
  * ------------------------------------------------------------------------- */
 
-#define PARAMD__OPTIMIZER_COUNT 3
+#define PARAMD__OPTIMIZER_COUNT 11
 
 const paramd__optimizer_type *const paramd__optimizer_types[] = {
     &paramd__optimizer_sgd,
     &paramd__optimizer_adam,
     &paramd__optimizer_adamw,
+    &paramd__optimizer_adagrad,
+    &paramd__optimizer_rmsprop,
+    &paramd__optimizer_adamax,
+    &paramd__optimizer_adadelta,
+    &paramd__optimizer_nadam,
+    &paramd__optimizer_radam,
+    &paramd__optimizer_rprop,
+    &paramd__optimizer_asgd,
 };
 
 _Static_assert(sizeof paramd__optimizer_types / sizeof paramd__optimizer_types[0] ==
@@ -133,7 +141,7 @@ int paramd__optimizer_config_validate(const paramd__optimizer_config *config, co
                                      "%s.%s: required by %s, which has no default", field,
                                      spec->name, type->name);
     }
-    return type->validate ? type->validate(config, error) : PARAMD_OK;
+    return type->validate ? type->validate(config, field, error) : PARAMD_OK;
 }
 
 double paramd__optimizer_config_get(const paramd__optimizer_config *config, const char *name)

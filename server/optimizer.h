@@ -3,13 +3,14 @@
  *
  * Every optimizer paramd knows is one row of a single table
  * (paramd__optimizer_types in optimizer.c): its torch.optim class name, the
- * names of its per-tensor state slots, its hyperparameter schema (torch.optim
- * keyword names, defaults and valid ranges), a cross-field validator, and its
- * step: `prepare` turns the configuration and the tensor's step number into
- * per-step scalars once (in double precision, as torch does in Python), and
- * `kernel` applies the fused element-wise update over a range of elements.
- * Each optimizer also has a plain `reference_kernel`; a unit test checks that
- * the fast kernel agrees with it bit for bit.
+ * names of its per-tensor state slots (torch's state keys) and their initial
+ * values (zero unless `init_state` says otherwise), its hyperparameter schema
+ * (torch.optim keyword names, defaults and valid ranges), a cross-field
+ * validator, and its step: `prepare` turns the configuration and the tensor's
+ * step number into per-step scalars once (in double precision, as torch does
+ * in Python), and `kernel` applies the fused element-wise update over a range
+ * of elements.  Each optimizer also has a plain `reference_kernel`; a unit
+ * test checks that the fast kernel agrees with it bit for bit.
  *
  * Adding an optimizer means adding one file with its schema and kernels and
  * one line to the table; nothing in the front ends changes.
@@ -93,11 +94,19 @@ typedef struct paramd__optimizer_type {
     const paramd__hyperparameter_spec *hyperparameters;
     int hyperparameter_count;
     /* Cross-field checks after each value passed its own range check
-     * (e.g. nesterov needs momentum > 0).  May be NULL. */
-    int (*validate)(const paramd__optimizer_config *config, paramd__error *error);
+     * (e.g. nesterov needs momentum > 0).  `field` names the configuration
+     * in messages ("optimizer", "param_groups[2]").  May be NULL. */
+    int (*validate)(const paramd__optimizer_config *config, const char *field,
+                    paramd__error *error);
     /* Whether a configuration uses state slot i (e.g. Adam's max_exp_avg_sq
      * only with amsgrad).  Unused slots are never allocated. */
     bool (*uses_state_slot)(const paramd__optimizer_config *config, int slot);
+    /* Sets the initial values of a new tensor's state slots (state[i] is NULL
+     * for slots the configuration does not use), as torch's constructor or
+     * lazy state initialisation does, e.g. Adagrad's initial_accumulator_value.
+     * NULL: every slot starts at zero. */
+    void (*init_state)(const paramd__optimizer_config *config, float *const *state,
+                       size_t count);
     /* Fills *scalars for the tensor's step number `step` (1 for the first). */
     void (*prepare)(const paramd__optimizer_config *config, uint64_t step,
                     paramd__step_scalars *scalars);
@@ -148,9 +157,17 @@ void paramd__optimizer_step(const paramd__optimizer_config *config, uint64_t ste
 void paramd__optimizer_step_reference(const paramd__optimizer_config *config, uint64_t step,
                                       const paramd__step_arrays *arrays, size_t count);
 
-/* The rows of the table, defined in optimizer_sgd.c and optimizer_adam.c. */
+/* The rows of the table, each defined in its optimizer_*.c file. */
 extern const paramd__optimizer_type paramd__optimizer_sgd;
 extern const paramd__optimizer_type paramd__optimizer_adam;
 extern const paramd__optimizer_type paramd__optimizer_adamw;
+extern const paramd__optimizer_type paramd__optimizer_adagrad;
+extern const paramd__optimizer_type paramd__optimizer_rmsprop;
+extern const paramd__optimizer_type paramd__optimizer_adamax;
+extern const paramd__optimizer_type paramd__optimizer_adadelta;
+extern const paramd__optimizer_type paramd__optimizer_nadam;
+extern const paramd__optimizer_type paramd__optimizer_radam;
+extern const paramd__optimizer_type paramd__optimizer_rprop;
+extern const paramd__optimizer_type paramd__optimizer_asgd;
 
 #endif

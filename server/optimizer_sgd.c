@@ -49,14 +49,15 @@ typedef struct sgd_scalars {
 } sgd_scalars;
 _Static_assert(sizeof(sgd_scalars) <= sizeof(paramd__step_scalars), "sgd_scalars too large");
 
-static int sgd_validate(const paramd__optimizer_config *config, paramd__error *error)
+static int sgd_validate(const paramd__optimizer_config *config, const char *field,
+                         paramd__error *error)
 {
     const double *v = config->values;
     if (v[SLOT_NESTEROV] != 0 && (v[SLOT_MOMENTUM] <= 0 || v[SLOT_DAMPENING] != 0))
         return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
-                                 "optimizer.nesterov: Nesterov momentum requires momentum > 0 "
+                                 "%s.nesterov: Nesterov momentum requires momentum > 0 "
                                  "and dampening = 0 (got momentum %.17g, dampening %.17g)",
-                                 v[SLOT_MOMENTUM], v[SLOT_DAMPENING]);
+                                 field, v[SLOT_MOMENTUM], v[SLOT_DAMPENING]);
     return PARAMD_OK;
 }
 

@@ -139,6 +139,8 @@ paramd__tensor *paramd__tensor_create(const char *name, int dimension_count,
         if (tensor->state[slot] == NULL)
             goto out_of_memory;
     }
+    if (config->type->init_state)
+        config->type->init_state(config, tensor->state, count);
     pthread_mutex_init(&tensor->lock, NULL);
     return tensor;
 

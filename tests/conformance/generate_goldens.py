@@ -52,6 +52,56 @@ CASES = {
     "adamw_amsgrad":      ("AdamW", dict(lr=0.01, amsgrad=True, eps=1e-4), False),
     "adamw_maximize":     ("AdamW", dict(lr=0.003, maximize=True), False),
     "adamw_subset":       ("AdamW", dict(lr=0.01, weight_decay=0.1), True),
+    "adagrad_default":    ("Adagrad", dict(), False),
+    "adagrad_lr_decay":   ("Adagrad", dict(lr=0.1, lr_decay=0.05, eps=1e-6), False),
+    "adagrad_weight_decay": ("Adagrad", dict(lr=0.05, weight_decay=0.1, initial_accumulator_value=0.5), False),
+    "adagrad_initial_accumulator": ("Adagrad", dict(lr=0.1, initial_accumulator_value=0.1), False),
+    "adagrad_maximize":   ("Adagrad", dict(lr=0.02, lr_decay=0.01, weight_decay=0.05, initial_accumulator_value=0.2, maximize=True), False),
+    "adagrad_subset":     ("Adagrad", dict(lr=0.05, lr_decay=0.02), True),
+    "rmsprop_default":    ("RMSprop", dict(), False),
+    "rmsprop_centered":   ("RMSprop", dict(lr=0.01, alpha=0.9, eps=1e-6, centered=True), False),
+    "rmsprop_momentum":   ("RMSprop", dict(lr=0.005, momentum=0.9), False),
+    "rmsprop_centered_momentum": ("RMSprop", dict(lr=0.003, momentum=0.5, centered=True, weight_decay=0.1), False),
+    "rmsprop_weight_decay": ("RMSprop", dict(lr=0.01, alpha=0.95, weight_decay=0.05), False),
+    "rmsprop_maximize":   ("RMSprop", dict(lr=0.001, weight_decay=0.01, momentum=0.8, centered=True, maximize=True), False),
+    "rmsprop_subset":     ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True), True),
+    "adamax_default":     ("Adamax", dict(), False),
+    "adamax_betas":       ("Adamax", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-4), False),
+    "adamax_weight_decay": ("Adamax", dict(lr=0.005, weight_decay=0.1), False),
+    "adamax_maximize":    ("Adamax", dict(lr=0.002, weight_decay=0.02, maximize=True), False),
+    "adamax_subset":      ("Adamax", dict(lr=0.01), True),
+    "adadelta_default":   ("Adadelta", dict(), False),
+    "adadelta_rho":       ("Adadelta", dict(lr=0.5, rho=0.95, eps=1e-4), False),
+    "adadelta_weight_decay": ("Adadelta", dict(weight_decay=0.1), False),
+    "adadelta_maximize":  ("Adadelta", dict(lr=0.1, weight_decay=0.05, maximize=True), False),
+    "adadelta_subset":    ("Adadelta", dict(rho=0.8), True),
+    # NAdam: torch 1.13's single-tensor path multiplies mu_product by mu twice
+    # when it forms mu_product_next; its foreach path follows the published
+    # algorithm (as PyTorch 2.x does), so these cases record that path.
+    "nadam_default":      ("NAdam", dict(foreach=True), False),
+    "nadam_betas":        ("NAdam", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, foreach=True), False),
+    "nadam_weight_decay": ("NAdam", dict(lr=0.005, weight_decay=0.1, foreach=True), False),
+    "nadam_momentum_decay": ("NAdam", dict(lr=0.003, momentum_decay=0.05, foreach=True), False),
+    "nadam_subset":       ("NAdam", dict(lr=0.01, foreach=True), True),
+    # RAdam: torch 1.13's foreach path leaves eps out; the single-tensor path
+    # (the default here) follows the published algorithm.
+    "radam_default":      ("RAdam", dict(), False),
+    "radam_betas":        ("RAdam", dict(lr=0.01, betas=(0.8, 0.9), eps=1e-6), False),
+    "radam_weight_decay": ("RAdam", dict(lr=0.005, weight_decay=0.1), False),
+    "radam_subset":       ("RAdam", dict(lr=0.01, betas=(0.9, 0.99)), True),
+    "rprop_default":      ("Rprop", dict(), False),
+    "rprop_etas":         ("Rprop", dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-4, 0.5)), False),
+    "rprop_maximize":     ("Rprop", dict(lr=0.001, maximize=True), False),
+    # Both etas round to float32 1.0: torch then zeroes the gradient wherever
+    # the step-size factor is 1, including where grad * prev == 0 (prev starts
+    # at 0), so the weights never move.
+    "rprop_etas_near_one": ("Rprop", dict(etas=(0.99999999, 1.00000001)), False),
+    "rprop_subset":       ("Rprop", dict(lr=0.02, step_sizes=(1e-3, 1.0)), True),
+    "asgd_default":       ("ASGD", dict(), False),
+    "asgd_averaging":     ("ASGD", dict(lr=0.05, lambd=1e-3, alpha=0.6, t0=5), False),
+    "asgd_weight_decay":  ("ASGD", dict(lr=0.02, weight_decay=0.1, lambd=0.01, t0=10), False),
+    "asgd_maximize":      ("ASGD", dict(lr=0.01, t0=0, maximize=True), False),
+    "asgd_subset":        ("ASGD", dict(lr=0.01, lambd=0.01, t0=3), True),
 }
 
 # Parameter tensors of every case, in order.  "z" has a length that is not a
@@ -86,7 +136,9 @@ SUBSET_SKIPS = {
 
 # Constructor arguments that select an implementation, not the math; they
 # are never recorded.  foreach=False is passed explicitly (single-tensor
-# path); the others are left at their defaults.
+# path) unless a case's keyword arguments say foreach=True (for an optimizer
+# whose torch 1.13 single-tensor path departs from the published algorithm
+# and from later PyTorch releases); the others are left at their defaults.
 IMPLEMENTATION_ARGS = {"foreach", "capturable", "differentiable", "fused"}
 
 GENERATOR = "tests/conformance/generate_goldens.py"
@@ -145,6 +197,8 @@ def make_gradient(shape, index, step, name):
 def generate(case_name):
     class_name, kwargs, subset = CASES[case_name]
     optimizer_class = getattr(torch.optim, class_name)
+    kwargs = dict(kwargs)
+    foreach = kwargs.pop("foreach", False)
     kwargs = full_kwargs(optimizer_class, kwargs)
 
     # Stable per-case seed, independent of the order of the case table.
@@ -152,7 +206,7 @@ def generate(case_name):
 
     initial = [torch.randn(shape, dtype=torch.float32) for _, shape in TENSORS]
     params = [torch.nn.Parameter(value.clone()) for value in initial]
-    optimizer = optimizer_class(params, foreach=False, **kwargs)
+    optimizer = optimizer_class(params, foreach=foreach, **kwargs)
 
     steps = []
     for step in range(STEPS):

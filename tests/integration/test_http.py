@@ -1182,3 +1182,12 @@ class ParamGroupTests(ServerTestCase):
         rejected([{"tensors": [3]}], 400, "bad_request", "param_groups[0].tensors[0]")
         rejected({"tensors": ["fc1.bias"]}, 400, "bad_request", "param_groups")
         rejected(["fc1.bias"], 400, "bad_request", "param_groups[0]")
+
+    def test_group_cross_field_error_names_the_group(self):
+        name = self.model_name()
+        body = dict(self.BODY, param_groups=[{"tensors": ["fc1.bias"], "nesterov": True,
+                                              "momentum": 0}])
+        error = self.assert_error(self.request("PUT", "/v1/models/" + name, body), 400,
+                                  "bad_hyperparameter", "param_groups[0].nesterov")
+        self.assertNotIn("optimizer.nesterov", error["message"])
+        self.assert_no_model(name)

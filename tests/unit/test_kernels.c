@@ -40,11 +40,29 @@ static bool make_config(const paramd__optimizer_type *type, unsigned mask,
         } else if (strcmp(spec->name, "lr") == 0) {
             values[0] = 0.01;
         } else if (strcmp(spec->name, "momentum") == 0) {
-            values[0] = (mask & 1) ? 0.9 : 0.0;
+            /* Bit 0 (SGD's nesterov needs momentum), made independent of
+             * the first boolean by bit 4 (RMSprop's centered). */
+            values[0] = ((mask ^ (mask >> 4)) & 1) ? 0.9 : 0.0;
         } else if (strcmp(spec->name, "weight_decay") == 0) {
-            values[0] = (mask & 2) ? 0.0 : 0.05;
+            /* Bit 1, made independent of the second boolean by bit 5. */
+            values[0] = (((mask >> 1) ^ (mask >> 5)) & 1) ? 0.0 : 0.05;
         } else if (strcmp(spec->name, "dampening") == 0) {
             values[0] = (mask & 4) ? 0.0 : 0.1;
+        } else if (strcmp(spec->name, "lr_decay") == 0) {
+            values[0] = 0.01;
+        } else if (strcmp(spec->name, "initial_accumulator_value") == 0) {
+            values[0] = (mask & 4) ? 0.0 : 0.1;
+        } else if (strcmp(spec->name, "etas") == 0) {
+            /* Rprop; an etaminus that rounds to float32 0 ends up as 1. */
+            values[0] = (mask & 4) ? 1e-50 : 0.5;
+            values[1] = 1.2;
+        } else if (strcmp(spec->name, "step_sizes") == 0) {
+            /* Rprop; narrow enough that both bounds clamp. */
+            values[0] = (mask & 8) ? 0.009 : 1e-6;
+            values[1] = (mask & 8) ? 0.011 : 50;
+        } else if (strcmp(spec->name, "t0") == 0) {
+            /* ASGD averages (mu != 1) from step t0 + 3 on. */
+            values[0] = (mask & 4) ? 1e6 : 2;
         } else {
             continue;
         }
@@ -58,6 +76,8 @@ typedef struct buffers {
     float *param, *grad, *state[PARAMD__MAX_STATE_SLOTS];
 } buffers;
 
+/* State starts as paramd__tensor_create leaves it: zeros, then the
+ * optimizer's init_state hook (e.g. Adagrad's initial_accumulator_value). */
 static void buffers_alloc(buffers *b, size_t count, const paramd__optimizer_config *config)
 {
     memset(b, 0, sizeof *b);
@@ -66,6 +86,8 @@ static void buffers_alloc(buffers *b, size_t count, const paramd__optimizer_conf
     for (int s = 0; s < config->type->state_slot_count; s++)
         if (config->type->uses_state_slot(config, s))
             b->state[s] = calloc(count + 1, sizeof(float));
+    if (config->type->init_state)
+        config->type->init_state(config, b->state, count + 1);
 }
 
 static void buffers_free(buffers *b)

@@ -6,6 +6,7 @@
 #include "test_util.h"
 
 #include "optimizer.h"
+#include "tensor.h"
 
 #include <math.h>
 #include <string.h>
@@ -82,6 +83,254 @@ START_TEST(test_torch_defaults)
 }
 END_TEST
 
+/* The defaults of the optimizers added after SGD and Adam, as in torch 1.13. */
+START_TEST(test_torch_defaults_more)
+{
+    paramd__optimizer_config config;
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("adagrad"));
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1e-2);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr_decay"), 0);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "initial_accumulator_value"), 0);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-10);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "maximize"), 0);
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("rmsprop"));
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1e-2);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "alpha"), 0.99);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-8);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "momentum"), 0);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "centered"), 0);
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+    /* momentum and centered decide which state RMSprop keeps. */
+    ck_assert(config.type->uses_state_slot(&config, 0));
+    ck_assert(!config.type->uses_state_slot(&config, 1));
+    ck_assert(!config.type->uses_state_slot(&config, 2));
+
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("ADAMAX"));
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 2e-3);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "betas"), 0.9);
+    ck_assert_double_eq(config.values[paramd__optimizer_find_hyperparameter(config.type, "betas")
+                                          ->slot + 1],
+                        0.999);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-8);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0);
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("adadelta"));
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1.0);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "rho"), 0.9);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-6);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0);
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("nadam"));
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 2e-3);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "betas"), 0.9);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-8);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "momentum_decay"), 4e-3);
+    ck_assert_ptr_null(paramd__optimizer_find_hyperparameter(config.type, "maximize"));
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("radam"));
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1e-3);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "betas"), 0.9);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-8);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0);
+    ck_assert_ptr_null(paramd__optimizer_find_hyperparameter(config.type, "maximize"));
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+
+    const paramd__optimizer_type *rprop = paramd__optimizer_find("rprop");
+    paramd__optimizer_config_init(&config, rprop);
+    int etas = paramd__optimizer_find_hyperparameter(rprop, "etas")->slot;
+    int step_sizes = paramd__optimizer_find_hyperparameter(rprop, "step_sizes")->slot;
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1e-2);
+    ck_assert_double_eq(config.values[etas], 0.5);
+    ck_assert_double_eq(config.values[etas + 1], 1.2);
+    ck_assert_double_eq(config.values[step_sizes], 1e-6);
+    ck_assert_double_eq(config.values[step_sizes + 1], 50);
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("asgd"));
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1e-2);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lambd"), 1e-4);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "alpha"), 0.75);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "t0"), 1e6);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0);
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+}
+END_TEST
+
+/* Rprop's etas: torch requires 0 < etas[0] < 1 < etas[1]. */
+START_TEST(test_rprop_etas_rule)
+{
+    const paramd__optimizer_type *rprop = paramd__optimizer_find("Rprop");
+    const paramd__hyperparameter_spec *etas = paramd__optimizer_find_hyperparameter(rprop, "etas");
+    static const struct {
+        double etas[2];
+        bool valid;
+    } cases[] = {
+        {{0.5, 1.2}, true},    {{1e-50, 1.00001}, true}, {{0.0, 1.2}, false},
+        {{-0.5, 1.2}, false},  {{1.0, 1.2}, false},      {{0.5, 1.0}, false},
+        {{0.5, 0.9}, false},   {{1.5, 2.0}, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        paramd__optimizer_config config;
+        paramd__optimizer_config_init(&config, rprop);
+        paramd__error error;
+        int result = paramd__optimizer_config_set(&config, etas, cases[i].etas, "optimizer.etas",
+                                                  &error);
+        if (result == PARAMD_OK)
+            result = paramd__optimizer_config_validate(&config, "optimizer", &error);
+        ck_assert_msg((result == PARAMD_OK) == cases[i].valid, "etas (%g, %g): expected %s",
+                      cases[i].etas[0], cases[i].etas[1], cases[i].valid ? "valid" : "invalid");
+        if (result != PARAMD_OK)
+            ck_assert_ptr_nonnull(strstr(error.message, "optimizer.etas"));
+    }
+    /* Rprop's step_size starts at lr, rounded to float. */
+    paramd__optimizer_config config;
+    paramd__optimizer_config_init(&config, rprop);
+    int64_t shape[1] = {5};
+    paramd__error error;
+    paramd__tensor *tensor = paramd__tensor_create("t", 1, shape, &config, &error);
+    ck_assert_ptr_nonnull(tensor);
+    for (size_t i = 0; i < tensor->count; i++) {
+        ck_assert(tensor->state[0][i] == 0.0f);  /* prev */
+        ck_assert(tensor->state[1][i] == 0.01f); /* step_size */
+    }
+    paramd__tensor_destroy(tensor);
+}
+END_TEST
+
+/* prepare depends only on the configuration and the step, whatever order the
+ * steps come in (NAdam caches its mu_product between calls), and the float32
+ * step torch keeps stops growing at 2^24. */
+START_TEST(test_prepare_is_a_function_of_the_step)
+{
+    enum { STEPS = 1200 };
+    static paramd__step_scalars ascending[STEPS + 1];
+    for (int t = 0; t < paramd__optimizer_type_count; t++) {
+        const paramd__optimizer_type *type = paramd__optimizer_types[t];
+        paramd__optimizer_config config;
+        paramd__optimizer_config_init(&config, type);
+        const paramd__hyperparameter_spec *lr = paramd__optimizer_find_hyperparameter(type, "lr");
+        double value[1] = {0.01};
+        ck_assert_int_eq(paramd__optimizer_config_set(&config, lr, value, "lr", NULL), PARAMD_OK);
+        for (uint64_t step = 1; step <= STEPS; step++) {
+            memset(&ascending[step], 0, sizeof ascending[step]);
+            type->prepare(&config, step, &ascending[step]);
+        }
+        uint64_t step = 7;
+        for (int i = 0; i < 3 * STEPS; i++) {
+            step = (step * 6364136223846793005ULL + 1442695040888963407ULL);
+            uint64_t s = 1 + (step >> 33) % STEPS;
+            paramd__step_scalars scalars;
+            memset(&scalars, 0, sizeof scalars);
+            type->prepare(&config, s, &scalars);
+            ck_assert_msg(memcmp(&scalars, &ascending[s], sizeof scalars) == 0,
+                          "%s: prepare(step %llu) depends on the calls before it", type->name,
+                          (unsigned long long)s);
+        }
+        paramd__step_scalars at_limit, beyond;
+        memset(&at_limit, 0, sizeof at_limit);
+        memset(&beyond, 0, sizeof beyond);
+        type->prepare(&config, (UINT64_C(1) << 24) + 1, &at_limit);
+        type->prepare(&config, (UINT64_C(1) << 24) + 1000, &beyond);
+        if (strcmp(type->name, "NAdam") != 0 && strcmp(type->name, "Adagrad") != 0 &&
+            strcmp(type->name, "Adamax") != 0 && strcmp(type->name, "RAdam") != 0 &&
+            strcmp(type->name, "ASGD") != 0)
+            continue;
+        ck_assert_msg(memcmp(&at_limit, &beyond, sizeof at_limit) == 0,
+                      "%s: torch's float32 step stops at 2^24", type->name);
+    }
+}
+END_TEST
+
+/* torch's constructor checks, for the optimizers added after SGD and Adam. */
+START_TEST(test_ranges_more)
+{
+    static const struct {
+        const char *optimizer, *name;
+        double value;
+        bool valid;
+    } cases[] = {
+        {"Adagrad", "lr_decay", -1e-3, false},
+        {"Adagrad", "initial_accumulator_value", -0.1, false},
+        {"Adagrad", "initial_accumulator_value", 0, true},
+        {"Adagrad", "eps", 0, true},
+        {"RMSprop", "alpha", -0.5, false},
+        {"RMSprop", "alpha", 1.5, true}, /* torch checks only alpha >= 0 */
+        {"RMSprop", "momentum", -0.1, false},
+        {"Adadelta", "rho", 1.0, true},
+        {"Adadelta", "rho", 1.01, false},
+        {"Adadelta", "rho", -0.01, false},
+        {"Adadelta", "lr", -1, false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const paramd__optimizer_type *type = paramd__optimizer_find(cases[i].optimizer);
+        ck_assert_ptr_nonnull(type);
+        const paramd__hyperparameter_spec *spec =
+            paramd__optimizer_find_hyperparameter(type, cases[i].name);
+        ck_assert_ptr_nonnull(spec);
+        paramd__optimizer_config config;
+        paramd__optimizer_config_init(&config, type);
+        double values[1] = {cases[i].value};
+        int result = paramd__optimizer_config_set(&config, spec, values, cases[i].name, NULL);
+        ck_assert_msg((result == PARAMD_OK) == cases[i].valid, "%s.%s = %g: expected %s",
+                      cases[i].optimizer, cases[i].name, cases[i].value,
+                      cases[i].valid ? "valid" : "invalid");
+    }
+    const paramd__optimizer_type *adamax = paramd__optimizer_find("Adamax");
+    paramd__optimizer_config config;
+    paramd__optimizer_config_init(&config, adamax);
+    double betas[2] = {0.9, 1.0};
+    ck_assert_int_eq(paramd__optimizer_config_set(
+                         &config, paramd__optimizer_find_hyperparameter(adamax, "betas"), betas,
+                         "betas", NULL),
+                     PARAMD_E_BAD_HYPERPARAMETER);
+}
+END_TEST
+
+/* paramd__tensor_create applies the init_state hook: Adagrad's "sum" starts
+ * at initial_accumulator_value rounded to float, other state at zero. */
+START_TEST(test_init_state)
+{
+    const paramd__optimizer_type *adagrad = paramd__optimizer_find("Adagrad");
+    paramd__optimizer_config config;
+    paramd__optimizer_config_init(&config, adagrad);
+    double value[1] = {0.1};
+    ck_assert_int_eq(paramd__optimizer_config_set(
+                         &config,
+                         paramd__optimizer_find_hyperparameter(adagrad,
+                                                               "initial_accumulator_value"),
+                         value, "initial_accumulator_value", NULL),
+                     PARAMD_OK);
+    int64_t shape[1] = {37};
+    paramd__error error;
+    paramd__tensor *tensor = paramd__tensor_create("t", 1, shape, &config, &error);
+    ck_assert_ptr_nonnull(tensor);
+    ck_assert_ptr_nonnull(tensor->state[0]);
+    for (size_t i = 0; i < tensor->count; i++) {
+        ck_assert(tensor->state[0][i] == 0.1f);
+        ck_assert(tensor->values[i] == 0.0f);
+    }
+    paramd__tensor_destroy(tensor);
+
+    const paramd__optimizer_type *adam = paramd__optimizer_find("Adam");
+    ck_assert_ptr_null(adam->init_state);
+    paramd__optimizer_config_init(&config, adam);
+    tensor = paramd__tensor_create("t", 1, shape, &config, &error);
+    ck_assert_ptr_nonnull(tensor);
+    for (int s = 0; s < 2; s++)
+        for (size_t i = 0; i < tensor->count; i++)
+            ck_assert(tensor->state[s][i] == 0.0f);
+    paramd__tensor_destroy(tensor);
+}
+END_TEST
+
 START_TEST(test_ranges_are_enforced)
 {
     const paramd__optimizer_type *adam = paramd__optimizer_find("Adam");
@@ -151,6 +400,11 @@ static Suite *make_suite(void)
     tcase_add_test(tcase, test_rows_are_complete);
     tcase_add_test(tcase, test_schemas_are_consistent);
     tcase_add_test(tcase, test_torch_defaults);
+    tcase_add_test(tcase, test_torch_defaults_more);
+    tcase_add_test(tcase, test_ranges_more);
+    tcase_add_test(tcase, test_rprop_etas_rule);
+    tcase_add_test(tcase, test_prepare_is_a_function_of_the_step);
+    tcase_add_test(tcase, test_init_state);
     tcase_add_test(tcase, test_ranges_are_enforced);
     tcase_add_test(tcase, test_sgd_nesterov_rule);
     suite_add_tcase(suite, tcase);
