@@ -14,7 +14,7 @@
  * The table.  One line per optimizer; keep PARAMD__OPTIMIZER_COUNT in step.
  * ------------------------------------------------------------------------- */
 
-#define PARAMD__OPTIMIZER_COUNT 11
+#define PARAMD__OPTIMIZER_COUNT 15
 
 const paramd__optimizer_type *const paramd__optimizer_types[] = {
     &paramd__optimizer_sgd,
@@ -28,6 +28,10 @@ const paramd__optimizer_type *const paramd__optimizer_types[] = {
     &paramd__optimizer_radam,
     &paramd__optimizer_rprop,
     &paramd__optimizer_asgd,
+    &paramd__optimizer_lion,
+    &paramd__optimizer_yogi,
+    &paramd__optimizer_adabelief,
+    &paramd__optimizer_deltabardelta,
 };
 
 _Static_assert(sizeof paramd__optimizer_types / sizeof paramd__optimizer_types[0] ==

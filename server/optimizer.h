@@ -169,5 +169,9 @@ extern const paramd__optimizer_type paramd__optimizer_nadam;
 extern const paramd__optimizer_type paramd__optimizer_radam;
 extern const paramd__optimizer_type paramd__optimizer_rprop;
 extern const paramd__optimizer_type paramd__optimizer_asgd;
+extern const paramd__optimizer_type paramd__optimizer_lion;
+extern const paramd__optimizer_type paramd__optimizer_yogi;
+extern const paramd__optimizer_type paramd__optimizer_adabelief;
+extern const paramd__optimizer_type paramd__optimizer_deltabardelta;
 
 #endif

@@ -1,5 +1,7 @@
 /*
- * test_conformance.c - replay PyTorch's optimizer trajectories through paramd.
+ * test_conformance.c - replay PyTorch's optimizer trajectories through paramd
+ * (and, for optimizers torch 1.13 lacks, trajectories from the numpy
+ * references in tests/conformance/reference_optimizers.py).
  *
  * Each JSON file in tests/conformance/goldens (written by
  * tests/conformance/generate_goldens.py with torch.optim) holds an optimizer
@@ -195,8 +197,9 @@ static void replay_all(bool with_reference)
         free(paths[i]);
     }
     free(paths);
-    printf("conformance (%s kernels): %zu PyTorch trajectories, %zu of %zu weights "
-           "bit-identical to torch, worst relative error %.3g\n",
+    printf("conformance (%s kernels): %zu golden trajectories (PyTorch, or the numpy "
+           "references from the papers for optimizers torch lacks), %zu of %zu weights "
+           "bit-identical, worst relative error %.3g\n",
            with_reference ? "reference" : "fast", count, identical, values, worst);
     ck_assert_uint_eq(identical, values);
 }

@@ -891,7 +891,7 @@ START_TEST(test_model_spec_body_errors)
     expect_body_error("{\"optimizer\": {\"name\": \"SGD\"}, \"tensors\": "
                       "[{\"name\": \"a\", \"shape\": [1]}]}",
                       PARAMD_E_BAD_HYPERPARAMETER, "optimizer.lr");
-    expect_body_error("{\"optimizer\": {\"name\": \"Lion\"}, \"tensors\": "
+    expect_body_error("{\"optimizer\": {\"name\": \"NoSuchOptimizer\"}, \"tensors\": "
                       "[{\"name\": \"a\", \"shape\": [1]}]}",
                       PARAMD_E_UNKNOWN_OPTIMIZER, "optimizer.name");
     expect_body_error("{\"optimizer\": {\"name\": \"SGD\", \"lr\": 0.1}}", PARAMD_E_BAD_REQUEST,

@@ -60,6 +60,11 @@ static bool make_config(const paramd__optimizer_type *type, unsigned mask,
             /* Rprop; narrow enough that both bounds clamp. */
             values[0] = (mask & 8) ? 0.009 : 1e-6;
             values[1] = (mask & 8) ? 0.011 : 50;
+        } else if (strcmp(spec->name, "min_gain") == 0) {
+            /* DeltaBarDelta; narrow enough that both bounds clip. */
+            values[0] = (mask & 8) ? 0.9 : 0.01;
+        } else if (strcmp(spec->name, "max_gain") == 0) {
+            values[0] = (mask & 8) ? 1.1 : 10;
         } else if (strcmp(spec->name, "t0") == 0) {
             /* ASGD averages (mu != 1) from step t0 + 3 on. */
             values[0] = (mask & 4) ? 1e6 : 2;
