@@ -305,6 +305,14 @@ json_t *paramd__json_optimizer(const paramd__optimizer_config *config)
         }
         json_object_set_new(object, spec->name, value);
     }
+    const paramd__hyperparameter_spec *common;
+    for (int i = 0; object && (common = paramd__optimizer_common_hyperparameter(type, i)); i++) {
+        double value = config->values[common->slot];
+        json_object_set_new(object, common->name,
+                            common->kind == PARAMD__HYPERPARAMETER_BOOLEAN
+                                ? json_boolean(value != 0)
+                                : json_real(value));
+    }
     return object;
 }
 

@@ -3,6 +3,7 @@
  */
 #include "optimizer.h"
 
+#include "kernel.h"
 #include "parallel.h"
 
 #include <math.h>
@@ -48,12 +49,54 @@ const paramd__optimizer_type *paramd__optimizer_find(const char *name)
     return NULL;
 }
 
+/* ---------------------------------------------------------------------------
+ * Hyperparameters common to every optimizer
+ * ------------------------------------------------------------------------- */
+
+static const paramd__hyperparameter_spec common_hyperparameters[] = {
+    {"decoupled_weight_decay", PARAMD__HYPERPARAMETER_BOOLEAN,
+     PARAMD__SLOT_DECOUPLED_WEIGHT_DECAY, {0}, 0, 1, 0,
+     "apply weight_decay as p *= 1 - lr * weight_decay before the step (AdamW-style)"},
+    {"l1", PARAMD__HYPERPARAMETER_REAL, PARAMD__SLOT_L1, {0}, 0, INFINITY, 0,
+     "L1 penalty, applied after the step as a proximal soft-threshold of lr * l1"},
+};
+
+#define COMMON_COUNT ((int)(sizeof common_hyperparameters / sizeof common_hyperparameters[0]))
+
+/* decoupled_weight_decay applies to optimizers that have a coupled
+ * weight_decay; l1 to all. */
+static bool common_applies(const paramd__optimizer_type *type,
+                           const paramd__hyperparameter_spec *spec)
+{
+    if (spec->slot != PARAMD__SLOT_DECOUPLED_WEIGHT_DECAY)
+        return true;
+    if (type->flags & PARAMD__OPTIMIZER_DECOUPLED)
+        return false;
+    for (int i = 0; i < type->hyperparameter_count; i++)
+        if (strcmp(type->hyperparameters[i].name, "weight_decay") == 0)
+            return true;
+    return false;
+}
+
+const paramd__hyperparameter_spec *paramd__optimizer_common_hyperparameter(
+    const paramd__optimizer_type *type, int index)
+{
+    for (int i = 0; i < COMMON_COUNT; i++)
+        if (common_applies(type, &common_hyperparameters[i]) && index-- == 0)
+            return &common_hyperparameters[i];
+    return NULL;
+}
+
 const paramd__hyperparameter_spec *paramd__optimizer_find_hyperparameter(
     const paramd__optimizer_type *type, const char *name)
 {
     for (int i = 0; i < type->hyperparameter_count; i++)
         if (strcmp(type->hyperparameters[i].name, name) == 0)
             return &type->hyperparameters[i];
+    for (int i = 0; i < COMMON_COUNT; i++)
+        if (strcmp(common_hyperparameters[i].name, name) == 0 &&
+            common_applies(type, &common_hyperparameters[i]))
+            return &common_hyperparameters[i];
     return NULL;
 }
 
@@ -171,21 +214,104 @@ static void run_step_range(void *context, size_t begin, size_t end)
     job->kernel(job->scalars, job->arrays, begin, end);
 }
 
+/* The common regularisation around an optimizer's own step: decoupled
+ * weight decay before it (with the optimizer's own, coupled weight_decay
+ * turned off), the L1 soft-threshold after it.  Each is one extra pass over
+ * the weights, paid only when enabled. */
+typedef struct regularisation {
+    paramd__optimizer_config kernel_config; /* the configuration the kernel sees */
+    float decay_factor;                     /* 1 - lr * weight_decay; 1: no pass */
+    float l1_threshold;                     /* lr * l1; 0: no pass */
+} regularisation;
+
+static void plan_regularisation(const paramd__optimizer_config *config, regularisation *plan)
+{
+    plan->kernel_config = *config;
+    plan->decay_factor = 1.0f;
+    plan->l1_threshold = 0.0f;
+    const paramd__hyperparameter_spec *lr =
+        paramd__optimizer_find_hyperparameter(config->type, "lr");
+    double learning_rate = lr ? config->values[lr->slot] : 0.0;
+    if (config->values[PARAMD__SLOT_DECOUPLED_WEIGHT_DECAY] != 0) {
+        const paramd__hyperparameter_spec *weight_decay =
+            paramd__optimizer_find_hyperparameter(config->type, "weight_decay");
+        if (weight_decay) {
+            double decay = config->values[weight_decay->slot];
+            plan->decay_factor = (float)(1.0 - learning_rate * decay);
+            plan->kernel_config.values[weight_decay->slot] = 0.0;
+        }
+    }
+    if (config->values[PARAMD__SLOT_L1] > 0)
+        plan->l1_threshold = (float)(learning_rate * config->values[PARAMD__SLOT_L1]);
+}
+
+typedef struct weights_job {
+    float *param;
+    float value; /* the decay factor or the L1 threshold */
+} weights_job;
+
+PARAMD__FAST_KERNEL
+static void decay_range(void *context, size_t begin, size_t end)
+{
+    const weights_job *job = context;
+    float *restrict param = job->param;
+    const float factor = job->value;
+    for (size_t i = begin; i < end; i++)
+        param[i] = param[i] * factor;
+}
+
+/* p = sign(p) * max(|p| - t, 0), written so gcc vectorises it. */
+PARAMD__FAST_KERNEL
+static void soft_threshold_range(void *context, size_t begin, size_t end)
+{
+    const weights_job *job = context;
+    float *restrict param = job->param;
+    const float threshold = job->value;
+    for (size_t i = begin; i < end; i++) {
+        float p = param[i];
+        float shrunk = p > threshold ? p - threshold : 0.0f;
+        param[i] = p < -threshold ? p + threshold : shrunk;
+    }
+}
+
 void paramd__optimizer_step(const paramd__optimizer_config *config, uint64_t step,
                             const paramd__step_arrays *arrays, size_t count)
 {
-    paramd__step_scalars scalars;
-    config->type->prepare(config, step, &scalars);
-    step_job job = {config->type->kernel, &scalars, arrays};
+    regularisation plan;
+    plan_regularisation(config, &plan);
     /* Chunks start on 64-byte boundaries (16 floats) so each thread's vector
      * loop begins aligned when the arrays are. */
+    if (plan.decay_factor != 1.0f) {
+        weights_job decay = {arrays->param, plan.decay_factor};
+        paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, decay_range, &decay);
+    }
+    paramd__step_scalars scalars;
+    config->type->prepare(&plan.kernel_config, step, &scalars);
+    step_job job = {config->type->kernel, &scalars, arrays};
     paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, run_step_range, &job);
+    if (plan.l1_threshold > 0.0f) {
+        weights_job l1 = {arrays->param, plan.l1_threshold};
+        paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, soft_threshold_range, &l1);
+    }
 }
 
 void paramd__optimizer_step_reference(const paramd__optimizer_config *config, uint64_t step,
                                       const paramd__step_arrays *arrays, size_t count)
 {
+    regularisation plan;
+    plan_regularisation(config, &plan);
+    for (size_t i = 0; plan.decay_factor != 1.0f && i < count; i++)
+        arrays->param[i] = arrays->param[i] * plan.decay_factor;
     paramd__step_scalars scalars;
-    config->type->prepare(config, step, &scalars);
+    config->type->prepare(&plan.kernel_config, step, &scalars);
     config->type->reference_kernel(&scalars, arrays, 0, count);
+    for (size_t i = 0; plan.l1_threshold > 0.0f && i < count; i++) {
+        float p = arrays->param[i];
+        if (p > plan.l1_threshold)
+            arrays->param[i] = p - plan.l1_threshold;
+        else if (p < -plan.l1_threshold)
+            arrays->param[i] = p + plan.l1_threshold;
+        else
+            arrays->param[i] = 0.0f;
+    }
 }

@@ -25,6 +25,18 @@
 #include <stdint.h>
 
 #define PARAMD__MAX_HYPERPARAMETERS 24 /* value slots in a configuration */
+
+/* Hyperparameters every optimizer has, in the last slots of a configuration
+ * (an optimizer's own schema uses slots below PARAMD__FIRST_COMMON_SLOT):
+ *   decoupled_weight_decay  apply weight_decay as p *= 1 - lr * weight_decay
+ *                           before the step instead of adding it to the
+ *                           gradient (torch 2.x's keyword; AdamW and Lion
+ *                           always decouple and do not take it)
+ *   l1                      after the step, a proximal soft-threshold:
+ *                           p = sign(p) * max(|p| - lr * l1, 0) */
+#define PARAMD__SLOT_DECOUPLED_WEIGHT_DECAY (PARAMD__MAX_HYPERPARAMETERS - 2)
+#define PARAMD__SLOT_L1 (PARAMD__MAX_HYPERPARAMETERS - 1)
+#define PARAMD__FIRST_COMMON_SLOT PARAMD__SLOT_DECOUPLED_WEIGHT_DECAY
 #define PARAMD__MAX_STATE_SLOTS 8      /* per-tensor state arrays */
 
 /* ---------------------------------------------------------------------------
@@ -87,8 +99,14 @@ typedef struct paramd__step_arrays {
 typedef void (*paramd__step_kernel)(const paramd__step_scalars *scalars,
                                     const paramd__step_arrays *arrays, size_t begin, size_t end);
 
+/* paramd__optimizer_type.flags */
+enum {
+    PARAMD__OPTIMIZER_DECOUPLED = 1u << 0, /* weight_decay is already decoupled (AdamW, Lion) */
+};
+
 typedef struct paramd__optimizer_type {
     const char *name;                      /* torch.optim class name, e.g. "AdamW" */
+    unsigned flags;                        /* PARAMD__OPTIMIZER_* */
     const char *const *state_slot_names;   /* state_slot_count names, e.g. "exp_avg" */
     int state_slot_count;                  /* slots the optimizer may use */
     const paramd__hyperparameter_spec *hyperparameters;
@@ -121,9 +139,15 @@ extern const int paramd__optimizer_type_count;
 /* Finds an optimizer by torch.optim class name, case-insensitively. */
 const paramd__optimizer_type *paramd__optimizer_find(const char *name);
 
-/* Finds a hyperparameter of `type` by exact keyword name. */
+/* Finds a hyperparameter of `type` by exact keyword name: one of its own, or
+ * a common one (decoupled_weight_decay, l1) that applies to it. */
 const paramd__hyperparameter_spec *paramd__optimizer_find_hyperparameter(
     const paramd__optimizer_type *type, const char *name);
+
+/* The i-th common hyperparameter that applies to `type`, or NULL past the
+ * last: for listing every hyperparameter of a configuration. */
+const paramd__hyperparameter_spec *paramd__optimizer_common_hyperparameter(
+    const paramd__optimizer_type *type, int index);
 
 /* Starts a configuration of `type` with every default filled in; required
  * hyperparameters are left unset (NaN) until given. */

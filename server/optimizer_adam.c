@@ -207,6 +207,7 @@ const paramd__optimizer_type paramd__optimizer_adam = {
 };
 
 const paramd__optimizer_type paramd__optimizer_adamw = {
+    .flags = PARAMD__OPTIMIZER_DECOUPLED,
     .name = "AdamW",
     .state_slot_names = adam_state_slots,
     .state_slot_count = 3,

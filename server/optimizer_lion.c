@@ -115,6 +115,7 @@ static void lion_kernel(const paramd__step_scalars *scalars, const paramd__step_
 }
 
 const paramd__optimizer_type paramd__optimizer_lion = {
+    .flags = PARAMD__OPTIMIZER_DECOUPLED,
     .name = "Lion",
     .state_slot_names = lion_state_slots,
     .state_slot_count = 1,

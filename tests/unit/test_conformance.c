@@ -55,12 +55,19 @@ typedef struct replay_result {
     size_t identical; /* of which bit-identical to torch's */
 } replay_result;
 
-/* Replays one golden file; with_reference selects the reference kernels. */
-static replay_result replay(const char *path, bool with_reference)
+/* Replays one golden file; with_reference selects the reference kernels.
+ * as_optimizer, when not NULL, replaces the optimizer's name and adds
+ * "decoupled_weight_decay": true (to replay AdamW's trajectories as Adam). */
+static replay_result replay_as(const char *path, bool with_reference, const char *as_optimizer)
 {
     json_error_t json_error;
     json_t *golden = json_load_file(path, 0, &json_error);
     ck_assert_msg(golden != NULL, "%s: %s", path, json_error.text);
+    if (as_optimizer) {
+        json_t *optimizer = json_object_get(golden, "optimizer");
+        json_object_set_new(optimizer, "name", json_string(as_optimizer));
+        json_object_set_new(optimizer, "decoupled_weight_decay", json_true());
+    }
 
     paramd__error error = {0};
     paramd__model_spec spec = {.name = "golden"};
@@ -158,6 +165,11 @@ static replay_result replay(const char *path, bool with_reference)
     return outcome;
 }
 
+static replay_result replay(const char *path, bool with_reference)
+{
+    return replay_as(path, with_reference, NULL);
+}
+
 /* Lists the golden files, sorted, into a NULL-terminated array. */
 static char **golden_files(size_t *count)
 {
@@ -240,6 +252,28 @@ START_TEST(test_every_optimizer_has_goldens)
 }
 END_TEST
 
+/* Adam with decoupled_weight_decay is AdamW (as in torch 2.x): it must
+ * reproduce torch's AdamW trajectories bit for bit, with both kernels. */
+START_TEST(test_adam_decoupled_is_adamw)
+{
+    size_t count, replayed = 0;
+    char **paths = golden_files(&count);
+    for (size_t i = 0; i < count; i++) {
+        if (strstr(paths[i], "/adamw_") != NULL) {
+            for (int reference = 0; reference < 2; reference++) {
+                replay_result outcome = replay_as(paths[i], reference, "Adam");
+                ck_assert_uint_eq(outcome.identical, outcome.values);
+                ck_assert_uint_gt(outcome.values, 0);
+            }
+            replayed++;
+        }
+        free(paths[i]);
+    }
+    free(paths);
+    ck_assert_uint_ge(replayed, 4);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *suite = suite_create("conformance");
@@ -248,6 +282,7 @@ static Suite *make_suite(void)
     tcase_add_test(tcase, test_fast_kernels_match_pytorch);
     tcase_add_test(tcase, test_reference_kernels_match_pytorch);
     tcase_add_test(tcase, test_every_optimizer_has_goldens);
+    tcase_add_test(tcase, test_adam_decoupled_is_adamw);
     suite_add_tcase(suite, tcase);
     return suite;
 }
