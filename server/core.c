@@ -144,3 +144,45 @@ int paramd__core_pull(paramd__server *server, paramd__model *model, paramd__tens
     atomic_fetch_add(&server->pulls, 1);
     return PARAMD_OK;
 }
+
+/* Index of the state slot named `slot` that `tensor` holds, or -1. */
+static int held_state_slot(const paramd__tensor *tensor, const char *slot)
+{
+    const paramd__optimizer_type *type = tensor->optimizer->type;
+    for (int i = 0; i < type->state_slot_count; i++)
+        if (strcmp(type->state_slot_names[i], slot) == 0)
+            return tensor->state[i] ? i : -1;
+    return -1;
+}
+
+int paramd__core_pull_state(paramd__server *server, paramd__model *model, const char *slot,
+                            paramd__tensor_io *items, size_t item_count, uint64_t *step_out,
+                            paramd__error *error)
+{
+    for (size_t i = 0; i < item_count; i++) {
+        const paramd__tensor *tensor = items[i].tensor;
+        if (held_state_slot(tensor, slot) < 0) {
+            const paramd__optimizer_type *type = tensor->optimizer->type;
+            char held[256] = "";
+            for (int s = 0; s < type->state_slot_count; s++)
+                if (tensor->state[s]) {
+                    strncat(held, held[0] ? ", " : "", sizeof held - strlen(held) - 1);
+                    strncat(held, type->state_slot_names[s], sizeof held - strlen(held) - 1);
+                }
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "slot: tensor \"%s\" (%s) holds no state \"%.100s\"; it "
+                                     "holds: %s",
+                                     tensor->name, type->name, slot, held[0] ? held : "none");
+        }
+    }
+    *step_out = atomic_load(&model->step);
+    for (size_t i = 0; i < item_count; i++) {
+        paramd__tensor *tensor = items[i].tensor;
+        pthread_mutex_lock(&tensor->lock);
+        memcpy(items[i].weights, tensor->state[held_state_slot(tensor, slot)],
+               tensor->count * sizeof(float));
+        pthread_mutex_unlock(&tensor->lock);
+    }
+    atomic_fetch_add(&server->pulls, 1);
+    return PARAMD_OK;
+}

@@ -53,6 +53,15 @@ typedef struct paramd__tensor_io {
 int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
                       size_t item_count, uint64_t *step_out, paramd__error *error);
 
+/* Copies one optimizer state array (e.g. "exp_avg", or ASGD's averaged
+ * weights "ax") of each tensor in items into items[i].weights.  Every tensor
+ * must hold that state: PARAMD_E_BAD_REQUEST names the first that does not
+ * (an unknown slot name, or one its configuration does not keep, such as
+ * momentum_buffer with momentum 0).  *step_out as for a pull. */
+int paramd__core_pull_state(paramd__server *server, paramd__model *model, const char *slot,
+                            paramd__tensor_io *items, size_t item_count, uint64_t *step_out,
+                            paramd__error *error);
+
 /* Copies the current weights of each tensor in items.  *step_out receives the
  * model's step count, read before the copies. */
 int paramd__core_pull(paramd__server *server, paramd__model *model, paramd__tensor_io *items,

@@ -13,6 +13,7 @@
  *   DELETE /v1/models/{model}             delete a model
  *   POST   /v1/models/{model}/push        apply gradients, return fresh weights
  *   GET    /v1/models/{model}/weights     read weights
+ *   GET    /v1/models/{model}/state       read one optimizer state array (?slot=)
  */
 #define _DEFAULT_SOURCE
 #include "http.h"
@@ -308,8 +309,10 @@ done:
     paramd__model_release(model);
 }
 
-static void handle_weights(const paramd__http_request *request, const char *model_name,
-                           paramd__http_response *response)
+/* GET .../weights and GET .../state: reads the weights (slot NULL) or one
+ * optimizer state array of the tensors the query selects. */
+static void read_tensors(const paramd__http_request *request, const char *model_name,
+                         const char *slot, paramd__http_response *response)
 {
     paramd__model *model = find_model(request, model_name, response);
     if (model == NULL)
@@ -369,16 +372,53 @@ static void handle_weights(const paramd__http_request *request, const char *mode
     if (result != PARAMD_OK)
         goto done;
     uint64_t step;
-    result = paramd__core_pull(request->http->server, model, batch.items, batch.count, &step,
-                               &error);
-    if (result == PARAMD_OK)
+    if (slot == NULL)
+        result = paramd__core_pull(request->http->server, model, batch.items, batch.count, &step,
+                                   &error);
+    else
+        result = paramd__core_pull_state(request->http->server, model, slot, batch.items,
+                                         batch.count, &step, &error);
+    if (result == PARAMD_OK && slot == NULL) {
         respond_weights(response, step, &batch);
+    } else if (result == PARAMD_OK) {
+        size_t length;
+        char *text = paramd__json_write_state(step, slot, batch.items, batch.encodings,
+                                              batch.count, &length);
+        if (text == NULL) {
+            respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while building the response");
+        } else {
+            response->status = 200;
+            response->raw_body = text;
+            response->raw_length = length;
+        }
+    }
 done:
     if (result != PARAMD_OK)
         paramd__http_error_response(response, &error);
     free(names);
     tensor_batch_free(&batch);
     paramd__model_release(model);
+}
+
+static void handle_weights(const paramd__http_request *request, const char *model_name,
+                           paramd__http_response *response)
+{
+    read_tensors(request, model_name, NULL, response);
+}
+
+/* Optimizer state, e.g. ?slot=exp_avg, or ASGD's averaged weights ?slot=ax. */
+static void handle_state(const paramd__http_request *request, const char *model_name,
+                         paramd__http_response *response)
+{
+    const char *slot =
+        MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, "slot");
+    if (slot == NULL || slot[0] == '\0') {
+        respond_error(response, PARAMD_E_BAD_REQUEST,
+                      "slot: required, the name of an optimizer state (e.g. exp_avg; the model "
+                      "description lists each tensor's)");
+        return;
+    }
+    read_tensors(request, model_name, slot, response);
 }
 
 /* ---------------------------------------------------------------------------
@@ -411,6 +451,7 @@ static const route routes[] = {
     {ROUTE_MODEL, "/v1/models/", NULL, "DELETE", handle_delete_model},
     {ROUTE_MODEL_SUFFIX, "/v1/models/", "/push", "POST", handle_push},
     {ROUTE_MODEL_SUFFIX, "/v1/models/", "/weights", "GET", handle_weights},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/state", "GET", handle_state},
 };
 
 #define ROUTE_COUNT (sizeof routes / sizeof routes[0])

@@ -140,16 +140,19 @@ json_t *paramd__json_encode_floats(const float *values, size_t count,
     return array;
 }
 
-char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
-                                 const paramd__float_encoding *encodings, size_t count,
-                                 size_t *length)
+/* Writes {"step": N, <header>"<key>": {"name": floats, ...}} (see
+ * paramd__json_write_weights). */
+static char *write_tensor_reply(uint64_t step, const char *header, const char *key,
+                                const paramd__tensor_io *items,
+                                const paramd__float_encoding *encodings, size_t count,
+                                size_t *length)
 {
     static const char base64_open[] = "{\"dtype\":\"float32\",\"b64\":\"";
     char **arrays = calloc(count ? count : 1, sizeof *arrays);
     if (arrays == NULL)
         return NULL;
     /* First pass: format JSON arrays and add up the size. */
-    size_t total = 64;
+    size_t total = 64 + strlen(header) + strlen(key);
     char *text = NULL;
     for (size_t i = 0; i < count; i++) {
         total += strlen(items[i].tensor->name) + 4;
@@ -170,8 +173,8 @@ char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
     if (text == NULL)
         goto done;
     /* Second pass: write. */
-    size_t n = (size_t)snprintf(text, total, "{\"step\":%llu,\"weights\":{",
-                                (unsigned long long)step);
+    size_t n = (size_t)snprintf(text, total, "{\"step\":%llu,%s\"%s\":{",
+                                (unsigned long long)step, header, key);
     for (size_t i = 0; i < count; i++) {
         n += (size_t)snprintf(text + n, total - n, "%s\"%s\":", i ? "," : "",
                               items[i].tensor->name);
@@ -196,6 +199,22 @@ done:
         free(arrays[i]);
     free(arrays);
     return text;
+}
+
+char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
+                                 const paramd__float_encoding *encodings, size_t count,
+                                 size_t *length)
+{
+    return write_tensor_reply(step, "", "weights", items, encodings, count, length);
+}
+
+char *paramd__json_write_state(uint64_t step, const char *slot, const paramd__tensor_io *items,
+                               const paramd__float_encoding *encodings, size_t count,
+                               size_t *length)
+{
+    char header[160];
+    snprintf(header, sizeof header, "\"slot\":\"%.100s\",", slot);
+    return write_tensor_reply(step, header, "state", items, encodings, count, length);
 }
 
 /* ---------------------------------------------------------------------------

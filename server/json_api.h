@@ -68,6 +68,12 @@ char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
                                  const paramd__float_encoding *encodings, size_t count,
                                  size_t *length);
 
+/* The same for optimizer state: {"step": N, "slot": "<slot>", "state": {...}}.
+ * `slot` must need no escaping (it is a state slot name from the table). */
+char *paramd__json_write_state(uint64_t step, const char *slot, const paramd__tensor_io *items,
+                               const paramd__float_encoding *encodings, size_t count,
+                               size_t *length);
+
 /* {"error": {"code": "...", "message": "..."}} */
 json_t *paramd__json_error(const paramd__error *error);
 

@@ -223,6 +223,16 @@ def generate(case_name):
         weights = {name: encode(param) for (name, _), param in zip(TENSORS, params)}
         steps.append({"grads": grads, "weights": weights})
 
+    # torch's optimizer state after the last step: every state tensor shaped
+    # like its parameter (moments, buffers, ASGD's averaged weights "ax"),
+    # by torch's state key.  Scalars (step counters, NAdam's mu_product) are
+    # left out.
+    final_state = {}
+    for (name, _), param in zip(TENSORS, params):
+        for key, value in optimizer.state[param].items():
+            if torch.is_tensor(value) and value.shape == param.shape:
+                final_state.setdefault(key, {})[name] = encode(value)
+
     optimizer_record = {"name": class_name}
     optimizer_record.update((k, json_value(v)) for k, v in kwargs.items())
     return {
@@ -233,6 +243,7 @@ def generate(case_name):
         "tensors": [{"name": name, "shape": list(shape), "initial": encode(value)}
                     for (name, shape), value in zip(TENSORS, initial)],
         "steps": steps,
+        "final_state": final_state,
     }
 
 

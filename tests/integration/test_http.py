@@ -1191,3 +1191,52 @@ class ParamGroupTests(ServerTestCase):
                                   "bad_hyperparameter", "param_groups[0].nesterov")
         self.assertNotIn("optimizer.nesterov", error["message"])
         self.assert_no_model(name)
+
+
+class StateTests(ServerTestCase):
+    """GET /v1/models/{model}/state?slot=NAME: one optimizer state array."""
+
+    def test_momentum_buffer_and_errors(self):
+        name = self.model_name()
+        self.create_model(name, {
+            "optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9},
+            "tensors": [{"name": "w", "shape": [3], "values": [1, 2, 3]},
+                        {"name": "b", "shape": [1]}],
+            "param_groups": [{"tensors": ["b"], "momentum": 0}]})
+        self.push(name, {"w": [0.5, -1, 2]})
+        self.push(name, {"w": [1, 1, 1]})
+        status, _, body, raw = self.request("GET", "/v1/models/%s/state?slot=momentum_buffer&tensors=w" % name)
+        self.assertEqual(status, 200, raw)
+        self.assertEqual(body["slot"], "momentum_buffer")
+        self.assertEqual(body["step"], 2)
+        # buf = g1, then 0.9 * g1 + g2 (dampening 0), in float32 with torch's fma.
+        expected = [f32(f32(0.9) * f32(g1) + 1) for g1 in (0.5, -1, 2)]
+        self.assert_floats(body["state"]["w"], expected)
+        status, _, b64, _ = self.request("GET", "/v1/models/%s/state?slot=momentum_buffer&tensors=w&encoding=b64" % name)
+        self.assertEqual(status, 200)
+        self.assert_floats(floats_from_b64(b64["state"]["w"]), expected)
+        # b (momentum 0 in its group) keeps no buffer: the error names it.
+        self.assert_error(self.request("GET", "/v1/models/%s/state?slot=momentum_buffer" % name),
+                          400, "bad_request", '"b"', "momentum_buffer")
+        self.assert_error(self.request("GET", "/v1/models/%s/state?slot=exp_avg" % name),
+                          400, "bad_request", "exp_avg")
+        self.assert_error(self.request("GET", "/v1/models/%s/state" % name), 400, "bad_request", "slot")
+        self.assert_error(self.request("GET", "/v1/models/nope/state?slot=ax"), 404, "model_not_found")
+
+    def test_asgd_averaged_weights(self):
+        name = self.model_name()
+        self.create_model(name, {"optimizer": {"name": "ASGD", "lr": 0.1, "t0": 0},
+                                 "tensors": [{"name": "w", "shape": [2], "values": [1, -1]}]})
+        weights = []
+        for _ in range(4):
+            weights.append(self.push(name, {"w": [1, 1]})["weights"]["w"])
+        status, _, body, raw = self.request("GET", "/v1/models/%s/state?slot=ax" % name)
+        self.assertEqual(status, 200, raw)
+        ax = body["state"]["w"]
+        # ax lies within the range of the weights it averages, and differs
+        # from the current weights once they move.
+        for i in range(2):
+            lowest = min(w[i] for w in weights)
+            highest = max(w[i] for w in weights)
+            self.assertTrue(lowest <= ax[i] <= highest, (ax, weights))
+            self.assertNotEqual(ax[i], weights[-1][i])

@@ -53,6 +53,7 @@ typedef struct replay_result {
     int steps;
     size_t values;    /* weights compared */
     size_t identical; /* of which bit-identical to torch's */
+    size_t state_values; /* final optimizer state values compared (all must match) */
 } replay_result;
 
 /* Replays one golden file; with_reference selects the reference kernels.
@@ -155,6 +156,41 @@ static replay_result replay_as(const char *path, bool with_reference, const char
         }
         outcome.steps++;
     }
+
+    /* torch's optimizer state after the last step (PyTorch goldens): every
+     * state tensor torch keeps must exist in paramd under the same name and
+     * be bit-identical, including state that never feeds back into the
+     * weights, such as ASGD's averaged weights "ax". */
+    const json_t *final_state = json_object_get(golden, "final_state");
+    const char *slot_name;
+    json_t *per_tensor;
+    json_object_foreach((json_t *)final_state, slot_name, per_tensor) {
+        const char *name;
+        json_t *value;
+        json_object_foreach(per_tensor, name, value) {
+            paramd__tensor *tensor = paramd__model_find_tensor(model, name);
+            ck_assert_ptr_nonnull(tensor);
+            const paramd__optimizer_type *type = tensor->optimizer->type;
+            int slot = -1;
+            for (int i = 0; i < type->state_slot_count; i++)
+                if (strcmp(type->state_slot_names[i], slot_name) == 0)
+                    slot = i;
+            ck_assert_msg(slot >= 0 && tensor->state[slot] != NULL,
+                          "%s: torch keeps state \"%s\" for %s; paramd does not", path,
+                          slot_name, name);
+            size_t count;
+            float *expected = decode_b64(value, &count);
+            ck_assert_uint_eq(count, tensor->count);
+            for (size_t e = 0; e < count; e++)
+                ck_assert_msg(memcmp(&tensor->state[slot][e], &expected[e], sizeof(float)) == 0,
+                              "%s (%s kernel): final state %s of %s[%zu]: paramd %.9g, torch "
+                              "%.9g",
+                              path, with_reference ? "reference" : "fast", slot_name, name, e,
+                              (double)tensor->state[slot][e], (double)expected[e]);
+            outcome.state_values += count;
+            free(expected);
+        }
+    }
     paramd__model_release(model);
     paramd__server_destroy(&server);
     for (size_t i = 0; i < spec.tensor_count; i++)
@@ -198,7 +234,7 @@ static void replay_all(bool with_reference)
     char **paths = golden_files(&count);
     ck_assert_uint_ge(count, 18); /* the committed SGD, Adam and AdamW cases */
     double worst = 0;
-    size_t values = 0, identical = 0;
+    size_t values = 0, identical = 0, state_values = 0;
     for (size_t i = 0; i < count; i++) {
         replay_result outcome = replay(paths[i], with_reference);
         ck_assert_int_gt(outcome.steps, 0);
@@ -206,13 +242,16 @@ static void replay_all(bool with_reference)
             worst = outcome.worst_relative_error;
         values += outcome.values;
         identical += outcome.identical;
+        state_values += outcome.state_values;
         free(paths[i]);
     }
     free(paths);
     printf("conformance (%s kernels): %zu golden trajectories (PyTorch, or the numpy "
            "references from the papers for optimizers torch lacks), %zu of %zu weights "
-           "bit-identical, worst relative error %.3g\n",
-           with_reference ? "reference" : "fast", count, identical, values, worst);
+           "bit-identical, worst relative error %.3g; %zu final optimizer-state values "
+           "bit-identical to torch's\n",
+           with_reference ? "reference" : "fast", count, identical, values, worst, state_values);
+    ck_assert_uint_gt(state_values, 0);
     ck_assert_uint_eq(identical, values);
 }
 
