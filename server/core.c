@@ -3,6 +3,7 @@
 
 #include "log.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,24 +109,102 @@ static int validate_push(const paramd__model *model, const paramd__tensor_io *it
     return result;
 }
 
+/* Sets the lr (and, where the schedule cycles it, the momentum or beta1) of
+ * a configuration copy to the schedule's values for the next step. */
+static void apply_schedule(paramd__optimizer_config *config, const paramd__schedule *schedule)
+{
+    const paramd__hyperparameter_spec *lr = paramd__optimizer_find_hyperparameter(config->type, "lr");
+    if (lr)
+        config->values[lr->slot] = paramd__schedule_lr(schedule);
+    if (!paramd__schedule_cycles_momentum(schedule))
+        return;
+    const paramd__hyperparameter_spec *momentum =
+        paramd__optimizer_find_hyperparameter(config->type, "momentum");
+    if (momentum == NULL)
+        momentum = paramd__optimizer_find_hyperparameter(config->type, "betas");
+    if (momentum)
+        config->values[momentum->slot] = paramd__schedule_momentum(schedule);
+}
+
+/* Reads the scheduled configurations for this push into configs (1 + group
+ * count entries) and advances every schedule, as torch calls
+ * scheduler.step() after optimizer.step().  All or nothing: the schedules
+ * advance in copies, committed only when each step succeeded.  A schedule
+ * that cannot advance does not stop this push, which uses lrs it was given,
+ * as torch's optimizer step before the raising scheduler.step() does; it
+ * refuses every later push. */
+static int advance_schedules(paramd__model *model, double loss, paramd__optimizer_config *configs,
+                             paramd__error *error)
+{
+    size_t count = 1 + model->param_group_count;
+    paramd__schedule *next = malloc(count * sizeof *next);
+    if (next == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+    pthread_mutex_lock(&model->schedule_lock);
+    if (model->schedule_error.code != PARAMD_OK) {
+        *error = model->schedule_error;
+        pthread_mutex_unlock(&model->schedule_lock);
+        free(next);
+        return error->code;
+    }
+    int result = PARAMD_OK;
+    paramd__error step_error = {0};
+    bool advance = !isnan(loss) || !paramd__schedule_needs_loss(&model->schedule_config);
+    for (size_t k = 0; k < count; k++) {
+        configs[k] = k == 0 ? model->optimizer : model->param_groups[k - 1];
+        apply_schedule(&configs[k], &model->schedules[k]);
+        next[k] = model->schedules[k];
+        if (advance && result == PARAMD_OK)
+            result = paramd__schedule_step(&next[k], loss, &step_error);
+    }
+    if (result == PARAMD_OK) {
+        memcpy(model->schedules, next, count * sizeof *next);
+    } else {
+        model->schedule_error = step_error;
+        paramd__log_warn("model \"%s\": %s; later pushes are refused", model->name,
+                         step_error.message);
+    }
+    pthread_mutex_unlock(&model->schedule_lock);
+    free(next);
+    return PARAMD_OK;
+}
+
 int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
-                      size_t item_count, uint64_t *step_out, paramd__error *error)
+                      size_t item_count, double loss, paramd__push_outcome *outcome,
+                      paramd__error *error)
 {
     int result = validate_push(model, items, item_count, error);
     if (result != PARAMD_OK)
         return result;
+    if (!isnan(loss) && !isfinite(loss))
+        return paramd__error_set(error, PARAMD_E_NON_FINITE, "loss: must be a finite number");
+    paramd__optimizer_config *scheduled = NULL;
+    if (model->has_schedule) {
+        scheduled = malloc((1 + model->param_group_count) * sizeof *scheduled);
+        if (scheduled == NULL)
+            return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+        result = advance_schedules(model, loss, scheduled, error);
+        if (result != PARAMD_OK) {
+            free(scheduled);
+            return result;
+        }
+    }
     for (size_t i = 0; i < item_count; i++) {
         paramd__tensor *tensor = items[i].tensor;
+        const paramd__optimizer_config *config =
+            scheduled ? &scheduled[tensor->param_group + 1] : tensor->optimizer;
         paramd__step_arrays arrays = {.param = tensor->values, .grad = items[i].grad};
         memcpy(arrays.state, tensor->state, sizeof arrays.state);
         pthread_mutex_lock(&tensor->lock);
         tensor->step++;
-        paramd__optimizer_step(tensor->optimizer, tensor->step, &arrays, tensor->count);
+        paramd__optimizer_step(config, tensor->step, &arrays, tensor->count);
         if (items[i].weights)
             memcpy(items[i].weights, tensor->values, tensor->count * sizeof(float));
         pthread_mutex_unlock(&tensor->lock);
     }
-    *step_out = atomic_fetch_add(&model->step, 1) + 1;
+    outcome->step = atomic_fetch_add(&model->step, 1) + 1;
+    outcome->lr = paramd__optimizer_config_get(scheduled ? &scheduled[0] : &model->optimizer, "lr");
+    free(scheduled);
     atomic_fetch_add(&server->pushes, 1);
     return PARAMD_OK;
 }

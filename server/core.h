@@ -45,13 +45,23 @@ typedef struct paramd__tensor_io {
                               the update (push) or now (pull); may be NULL on push */
 } paramd__tensor_io;
 
+/* What a push reports besides the weights. */
+typedef struct paramd__push_outcome {
+    uint64_t step; /* the model's step count after this push */
+    double lr;     /* the learning rate this push used (the model's, not a group's) */
+} paramd__push_outcome;
+
 /* Applies one optimizer step to each tensor in items (any subset of the
  * model's tensors, each at most once), atomically per tensor, and copies the
  * resulting weights out.  Every item is validated (lengths, finite values,
- * duplicates) before any tensor changes.  *step_out receives the model's step
- * count after this push. */
+ * duplicates) before any tensor changes.  With a schedule, the push uses the
+ * scheduled lr (and momentum, where cycled) and then advances the schedule
+ * once, with `loss` for ReduceLROnPlateau (NAN: none given; ReduceLROnPlateau
+ * then does not advance).  A schedule that cannot advance (OneCycleLR past
+ * total_steps) refuses the push, changing nothing. */
 int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
-                      size_t item_count, uint64_t *step_out, paramd__error *error);
+                      size_t item_count, double loss, paramd__push_outcome *outcome,
+                      paramd__error *error);
 
 /* Copies one optimizer state array (e.g. "exp_avg", or ASGD's averaged
  * weights "ax") of each tensor in items into items[i].weights.  Every tensor

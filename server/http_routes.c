@@ -21,6 +21,7 @@
 #include "json_api.h"
 #include "log.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,11 +250,22 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     const char *key;
     json_t *value;
     json_object_foreach(body, key, value) {
-        if (strcmp(key, "grads") != 0 && strcmp(key, "worker") != 0) {
+        if (strcmp(key, "grads") != 0 && strcmp(key, "worker") != 0 &&
+            strcmp(key, "loss") != 0) {
             result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
-                                       "%.100s: unknown field (expected grads and worker)", key);
+                                       "%.100s: unknown field (expected grads, worker and loss)",
+                                       key);
             goto done;
         }
+    }
+    const json_t *loss_value = json_object_get(body, "loss");
+    double loss = NAN;
+    if (loss_value && !json_is_null(loss_value)) {
+        if (!json_is_number(loss_value)) {
+            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST, "loss: must be a number");
+            goto done;
+        }
+        loss = json_number_value(loss_value);
     }
     const json_t *worker = json_object_get(body, "worker");
     if (worker && (!json_is_string(worker) || !paramd__model_name_valid(json_string_value(worker)))) {
@@ -296,11 +308,21 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     /* The gradients are decoded; the JSON text is no longer needed. */
     json_decref(body);
     body = NULL;
-    uint64_t step;
-    result = paramd__core_push(request->http->server, model, batch.items, batch.count, &step,
-                               &error);
-    if (result == PARAMD_OK)
-        respond_weights(response, step, &batch);
+    paramd__push_outcome outcome;
+    result = paramd__core_push(request->http->server, model, batch.items, batch.count, loss,
+                               &outcome, &error);
+    if (result == PARAMD_OK) {
+        size_t length;
+        char *text = paramd__json_write_push_reply(outcome.step, outcome.lr, batch.items,
+                                                   batch.encodings, batch.count, &length);
+        if (text == NULL) {
+            respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while building the response");
+        } else {
+            response->status = 200;
+            response->raw_body = text;
+            response->raw_length = length;
+        }
+    }
 done:
     if (result != PARAMD_OK)
         paramd__http_error_response(response, &error);

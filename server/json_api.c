@@ -208,6 +208,26 @@ char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
     return write_tensor_reply(step, "", "weights", items, encodings, count, length);
 }
 
+/* Writes a finite double with the fewest digits that read back exactly. */
+static void format_double(char *buffer, size_t size, double value)
+{
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(buffer, size, "%.*g", digits, value);
+        if (strtod(buffer, NULL) == value)
+            return;
+    }
+}
+
+char *paramd__json_write_push_reply(uint64_t step, double lr, const paramd__tensor_io *items,
+                                    const paramd__float_encoding *encodings, size_t count,
+                                    size_t *length)
+{
+    char number[40], header[64];
+    format_double(number, sizeof number, lr);
+    snprintf(header, sizeof header, "\"lr\":%s,", number);
+    return write_tensor_reply(step, header, "weights", items, encodings, count, length);
+}
+
 char *paramd__json_write_state(uint64_t step, const char *slot, const paramd__tensor_io *items,
                                const paramd__float_encoding *encodings, size_t count,
                                size_t *length)
@@ -530,16 +550,23 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
     json_t *value;
     json_object_foreach((json_t *)body, key, value) {
         if (strcmp(key, "optimizer") != 0 && strcmp(key, "tensors") != 0 &&
-            strcmp(key, "param_groups") != 0)
+            strcmp(key, "param_groups") != 0 && strcmp(key, "schedule") != 0)
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                     "%.100s: unknown field (expected optimizer, tensors and "
-                                     "param_groups)",
+                                     "%.100s: unknown field (expected optimizer, tensors, "
+                                     "param_groups and schedule)",
                                      key);
     }
     int result = paramd__json_parse_optimizer(json_object_get(body, "optimizer"),
                                               &spec->optimizer, error);
     if (result != PARAMD_OK)
         return result;
+    const json_t *schedule = json_object_get(body, "schedule");
+    if (schedule && !json_is_null(schedule)) {
+        result = paramd__json_parse_schedule(schedule, &spec->schedule, error);
+        if (result != PARAMD_OK)
+            return result;
+        spec->has_schedule = true;
+    }
     const json_t *tensors = json_object_get(body, "tensors");
     if (!json_is_array(tensors) || json_array_size(tensors) == 0)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
@@ -612,6 +639,16 @@ json_t *paramd__json_describe_model(paramd__model *model)
         paramd__json_optimizer(&model->optimizer), "step", (json_int_t)atomic_load(&model->step),
         "parameters", (json_int_t)model->parameter_count, "memory_bytes",
         (json_int_t)model->memory_bytes, "created", created, "tensors", tensors);
+    if (description && model->has_schedule) {
+        pthread_mutex_lock(&model->schedule_lock);
+        double lr = paramd__schedule_lr(&model->schedules[0]);
+        pthread_mutex_unlock(&model->schedule_lock);
+        json_object_set_new(description, "schedule", paramd__json_schedule(&model->schedule_config));
+        json_object_set_new(description, "lr", json_real(lr));
+    } else if (description) {
+        json_object_set_new(description, "lr",
+                            json_real(paramd__optimizer_config_get(&model->optimizer, "lr")));
+    }
     if (description && model->param_group_count > 0) {
         /* Like torch's state_dict()["param_groups"]: every hyperparameter of
          * each group, and its tensors. */

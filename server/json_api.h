@@ -68,6 +68,11 @@ char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
                                  const paramd__float_encoding *encodings, size_t count,
                                  size_t *length);
 
+/* The reply to a push: {"step": N, "lr": <the lr used>, "weights": {...}}. */
+char *paramd__json_write_push_reply(uint64_t step, double lr, const paramd__tensor_io *items,
+                                    const paramd__float_encoding *encodings, size_t count,
+                                    size_t *length);
+
 /* The same for optimizer state: {"step": N, "slot": "<slot>", "state": {...}}.
  * `slot` must need no escaping (it is a state slot name from the table). */
 char *paramd__json_write_state(uint64_t step, const char *slot, const paramd__tensor_io *items,

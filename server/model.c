@@ -79,6 +79,10 @@ static void model_free(paramd__model *model)
     for (size_t i = 0; i < model->tensor_count; i++)
         paramd__tensor_destroy(model->tensors[i]);
     free(model->tensors);
+    if (model->schedules) {
+        free(model->schedules);
+        pthread_mutex_destroy(&model->schedule_lock);
+    }
     free(model->param_groups);
     paramd__dictionary_free(&model->tensor_index);
     free(model->name);
@@ -120,6 +124,22 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     }
     if (resolve_param_groups(spec, group_of, error) != PARAMD_OK)
         goto fail;
+    if (spec->has_schedule) {
+        size_t count = 1 + spec->param_group_count;
+        model->schedules = calloc(count, sizeof *model->schedules);
+        if (model->schedules == NULL)
+            goto out_of_memory;
+        pthread_mutex_init(&model->schedule_lock, NULL);
+        model->has_schedule = true;
+        model->schedule_config = spec->schedule;
+        for (size_t k = 0; k < count; k++) {
+            const paramd__optimizer_config *config =
+                k == 0 ? &model->optimizer : &model->param_groups[k - 1];
+            if (paramd__schedule_init_for_optimizer(&model->schedules[k], &spec->schedule, config,
+                                                    error) != PARAMD_OK)
+                goto fail;
+        }
+    }
     atomic_init(&model->step, 0);
     atomic_init(&model->references, 1);
 
@@ -161,8 +181,20 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         int group = group_of ? group_of[i] : -1;
         const paramd__optimizer_config *config =
             group >= 0 ? &model->param_groups[group] : &model->optimizer;
+        /* A schedule that cycles momentum (CyclicLR, OneCycleLR) turns it on
+         * even when the optimizer's is 0, as torch does: the tensor must then
+         * hold the momentum buffer from the start. */
+        paramd__optimizer_config allocation = *config;
+        if (model->has_schedule &&
+            paramd__schedule_cycles_momentum(&model->schedules[group + 1])) {
+            const paramd__hyperparameter_spec *momentum =
+                paramd__optimizer_find_hyperparameter(config->type, "momentum");
+            if (momentum && allocation.values[momentum->slot] == 0)
+                allocation.values[momentum->slot] = 1.0;
+        }
         paramd__tensor *tensor = paramd__tensor_create(
-            tensor_spec->name, tensor_spec->dimension_count, tensor_spec->shape, config, error);
+            tensor_spec->name, tensor_spec->dimension_count, tensor_spec->shape, &allocation,
+            error);
         if (tensor == NULL)
             goto fail;
         tensor->optimizer = config;

@@ -15,6 +15,7 @@
 #include "dictionary.h"
 #include "initializer.h"
 #include "optimizer.h"
+#include "schedule.h"
 #include "tensor.h"
 
 #include <pthread.h>
@@ -35,6 +36,18 @@ typedef struct paramd__model {
     time_t created;
     atomic_uint_fast64_t step;         /* pushes applied to the model */
     atomic_int references;
+    /* Learning-rate schedule (issue 4), or none.  One running schedule per
+     * configuration, as torch keeps base_lrs per param group: [0] for the
+     * model's optimizer, [1 + g] for param_groups[g].  schedule_lock guards
+     * them; a push reads the lrs and advances every schedule under it. */
+    bool has_schedule;
+    paramd__schedule_config schedule_config;
+    paramd__schedule *schedules;
+    pthread_mutex_t schedule_lock;
+    /* Set when a schedule could not advance after a push (OneCycleLR past
+     * total_steps: torch raises in scheduler.step() after that optimizer
+     * step).  That push was applied; every later push is refused with it. */
+    paramd__error schedule_error;
 } paramd__model;
 
 /* How one tensor of a new model gets its initial values: `values` when
@@ -65,6 +78,8 @@ typedef struct paramd__model_spec {
     size_t tensor_count;
     paramd__param_group_spec *param_groups;
     size_t param_group_count;
+    bool has_schedule;
+    paramd__schedule_config schedule;
 } paramd__model_spec;
 
 /* True when `name` is a valid model name: 1 to 128 characters from

@@ -6,6 +6,9 @@ concurrency.  Run from the repository root:
 """
 
 import base64
+import glob
+import json
+import os
 import math
 import re
 import socket
@@ -437,10 +440,10 @@ class PushTests(ServerTestCase):
         self.create_model(name, {"optimizer": {"name": "SGD", "lr": 0.5},
                                  "tensors": [{"name": "w", "shape": [3], "values": [1, 2, 3]}]})
         result = self.push(name, {"w": [1, 1, 1]}, worker="w0")
-        self.assertEqual(result, {"step": 1, "weights": {"w": [0.5, 1.5, 2.5]}})
+        self.assertEqual(result, {"step": 1, "lr": 0.5, "weights": {"w": [0.5, 1.5, 2.5]}})
         self.assertEqual(self.weights(name), {"step": 1, "weights": {"w": [0.5, 1.5, 2.5]}})
         result = self.push(name, {"w": [-2, 0, 4]})
-        self.assertEqual(result, {"step": 2, "weights": {"w": [1.5, 1.5, 0.5]}})
+        self.assertEqual(result, {"step": 2, "lr": 0.5, "weights": {"w": [1.5, 1.5, 0.5]}})
 
     def test_push_returns_only_pushed_tensors_and_counts_steps(self):
         name = self.model_name()
@@ -1240,3 +1243,93 @@ class StateTests(ServerTestCase):
             highest = max(w[i] for w in weights)
             self.assertTrue(lowest <= ax[i] <= highest, (ax, weights))
             self.assertNotEqual(ax[i], weights[-1][i])
+
+
+class ScheduleTests(ServerTestCase):
+    """Learning-rate schedules through real pushes: the "lr" of every push
+    must be exactly torch's lr for that optimizer step, for every schedule
+    golden file recorded from torch.optim.lr_scheduler."""
+
+    GOLDENS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conformance",
+                           "schedules")
+
+    def test_every_schedule_golden_through_http(self):
+        paths = sorted(glob.glob(os.path.join(self.GOLDENS, "*.json")))
+        self.assertGreaterEqual(len(paths), 13)
+        client = self.server.client()
+        try:
+            for path in paths:
+                with open(path) as handle:
+                    golden = json.load(handle)
+                name = "schedule_" + golden["name"]
+                status, _, body, raw = client.request("PUT", "/v1/models/" + name, {
+                    "optimizer": golden["optimizer"], "schedule": golden["schedule"],
+                    "tensors": [{"name": "w", "shape": [4], "values": [1, -1, 0.5, 2]}]})
+                self.assertEqual(status, 201, (golden["name"], raw[:500]))
+                # The description prints reals with 9 significant digits (for
+                # display); the push reply below carries the exact double.
+                self.assertAlmostEqual(body["lr"], golden["lr"][0], delta=1e-8 * abs(golden["lr"][0]) + 1e-300,
+                                       msg=golden["name"])
+                losses = golden.get("losses")
+                for step, expected in enumerate(golden["lr"]):
+                    push = {"grads": {"w": [0.1, -0.2, 0.3, 0.0]}}
+                    if losses:
+                        push["loss"] = losses[step]
+                    status, _, reply, raw = client.request(
+                        "POST", "/v1/models/%s/push" % name, push)
+                    self.assertEqual(status, 200, (golden["name"], step, raw[:500]))
+                    # Exactly torch's double: the reply prints round-trip digits.
+                    self.assertEqual(reply["lr"], expected, (golden["name"], step))
+                client.request("DELETE", "/v1/models/" + name)
+        finally:
+            client.close()
+
+    def test_schedule_errors_name_the_field(self):
+        name = self.model_name()
+        def rejected(schedule, *fields):
+            body = {"optimizer": {"name": "SGD", "lr": 0.1}, "schedule": schedule,
+                    "tensors": [{"name": "w", "shape": [1]}]}
+            response = self.request("PUT", "/v1/models/" + name, body)
+            self.assertIn(response[2]["error"]["code"], ("bad_request", "bad_hyperparameter"),
+                          response[3])
+            self.assert_error(response, 400, response[2]["error"]["code"], *fields)
+            self.assert_no_model(name)
+        rejected({"name": "CosineAnnealingLR"}, "T_max")
+        rejected({"name": "StepLR", "step_size": 0}, "step_size")
+        rejected({"name": "NoSuchLR"}, "schedule")
+        # CyclicLR cycles "momentum": torch 1.13 cannot cycle Adam's beta1 there.
+        body = {"optimizer": {"name": "Adam"}, "tensors": [{"name": "w", "shape": [1]}],
+                "schedule": {"name": "CyclicLR", "base_lr": 0.01, "max_lr": 0.1}}
+        status, _, parsed, raw = self.request("PUT", "/v1/models/" + name, body)
+        self.assertEqual(status, 400, raw)
+        self.assertIn("cycle_momentum", parsed["error"]["message"])
+        self.assert_no_model(name)
+
+    def test_cycled_momentum_with_zero_momentum_sgd(self):
+        # OneCycleLR turns momentum on for SGD configured without it: the
+        # tensor must hold a momentum buffer and the push must work.
+        name = self.model_name()
+        description = self.create_model(name, {
+            "optimizer": {"name": "SGD", "lr": 0.1},
+            "schedule": {"name": "OneCycleLR", "max_lr": 0.5, "total_steps": 10},
+            "tensors": [{"name": "w", "shape": [2], "values": [1, 1]}]})
+        self.assertEqual(description["tensors"][0]["state"], ["momentum_buffer"])
+        for _ in range(3):
+            reply = self.push(name, {"w": [1, 1]})
+        self.assertLess(reply["weights"]["w"][0], 1)
+
+    def test_one_cycle_runs_out(self):
+        # torch: total_steps + 1 optimizer steps work; the scheduler.step()
+        # after the last raises.  paramd applies that last push and refuses
+        # the next, changing nothing.
+        name = self.model_name()
+        self.create_model(name, {
+            "optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9},
+            "schedule": {"name": "OneCycleLR", "max_lr": 0.5, "total_steps": 4},
+            "tensors": [{"name": "w", "shape": [1], "values": [1]}]})
+        for _ in range(5):
+            self.push(name, {"w": [1]})
+        before = self.snapshot(name)
+        self.assert_error(self.request("POST", "/v1/models/%s/push" % name, {"grads": {"w": [1]}}),
+                          400, "bad_request", "total_steps")
+        self.assert_unchanged(name, before)

@@ -48,6 +48,17 @@ static paramd__model *make_model(paramd__optimizer_config config)
     return model;
 }
 
+/* paramd__core_push without a loss, reporting only the step. */
+static int push_items(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                      size_t count, uint64_t *step, paramd__error *error)
+{
+    paramd__push_outcome outcome;
+    int result = paramd__core_push(server, model, items, count, NAN, &outcome, error);
+    if (result == PARAMD_OK)
+        *step = outcome.step;
+    return result;
+}
+
 START_TEST(test_model_creation_checks)
 {
     paramd__optimizer_config config = sgd_config(0.1, 0);
@@ -131,18 +142,18 @@ START_TEST(test_bad_push_changes_nothing)
     uint64_t step;
     paramd__tensor_io items[2] = {{.tensor = w, .grad = good, .grad_count = 4},
                                   {.tensor = b, .grad = bad_length, .grad_count = 5}};
-    ck_assert_int_eq(paramd__core_push(&server, model, items, 2, &step, &error),
+    ck_assert_int_eq(push_items(&server, model, items, 2, &step, &error),
                      PARAMD_E_SHAPE_MISMATCH);
     ck_assert_ptr_nonnull(strstr(error.message, "grads.b"));
     items[1].grad = non_finite;
     items[1].grad_count = 6;
-    ck_assert_int_eq(paramd__core_push(&server, model, items, 2, &step, &error),
+    ck_assert_int_eq(push_items(&server, model, items, 2, &step, &error),
                      PARAMD_E_NON_FINITE);
     ck_assert_ptr_nonnull(strstr(error.message, "grads.b[4]"));
     items[1] = items[0];
-    ck_assert_int_eq(paramd__core_push(&server, model, items, 2, &step, &error),
+    ck_assert_int_eq(push_items(&server, model, items, 2, &step, &error),
                      PARAMD_E_BAD_REQUEST);
-    ck_assert_int_eq(paramd__core_push(&server, model, items, 0, &step, &error),
+    ck_assert_int_eq(push_items(&server, model, items, 0, &step, &error),
                      PARAMD_E_BAD_REQUEST);
 
     ck_assert(memcmp(w_before, w->values, sizeof w_before) == 0);
@@ -153,7 +164,7 @@ START_TEST(test_bad_push_changes_nothing)
 
     float out[4];
     items[0].weights = out;
-    ck_assert_int_eq(paramd__core_push(&server, model, items, 1, &step, &error), PARAMD_OK);
+    ck_assert_int_eq(push_items(&server, model, items, 1, &step, &error), PARAMD_OK);
     ck_assert_uint_eq(step, 1);
     for (int i = 0; i < 4; i++) {
         ck_assert_float_eq(w->values[i], w_before[i] - 0.5f);
@@ -176,11 +187,11 @@ START_TEST(test_subset_pushes_count_steps_per_tensor)
     uint64_t step;
     for (int i = 0; i < 3; i++) {
         paramd__tensor_io item = {.tensor = w, .grad = grad_w, .grad_count = 4};
-        ck_assert_int_eq(paramd__core_push(&server, model, &item, 1, &step, &error), PARAMD_OK);
+        ck_assert_int_eq(push_items(&server, model, &item, 1, &step, &error), PARAMD_OK);
     }
     paramd__tensor_io both[2] = {{.tensor = b, .grad = grad_b, .grad_count = 6},
                                  {.tensor = w, .grad = grad_w, .grad_count = 4}};
-    ck_assert_int_eq(paramd__core_push(&server, model, both, 2, &step, &error), PARAMD_OK);
+    ck_assert_int_eq(push_items(&server, model, both, 2, &step, &error), PARAMD_OK);
     ck_assert_uint_eq(step, 4);
     ck_assert_uint_eq(w->step, 4);
     ck_assert_uint_eq(b->step, 1);
@@ -217,7 +228,7 @@ START_TEST(test_registry_lifetime)
     paramd__tensor_io item = {.tensor = paramd__model_find_tensor(held, "w"), .grad = grad,
                               .grad_count = 4};
     uint64_t step;
-    ck_assert_int_eq(paramd__core_push(&server, held, &item, 1, &step, &error), PARAMD_OK);
+    ck_assert_int_eq(push_items(&server, held, &item, 1, &step, &error), PARAMD_OK);
     paramd__model_release(held);
     paramd__server_destroy(&server);
 }
@@ -254,7 +265,7 @@ static void *push_worker_main(void *argument)
         paramd__tensor_io item = {.tensor = w, .grad = grad, .grad_count = CONCURRENT_ELEMENTS};
         paramd__error error;
         uint64_t step;
-        ck_assert_int_eq(paramd__core_push(worker->server, worker->model, &item, 1, &step, &error),
+        ck_assert_int_eq(push_items(worker->server, worker->model, &item, 1, &step, &error),
                          PARAMD_OK);
     }
     return NULL;
@@ -324,7 +335,7 @@ START_TEST(test_64m_element_tensor)
                               .weights = out};
     uint64_t step;
     for (int s = 0; s < 2; s++)
-        ck_assert_int_eq(paramd__core_push(&server, model, &item, 1, &step, &error), PARAMD_OK);
+        ck_assert_int_eq(push_items(&server, model, &item, 1, &step, &error), PARAMD_OK);
     /* Momentum 0.9: buffer g, then 0.9 g + g; weights 1 - 0.5 g - 0.5 (1.9 g). */
     for (size_t i = 0; i < count; i += 4093) {
         float g = (float)(i % 3);
