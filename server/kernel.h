@@ -32,6 +32,14 @@
 
 #define PARAMD__ALWAYS_INLINE inline __attribute__((always_inline))
 
+/* The step torch 1.13 reads from a float32 state["step"] tensor (Adagrad,
+ * Adamax, ASGD, NAdam, RAdam): adding 1 to a float32 stops changing it at
+ * 2^24. */
+static inline double paramd__torch_float_step(uint64_t step)
+{
+    return step < (UINT64_C(1) << 24) ? (double)step : 16777216.0;
+}
+
 #define PARAMD__SCALARS(type, scalars)                                                    \
     ((const type *)(const void *)(scalars)->bytes)
 

@@ -66,19 +66,12 @@ static void adagrad_init_state(const paramd__optimizer_config *config, float *co
         sum[i] = initial;
 }
 
-/* The step torch reads from its float32 state["step"] tensor: adding 1 to a
- * float32 stops changing it at 2^24. */
-static double torch_float_step(uint64_t step)
-{
-    return step < (UINT64_C(1) << 24) ? (double)step : 16777216.0;
-}
-
 static void adagrad_prepare(const paramd__optimizer_config *config, uint64_t step,
                             paramd__step_scalars *scalars)
 {
     const double *v = config->values;
     adagrad_scalars *s = (adagrad_scalars *)(void *)scalars->bytes;
-    double torch_step = torch_float_step(step);
+    double torch_step = paramd__torch_float_step(step);
     double clr = v[SLOT_LR] / (1 + (torch_step - 1) * v[SLOT_LR_DECAY]);
     s->maximize = v[SLOT_MAXIMIZE] != 0;
     s->sign = s->maximize ? -1.0f : 1.0f;

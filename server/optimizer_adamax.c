@@ -57,20 +57,13 @@ static bool adamax_uses_state_slot(const paramd__optimizer_config *config, int s
     return slot < 2;
 }
 
-/* The step torch reads from its float32 state["step"] tensor: adding 1 to a
- * float32 stops changing it at 2^24. */
-static double torch_float_step(uint64_t step)
-{
-    return step < (UINT64_C(1) << 24) ? (double)step : 16777216.0;
-}
-
 static void adamax_prepare(const paramd__optimizer_config *config, uint64_t step,
                            paramd__step_scalars *scalars)
 {
     const double *v = config->values;
     adamax_scalars *s = (adamax_scalars *)(void *)scalars->bytes;
     double beta1 = v[SLOT_BETA1];
-    double bias_correction = 1 - pow(beta1, torch_float_step(step));
+    double bias_correction = 1 - pow(beta1, paramd__torch_float_step(step));
     double clr = v[SLOT_LR] / bias_correction;
     s->maximize = v[SLOT_MAXIMIZE] != 0;
     s->sign = s->maximize ? -1.0f : 1.0f;

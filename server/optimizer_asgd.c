@@ -61,13 +61,6 @@ static bool asgd_uses_state_slot(const paramd__optimizer_config *config, int slo
     return slot == 0;
 }
 
-/* The step torch reads from its float32 state["step"] tensor: adding 1 to a
- * float32 stops changing it at 2^24. */
-static double torch_float_step(uint64_t step)
-{
-    return step < (UINT64_C(1) << 24) ? (double)step : 16777216.0;
-}
-
 static void asgd_prepare(const paramd__optimizer_config *config, uint64_t step,
                          paramd__step_scalars *scalars)
 {
@@ -77,7 +70,7 @@ static void asgd_prepare(const paramd__optimizer_config *config, uint64_t step,
     float eta = (float)lr, mu = 1.0f;     /* torch.tensor(lr), torch.tensor(1.) */
     if (step > 1) {
         /* What the previous step stored: new_eta and new_mu. */
-        double previous = torch_float_step(step - 1);
+        double previous = paramd__torch_float_step(step - 1);
         eta = (float)(lr / pow(1 + lambd * lr * previous, v[SLOT_ALPHA]));
         double shifted = previous - v[SLOT_T0];
         mu = (float)(1 / (shifted > 1 ? shifted : 1)); /* 1 / max(1, step - t0) */

@@ -70,13 +70,6 @@ static bool nadam_uses_state_slot(const paramd__optimizer_config *config, int sl
     return slot < 2;
 }
 
-/* The step torch reads from its float32 state["step"] tensor: adding 1 to a
- * float32 stops changing it at 2^24. */
-static double torch_float_step(uint64_t step)
-{
-    return step < (UINT64_C(1) << 24) ? (double)step : 16777216.0;
-}
-
 /* mu_t, in double, as torch computes it in Python. */
 static double nadam_mu(double beta1, double momentum_decay, double torch_step)
 {
@@ -121,7 +114,7 @@ static float nadam_mu_product(double beta1, double momentum_decay, uint64_t step
     uint64_t k = cache->step;
     while (k < step) {
         k++;
-        float next = mu_product * (float)nadam_mu(beta1, momentum_decay, torch_float_step(k));
+        float next = mu_product * (float)nadam_mu(beta1, momentum_decay, paramd__torch_float_step(k));
         if (next == mu_product) {
             cache->fixed = true;
             k = step;
@@ -140,7 +133,7 @@ static void nadam_prepare(const paramd__optimizer_config *config, uint64_t step,
     nadam_scalars *s = (nadam_scalars *)(void *)scalars->bytes;
     double lr = v[SLOT_LR], beta1 = v[SLOT_BETA1], beta2 = v[SLOT_BETA2];
     double momentum_decay = v[SLOT_MOMENTUM_DECAY];
-    double torch_step = torch_float_step(step);
+    double torch_step = paramd__torch_float_step(step);
     double bias_correction2 = 1 - pow(beta2, torch_step);
     double mu = nadam_mu(beta1, momentum_decay, torch_step);
     double mu_next = nadam_mu(beta1, momentum_decay, torch_step + 1);

@@ -69,20 +69,13 @@ static bool radam_uses_state_slot(const paramd__optimizer_config *config, int sl
     return slot < 2;
 }
 
-/* The step torch reads from its float32 state["step"] tensor: adding 1 to a
- * float32 stops changing it at 2^24. */
-static double torch_float_step(uint64_t step)
-{
-    return step < (UINT64_C(1) << 24) ? (double)step : 16777216.0;
-}
-
 static void radam_prepare(const paramd__optimizer_config *config, uint64_t step,
                           paramd__step_scalars *scalars)
 {
     const double *v = config->values;
     radam_scalars *s = (radam_scalars *)(void *)scalars->bytes;
     double beta1 = v[SLOT_BETA1], beta2 = v[SLOT_BETA2];
-    double torch_step = torch_float_step(step);
+    double torch_step = paramd__torch_float_step(step);
     double bias_correction1 = 1 - pow(beta1, torch_step);
     double bias_correction2 = 1 - pow(beta2, torch_step);
     double rho_inf = 2 / (1 - beta2) - 1;
