@@ -74,7 +74,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 run: $(BUILD)/paramd
 	$(BUILD)/paramd
 
-test: $(BUILD)/paramd $(UNIT_BINARIES)
+test: $(BUILD)/paramd $(UNIT_BINARIES) $(BUILD)/paramd-bench
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh tests/run-tests.sh
 
 bench: $(BUILD)/paramd-bench $(BUILD)/paramd
