@@ -1,7 +1,9 @@
 /* core.c - see core.h. */
 #include "core.h"
 
+#include "clip.h"
 #include "log.h"
+#include "tensor.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,6 +28,8 @@ int paramd__core_create_model(paramd__server *server, const paramd__model_spec *
                               paramd__model **model_out, paramd__error *error)
 {
     int result = paramd__optimizer_config_validate(&spec->optimizer, "optimizer", error);
+    if (result == PARAMD_OK)
+        result = paramd__clip_config_validate(&spec->clip, error);
     for (size_t g = 0; g < spec->param_group_count && result == PARAMD_OK; g++) {
         char field[48];
         snprintf(field, sizeof field, "param_groups[%zu]", g);
@@ -169,33 +173,112 @@ static int advance_schedules(paramd__model *model, double loss, paramd__optimize
     return PARAMD_OK;
 }
 
+/* The clipping a push applies to every tensor: the norm coefficient when
+ * clipping by total norm, and the reported norm.  Reads only gradients. */
+static int prepare_clip(const paramd__model *model, const paramd__tensor_io *items,
+                        size_t item_count, double client_grad_norm, float *coefficient,
+                        double *reported_norm, paramd__error *error)
+{
+    const paramd__clip_config *clip = &model->clip;
+    *coefficient = 1.0f;
+    *reported_norm = NAN;
+    if (clip->mode != PARAMD__CLIP_NORM)
+        return PARAMD_OK;
+    bool use_client = !isnan(client_grad_norm) && !clip->per_tensor;
+    if (use_client) {
+        *reported_norm = client_grad_norm;
+    } else {
+        double *norms = malloc(item_count * sizeof *norms);
+        if (norms == NULL)
+            return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+        for (size_t i = 0; i < item_count; i++)
+            norms[i] = paramd__clip_norm(items[i].grad, items[i].grad_count, clip->norm_type);
+        *reported_norm = paramd__clip_total_norm(norms, item_count, clip->norm_type);
+        free(norms);
+    }
+    if (!clip->per_tensor)
+        *coefficient = paramd__clip_coefficient(clip->max_norm, *reported_norm);
+    return PARAMD_OK;
+}
+
+/* Writes tensor's clipped gradient to scratch (tensor->count floats) and
+ * returns it, or returns grad unchanged when the model does not clip.  Called
+ * under the tensor's lock: AGC reads the weights. */
+static const float *clip_tensor(const paramd__clip_config *clip, const paramd__tensor *tensor,
+                                const float *grad, float coefficient, float *scratch)
+{
+    switch (clip->mode) {
+    case PARAMD__CLIP_NONE:
+        return grad;
+    case PARAMD__CLIP_VALUE:
+        paramd__clip_value(grad, scratch, tensor->count, (float)clip->value);
+        return scratch;
+    case PARAMD__CLIP_NORM:
+        if (clip->per_tensor) {
+            double norm = paramd__clip_norm(grad, tensor->count, clip->norm_type);
+            coefficient = paramd__clip_coefficient(clip->max_norm, norm);
+        }
+        paramd__clip_scale(grad, scratch, tensor->count, coefficient);
+        return scratch;
+    case PARAMD__CLIP_AGC:
+        paramd__clip_agc(grad, scratch, tensor->values, tensor->count, tensor->dimension_count,
+                         tensor->shape, clip->agc, clip->eps);
+        return scratch;
+    }
+    return grad;
+}
+
 int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
-                      size_t item_count, double loss, paramd__push_outcome *outcome,
-                      paramd__error *error)
+                      size_t item_count, double loss, double grad_norm,
+                      paramd__push_outcome *outcome, paramd__error *error)
 {
     int result = validate_push(model, items, item_count, error);
     if (result != PARAMD_OK)
         return result;
     if (!isnan(loss) && !isfinite(loss))
         return paramd__error_set(error, PARAMD_E_NON_FINITE, "loss: must be a finite number");
+    if (!isnan(grad_norm) && !(isfinite(grad_norm) && grad_norm >= 0))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "grad_norm: must be a finite number >= 0");
+    float coefficient;
+    double reported_norm;
+    result = prepare_clip(model, items, item_count, grad_norm, &coefficient, &reported_norm, error);
+    if (result != PARAMD_OK)
+        return result;
+    /* Clipped gradients go to one scratch buffer as large as the largest
+     * pushed tensor rather than into the callers' arrays: the gradients stay
+     * const for every caller (tests reuse static arrays, and a front end may
+     * hand over memory it does not own), at the cost of one tensor's worth of
+     * memory per push, and only for models that clip. */
+    float *scratch = NULL;
+    size_t largest = 0;
+    if (model->clip.mode != PARAMD__CLIP_NONE) {
+        for (size_t i = 0; i < item_count; i++)
+            largest = items[i].tensor->count > largest ? items[i].tensor->count : largest;
+        scratch = paramd__float_array_alloc(largest);
+        if (scratch == NULL)
+            return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+    }
     paramd__optimizer_config *scheduled = NULL;
     if (model->has_schedule) {
         scheduled = malloc((1 + model->param_group_count) * sizeof *scheduled);
-        if (scheduled == NULL)
-            return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
-        result = advance_schedules(model, loss, scheduled, error);
-        if (result != PARAMD_OK) {
-            free(scheduled);
-            return result;
+        if (scheduled == NULL) {
+            result = paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+            goto done;
         }
+        result = advance_schedules(model, loss, scheduled, error);
+        if (result != PARAMD_OK)
+            goto done;
     }
     for (size_t i = 0; i < item_count; i++) {
         paramd__tensor *tensor = items[i].tensor;
         const paramd__optimizer_config *config =
             scheduled ? &scheduled[tensor->param_group + 1] : tensor->optimizer;
-        paramd__step_arrays arrays = {.param = tensor->values, .grad = items[i].grad};
-        memcpy(arrays.state, tensor->state, sizeof arrays.state);
         pthread_mutex_lock(&tensor->lock);
+        paramd__step_arrays arrays = {
+            .param = tensor->values,
+            .grad = clip_tensor(&model->clip, tensor, items[i].grad, coefficient, scratch)};
+        memcpy(arrays.state, tensor->state, sizeof arrays.state);
         tensor->step++;
         paramd__optimizer_step(config, tensor->step, &arrays, tensor->count);
         if (items[i].weights)
@@ -204,9 +287,13 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
     }
     outcome->step = atomic_fetch_add(&model->step, 1) + 1;
     outcome->lr = paramd__optimizer_config_get(scheduled ? &scheduled[0] : &model->optimizer, "lr");
-    free(scheduled);
+    outcome->grad_norm = reported_norm;
     atomic_fetch_add(&server->pushes, 1);
-    return PARAMD_OK;
+done:
+    free(scheduled);
+    if (scratch)
+        paramd__float_array_free(scratch, largest);
+    return result;
 }
 
 int paramd__core_pull(paramd__server *server, paramd__model *model, paramd__tensor_io *items,

@@ -49,6 +49,8 @@ typedef struct paramd__tensor_io {
 typedef struct paramd__push_outcome {
     uint64_t step; /* the model's step count after this push */
     double lr;     /* the learning rate this push used (the model's, not a group's) */
+    double grad_norm; /* the norm before clipping that was used (the computed total
+                         norm or the client's), when the model clips by norm; else NAN */
 } paramd__push_outcome;
 
 /* Applies one optimizer step to each tensor in items (any subset of the
@@ -58,10 +60,18 @@ typedef struct paramd__push_outcome {
  * scheduled lr (and momentum, where cycled) and then advances the schedule
  * once, with `loss` for ReduceLROnPlateau (NAN: none given; ReduceLROnPlateau
  * then does not advance).  A schedule that cannot advance (OneCycleLR past
- * total_steps) refuses the push, changing nothing. */
+ * total_steps) refuses the push, changing nothing.
+ *
+ * A model with a clip configuration clips the gradients after validation and
+ * before the optimizer (with its scheduled lr, if any); see clip.h.  The
+ * callers' gradients are not changed: each tensor's clipped gradient is
+ * written to a scratch buffer (see core.c).  `grad_norm` is the client's
+ * global gradient norm over the whole model (NAN: none), used instead of the
+ * computed total norm by max_norm clipping (not per_tensor); it must be
+ * finite and >= 0 whenever given. */
 int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
-                      size_t item_count, double loss, paramd__push_outcome *outcome,
-                      paramd__error *error);
+                      size_t item_count, double loss, double grad_norm,
+                      paramd__push_outcome *outcome, paramd__error *error);
 
 /* Copies one optimizer state array (e.g. "exp_avg", or ASGD's averaged
  * weights "ax") of each tensor in items into items[i].weights.  Every tensor

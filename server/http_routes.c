@@ -251,9 +251,10 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     json_t *value;
     json_object_foreach(body, key, value) {
         if (strcmp(key, "grads") != 0 && strcmp(key, "worker") != 0 &&
-            strcmp(key, "loss") != 0) {
+            strcmp(key, "loss") != 0 && strcmp(key, "grad_norm") != 0) {
             result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
-                                       "%.100s: unknown field (expected grads, worker and loss)",
+                                       "%.100s: unknown field (expected grads, worker, loss and "
+                                       "grad_norm)",
                                        key);
             goto done;
         }
@@ -266,6 +267,16 @@ static void handle_push(const paramd__http_request *request, const char *model_n
             goto done;
         }
         loss = json_number_value(loss_value);
+    }
+    const json_t *grad_norm_value = json_object_get(body, "grad_norm");
+    double grad_norm = NAN;
+    if (grad_norm_value && !json_is_null(grad_norm_value)) {
+        if (!json_is_number(grad_norm_value)) {
+            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
+                                       "grad_norm: must be a number");
+            goto done;
+        }
+        grad_norm = json_number_value(grad_norm_value);
     }
     const json_t *worker = json_object_get(body, "worker");
     if (worker && (!json_is_string(worker) || !paramd__model_name_valid(json_string_value(worker)))) {
@@ -310,10 +321,11 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     body = NULL;
     paramd__push_outcome outcome;
     result = paramd__core_push(request->http->server, model, batch.items, batch.count, loss,
-                               &outcome, &error);
+                               grad_norm, &outcome, &error);
     if (result == PARAMD_OK) {
         size_t length;
-        char *text = paramd__json_write_push_reply(outcome.step, outcome.lr, batch.items,
+        char *text = paramd__json_write_push_reply(outcome.step, outcome.lr, outcome.grad_norm,
+                                                   batch.items,
                                                    batch.encodings, batch.count, &length);
         if (text == NULL) {
             respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while building the response");

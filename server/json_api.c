@@ -218,13 +218,22 @@ static void format_double(char *buffer, size_t size, double value)
     }
 }
 
-char *paramd__json_write_push_reply(uint64_t step, double lr, const paramd__tensor_io *items,
+char *paramd__json_write_push_reply(uint64_t step, double lr, double grad_norm,
+                                    const paramd__tensor_io *items,
                                     const paramd__float_encoding *encodings, size_t count,
                                     size_t *length)
 {
-    char number[40], header[64];
+    char number[40], header[128];
     format_double(number, sizeof number, lr);
-    snprintf(header, sizeof header, "\"lr\":%s,", number);
+    int n = snprintf(header, sizeof header, "\"lr\":%s,", number);
+    if (!isnan(grad_norm)) {
+        /* An overflowing norm (possible for large norm_type) is not JSON. */
+        if (isfinite(grad_norm))
+            format_double(number, sizeof number, grad_norm);
+        else
+            strcpy(number, "null");
+        snprintf(header + n, sizeof header - (size_t)n, "\"grad_norm\":%s,", number);
+    }
     return write_tensor_reply(step, header, "weights", items, encodings, count, length);
 }
 
@@ -537,6 +546,116 @@ static int parse_param_groups(const json_t *groups, paramd__model_spec *spec,
     return PARAMD_OK;
 }
 
+/* ---------------------------------------------------------------------------
+ * Gradient clipping
+ * ------------------------------------------------------------------------- */
+
+static int clip_number(const json_t *object, const char *key, double *out, paramd__error *error)
+{
+    const json_t *value = json_object_get(object, key);
+    if (value == NULL)
+        return PARAMD_OK;
+    if (!json_is_number(value))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "clip.%s: must be a number", key);
+    *out = json_number_value(value);
+    return PARAMD_OK;
+}
+
+int paramd__json_parse_clip(const json_t *object, paramd__clip_config *config,
+                            paramd__error *error)
+{
+    memset(config, 0, sizeof *config);
+    if (!json_is_object(object))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "clip: must be an object, e.g. {\"max_norm\": 1.0}");
+    static const char *const known[] = {"value", "max_norm", "norm_type", "per_tensor", "agc",
+                                        "eps"};
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)object, key, value) {
+        size_t k = 0;
+        while (k < sizeof known / sizeof known[0] && strcmp(key, known[k]) != 0)
+            k++;
+        if (k == sizeof known / sizeof known[0])
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "clip.%.100s: unknown field (expected value, max_norm, "
+                                     "norm_type, per_tensor, agc or eps)",
+                                     key);
+    }
+    int modes = (json_object_get(object, "value") != NULL) +
+                (json_object_get(object, "max_norm") != NULL) +
+                (json_object_get(object, "agc") != NULL);
+    if (modes != 1)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "clip: give exactly one of value, max_norm and agc");
+    int result = PARAMD_OK;
+    if (json_object_get(object, "value")) {
+        config->mode = PARAMD__CLIP_VALUE;
+        result = clip_number(object, "value", &config->value, error);
+    } else if (json_object_get(object, "max_norm")) {
+        config->mode = PARAMD__CLIP_NORM;
+        config->norm_type = PARAMD__CLIP_DEFAULT_NORM_TYPE;
+        result = clip_number(object, "max_norm", &config->max_norm, error);
+        const json_t *norm_type = json_object_get(object, "norm_type");
+        if (result == PARAMD_OK && json_is_string(norm_type)) {
+            if (strcmp(json_string_value(norm_type), "inf") != 0)
+                return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                         "clip.norm_type: must be a number > 0 or \"inf\"");
+            config->norm_type = INFINITY;
+        } else if (result == PARAMD_OK && norm_type) {
+            if (!json_is_number(norm_type))
+                return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                         "clip.norm_type: must be a number > 0 or \"inf\"");
+            config->norm_type = json_number_value(norm_type);
+        }
+        const json_t *per_tensor = json_object_get(object, "per_tensor");
+        if (result == PARAMD_OK && per_tensor) {
+            if (!json_is_boolean(per_tensor))
+                return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                         "clip.per_tensor: must be true or false");
+            config->per_tensor = json_is_true(per_tensor);
+        }
+    } else {
+        config->mode = PARAMD__CLIP_AGC;
+        config->eps = PARAMD__CLIP_DEFAULT_AGC_EPS;
+        result = clip_number(object, "agc", &config->agc, error);
+        if (result == PARAMD_OK)
+            result = clip_number(object, "eps", &config->eps, error);
+    }
+    if (result != PARAMD_OK)
+        return result;
+    /* Options of another mode are refused rather than ignored. */
+    if (config->mode != PARAMD__CLIP_NORM) {
+        if (json_object_get(object, "norm_type"))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "clip.norm_type: only with max_norm");
+        if (json_object_get(object, "per_tensor"))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "clip.per_tensor: only with max_norm");
+    }
+    if (config->mode != PARAMD__CLIP_AGC && json_object_get(object, "eps"))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "clip.eps: only with agc");
+    return paramd__clip_config_validate(config, error);
+}
+
+json_t *paramd__json_clip(const paramd__clip_config *config)
+{
+    switch (config->mode) {
+    case PARAMD__CLIP_VALUE:
+        return json_pack("{s:f}", "value", config->value);
+    case PARAMD__CLIP_NORM:
+        return json_pack("{s:f,s:o,s:b}", "max_norm", config->max_norm, "norm_type",
+                         isinf(config->norm_type) ? json_string("inf")
+                                                  : json_real(config->norm_type),
+                         "per_tensor", config->per_tensor);
+    case PARAMD__CLIP_AGC:
+        return json_pack("{s:f,s:f}", "agc", config->agc, "eps", config->eps);
+    case PARAMD__CLIP_NONE:
+        break;
+    }
+    return json_null();
+}
+
 int paramd__json_parse_model_spec(const json_t *body, const char *name,
                                   paramd__model_spec *spec, paramd__error *error)
 {
@@ -550,10 +669,11 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
     json_t *value;
     json_object_foreach((json_t *)body, key, value) {
         if (strcmp(key, "optimizer") != 0 && strcmp(key, "tensors") != 0 &&
-            strcmp(key, "param_groups") != 0 && strcmp(key, "schedule") != 0)
+            strcmp(key, "param_groups") != 0 && strcmp(key, "schedule") != 0 &&
+            strcmp(key, "clip") != 0)
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                      "%.100s: unknown field (expected optimizer, tensors, "
-                                     "param_groups and schedule)",
+                                     "param_groups, schedule and clip)",
                                      key);
     }
     int result = paramd__json_parse_optimizer(json_object_get(body, "optimizer"),
@@ -566,6 +686,12 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
         if (result != PARAMD_OK)
             return result;
         spec->has_schedule = true;
+    }
+    const json_t *clip = json_object_get(body, "clip");
+    if (clip && !json_is_null(clip)) {
+        result = paramd__json_parse_clip(clip, &spec->clip, error);
+        if (result != PARAMD_OK)
+            return result;
     }
     const json_t *tensors = json_object_get(body, "tensors");
     if (!json_is_array(tensors) || json_array_size(tensors) == 0)
@@ -649,6 +775,8 @@ json_t *paramd__json_describe_model(paramd__model *model)
         json_object_set_new(description, "lr",
                             json_real(paramd__optimizer_config_get(&model->optimizer, "lr")));
     }
+    if (description && model->clip.mode != PARAMD__CLIP_NONE)
+        json_object_set_new(description, "clip", paramd__json_clip(&model->clip));
     if (description && model->param_group_count > 0) {
         /* Like torch's state_dict()["param_groups"]: every hyperparameter of
          * each group, and its tensors. */

@@ -68,8 +68,19 @@ char *paramd__json_write_weights(uint64_t step, const paramd__tensor_io *items,
                                  const paramd__float_encoding *encodings, size_t count,
                                  size_t *length);
 
-/* The reply to a push: {"step": N, "lr": <the lr used>, "weights": {...}}. */
-char *paramd__json_write_push_reply(uint64_t step, double lr, const paramd__tensor_io *items,
+/* Parses a model's "clip" object ({"value": v}, {"max_norm": m, "norm_type":
+ * p or "inf", "per_tensor": b} or {"agc": a, "eps": e}) with defaults filled
+ * in and ranges checked; errors name the field ("clip.max_norm: ..."). */
+int paramd__json_parse_clip(const json_t *object, paramd__clip_config *config,
+                            paramd__error *error);
+
+/* The clip configuration with every default, as the model description shows it. */
+json_t *paramd__json_clip(const paramd__clip_config *config);
+
+/* The reply to a push: {"step": N, "lr": <the lr used>, "grad_norm": <the
+ * norm before clipping; only when grad_norm is not NAN>, "weights": {...}}. */
+char *paramd__json_write_push_reply(uint64_t step, double lr, double grad_norm,
+                                    const paramd__tensor_io *items,
                                     const paramd__float_encoding *encodings, size_t count,
                                     size_t *length);
 

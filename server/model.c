@@ -112,6 +112,7 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     if (model->name == NULL || model->tensors == NULL)
         goto out_of_memory;
     model->optimizer = spec->optimizer;
+    model->clip = spec->clip;
     model->created = time(NULL);
     if (spec->param_group_count > 0) {
         model->param_groups = calloc(spec->param_group_count, sizeof *model->param_groups);

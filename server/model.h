@@ -12,6 +12,7 @@
 #ifndef PARAMD_SERVER_MODEL_H
 #define PARAMD_SERVER_MODEL_H
 
+#include "clip.h"
 #include "dictionary.h"
 #include "initializer.h"
 #include "optimizer.h"
@@ -48,6 +49,8 @@ typedef struct paramd__model {
      * total_steps: torch raises in scheduler.step() after that optimizer
      * step).  That push was applied; every later push is refused with it. */
     paramd__error schedule_error;
+    /* Gradient clipping (issue 4, item 2); mode PARAMD__CLIP_NONE for none. */
+    paramd__clip_config clip;
 } paramd__model;
 
 /* How one tensor of a new model gets its initial values: `values` when
@@ -80,6 +83,7 @@ typedef struct paramd__model_spec {
     size_t param_group_count;
     bool has_schedule;
     paramd__schedule_config schedule;
+    paramd__clip_config clip;         /* mode PARAMD__CLIP_NONE: no clipping */
 } paramd__model_spec;
 
 /* True when `name` is a valid model name: 1 to 128 characters from

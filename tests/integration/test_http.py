@@ -1125,6 +1125,100 @@ class ConcurrencyTests(ServerTestCase):
         self.assertEqual(status, 200)
 
 
+
+class ClipTests(ServerTestCase):
+    """Gradient clipping ("clip" beside "optimizer") through real pushes, with
+    SGD lr=1 so that each weight moves by exactly minus its clipped gradient."""
+
+    def create_clipped(self, name, clip, values=(1, 1, 1, 1)):
+        return self.create_model(name, {
+            "optimizer": {"name": "SGD", "lr": 1.0}, "clip": clip,
+            "tensors": [{"name": "w", "shape": [2, 2], "values": list(values)},
+                        {"name": "b", "shape": [1], "values": [0]}]})
+
+    def push_body(self, name, body, expect=200):
+        status, _, parsed, raw = self.request("POST", "/v1/models/%s/push" % name, body)
+        self.assertEqual(status, expect, raw[:2000])
+        return parsed
+
+    def test_clip_by_value(self):
+        name = self.model_name()
+        description = self.create_clipped(name, {"value": 0.5})
+        self.assertEqual(description["clip"], {"value": 0.5})
+        reply = self.push(name, {"w": [2, -0.25, -3, 0.5], "b": [0.1]})
+        self.assertNotIn("grad_norm", reply)
+        self.assert_floats(reply["weights"]["w"], [0.5, 1.25, 1.5, 0.5])
+        self.assert_floats(reply["weights"]["b"], [-0.1])
+
+    def test_clip_by_norm(self):
+        name = self.model_name()
+        description = self.create_clipped(name, {"max_norm": 1.0})
+        self.assertEqual(description["clip"],
+                         {"max_norm": 1.0, "norm_type": 2.0, "per_tensor": False})
+        # total norm sqrt(9 + 16) = 5: every gradient scaled by 1 / (5 + 1e-6).
+        reply = self.push(name, {"w": [3, 0, 0, 0], "b": [4]})
+        self.assertAlmostEqual(reply["grad_norm"], 5.0, places=6)
+        coefficient = f32(1.0 / (5.0 + 1e-6))
+        self.assert_floats(reply["weights"]["w"], [1 - f32(3 * coefficient), 1, 1, 1])
+        self.assert_floats(reply["weights"]["b"], [-f32(4 * coefficient)])
+        # A small gradient is not clipped; the norm is still reported.
+        reply = self.push(name, {"b": [0.5]})
+        self.assertAlmostEqual(reply["grad_norm"], 0.5, places=6)
+        self.assert_floats(reply["weights"]["b"], [f32(-f32(4 * coefficient)) - 0.5])
+
+    def test_clip_by_inf_norm_per_tensor(self):
+        name = self.model_name()
+        self.create_clipped(name, {"max_norm": 1.0, "norm_type": "inf", "per_tensor": True})
+        self.assertEqual(self.describe(name)["clip"]["norm_type"], "inf")
+        reply = self.push(name, {"w": [2, -4, 0, 0], "b": [0.5]})
+        self.assertEqual(reply["grad_norm"], 4.0)
+        c = f32(1.0 / (4.0 + 1e-6))
+        self.assert_floats(reply["weights"]["w"], [1 - f32(2 * c), 1 + f32(4 * c), 1, 1])
+        self.assert_floats(reply["weights"]["b"], [-0.5])
+
+    def test_client_grad_norm_is_honoured(self):
+        name = self.model_name()
+        self.create_clipped(name, {"max_norm": 1.0})
+        # The client says the whole model's norm is 10 (other shards hold the
+        # rest): the coefficient is 1 / (10 + 1e-6), not 1.
+        reply = self.push_body(name, {"grads": {"b": [0.5]}, "grad_norm": 10})
+        self.assertEqual(reply["grad_norm"], 10)
+        self.assert_floats(reply["weights"]["b"], [-f32(0.5 * f32(1.0 / (10 + 1e-6)))])
+        before = self.snapshot(name)
+        for bad in (-1, "1"):
+            self.assert_error(self.request("POST", "/v1/models/%s/push" % name,
+                                           {"grads": {"b": [1]}, "grad_norm": bad}),
+                              400, "bad_request", "grad_norm")
+        self.assert_unchanged(name, before)
+
+    def test_agc(self):
+        name = self.model_name()
+        self.create_clipped(name, {"agc": 0.1}, values=(3, 4, 0, 0))
+        self.assertEqual(self.describe(name)["clip"], {"agc": 0.1, "eps": 0.001})
+        # Row 0: limit 0.1 * 5 = 0.5 < ||g|| = 5: g *= 0.1.  Row 1: ||w|| = 0,
+        # limit 0.1 * 1e-3 < ||g|| = 2: g *= 5e-5.
+        reply = self.push(name, {"w": [3, -4, 0, 2], "b": [0]})
+        self.assertNotIn("grad_norm", reply)
+        self.assert_floats(reply["weights"]["w"], [2.7, 4.4, 0, -1e-4], tolerance=1e-6)
+
+    def test_clip_errors_name_the_field(self):
+        name = self.model_name()
+        for clip, field in [({"max_norm": 0}, "clip.max_norm"),
+                            ({"value": -1}, "clip.value"),
+                            ({"max_norm": 1, "norm_type": -2}, "clip.norm_type"),
+                            ({"agc": 0}, "clip.agc"),
+                            ({"agc": 0.01, "eps": 0}, "clip.eps"),
+                            ({"value": 1, "agc": 1}, "clip"),
+                            ({}, "clip"),
+                            ({"max_norm": 1, "bogus": 1}, "clip.bogus"),
+                            ("1", "clip")]:
+            body = {"optimizer": {"name": "SGD", "lr": 1.0}, "clip": clip,
+                    "tensors": [{"name": "w", "shape": [1]}]}
+            self.assert_error(self.request("PUT", "/v1/models/" + name, body),
+                              400, "bad_request", field)
+            self.assert_no_model(name)
+
+
 if __name__ == "__main__":
     unittest.main()
 

@@ -53,7 +53,7 @@ static int push_items(paramd__server *server, paramd__model *model, paramd__tens
                       size_t count, uint64_t *step, paramd__error *error)
 {
     paramd__push_outcome outcome;
-    int result = paramd__core_push(server, model, items, count, NAN, &outcome, error);
+    int result = paramd__core_push(server, model, items, count, NAN, NAN, &outcome, error);
     if (result == PARAMD_OK)
         *step = outcome.step;
     return result;
