@@ -40,6 +40,20 @@ static inline double paramd__torch_float_step(uint64_t step)
     return step < (UINT64_C(1) << 24) ? (double)step : 16777216.0;
 }
 
+/* Schema entries shared by many optimizers, as their torch classes share
+ * these keywords. */
+#define PARAMD__SPEC_MAXIMIZE(slot)                                                       \
+    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, slot, {0}, 0, 1, 0,                      \
+     "maximize the objective instead of minimizing"}
+#define PARAMD__SPEC_WEIGHT_DECAY(slot)                                                   \
+    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, slot, {0}, 0, INFINITY, 0,              \
+     "L2 penalty added to the gradient"}
+/* torch implementation switches (foreach, fused, capturable, differentiable):
+ * accepted so torch arguments can be copied as they are, and ignored. */
+#define PARAMD__SPEC_NO_EFFECT(name, slot)                                                \
+    {name, PARAMD__HYPERPARAMETER_BOOLEAN, slot, {0}, 0, 1, PARAMD__HYPERPARAMETER_NO_EFFECT, \
+     "accepted for torch compatibility; no effect"}
+
 #define PARAMD__SCALARS(type, scalars)                                                    \
     ((const type *)(const void *)(scalars)->bytes)
 

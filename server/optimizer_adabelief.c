@@ -31,10 +31,8 @@ static const paramd__hyperparameter_spec adabelief_hyperparameters[] = {
      "coefficients of the running averages of the gradient and of its variance"},
     {"eps", PARAMD__HYPERPARAMETER_REAL, SLOT_EPS, {1e-16}, 0, INFINITY, 0,
      "term added to the variance estimate and to the denominator"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
 };
 
 static const char *const adabelief_state_slots[] = {"exp_avg", "exp_avg_var"};

@@ -26,12 +26,9 @@ static const paramd__hyperparameter_spec adadelta_hyperparameters[] = {
      "coefficient of the running averages of squared gradients and squared updates"},
     {"eps", PARAMD__HYPERPARAMETER_REAL, SLOT_EPS, {1e-6}, 0, INFINITY, 0,
      "term added inside both square roots"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
 };
 
 static const char *const adadelta_state_slots[] = {"square_avg", "acc_delta"};

@@ -26,16 +26,13 @@ static const paramd__hyperparameter_spec adagrad_hyperparameters[] = {
     {"lr", PARAMD__HYPERPARAMETER_REAL, SLOT_LR, {1e-2}, 0, INFINITY, 0, "learning rate"},
     {"lr_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_LR_DECAY, {0}, 0, INFINITY, 0,
      "learning rate decay: step t uses lr / (1 + (t - 1) * lr_decay)"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
     {"initial_accumulator_value", PARAMD__HYPERPARAMETER_REAL, SLOT_INITIAL_ACCUMULATOR_VALUE,
      {0}, 0, INFINITY, 0, "starting value of the sum of squared gradients"},
     {"eps", PARAMD__HYPERPARAMETER_REAL, SLOT_EPS, {1e-10}, 0, INFINITY, 0,
      "term added to the denominator"},
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
 };
 
 static const char *const adagrad_state_slots[] = {"sum"};

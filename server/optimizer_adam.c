@@ -35,16 +35,11 @@ enum { SLOT_LR, SLOT_BETA1, SLOT_BETA2, SLOT_EPS, SLOT_WEIGHT_DECAY, SLOT_AMSGRA
      INFINITY, 0, weight_decay_description},                                                    \
     {"amsgrad", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_AMSGRAD, {0}, 0, 1, 0,                     \
      "use the maximum of past squared-gradient averages (AMSGrad)"},                           \
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,                   \
-     "maximize the objective instead of minimizing"},                                          \
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,                        \
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},          \
-    {"capturable", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_CAPTURABLE, {0}, 0, 1,                  \
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},          \
-    {"differentiable", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_DIFFERENTIABLE, {0}, 0, 1,          \
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},          \
-    {"fused", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FUSED, {0}, 0, 1,                            \
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"}
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),                                                      \
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),                                           \
+    PARAMD__SPEC_NO_EFFECT("capturable", SLOT_CAPTURABLE),                                     \
+    PARAMD__SPEC_NO_EFFECT("differentiable", SLOT_DIFFERENTIABLE),                             \
+    PARAMD__SPEC_NO_EFFECT("fused", SLOT_FUSED)
 
 static const paramd__hyperparameter_spec adam_hyperparameters[] = {
     ADAM_HYPERPARAMETERS(0, "L2 penalty added to the gradient"),

@@ -35,12 +35,9 @@ static const paramd__hyperparameter_spec asgd_hyperparameters[] = {
      "power for the learning rate update"},
     {"t0", PARAMD__HYPERPARAMETER_REAL, SLOT_T0, {1e6}, -INFINITY, INFINITY, 0,
      "step at which averaging starts"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
 };
 
 static const char *const asgd_state_slots[] = {"ax"};

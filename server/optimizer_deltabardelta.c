@@ -43,10 +43,8 @@ static const paramd__hyperparameter_spec deltabardelta_hyperparameters[] = {
      PARAMD__HYPERPARAMETER_MINIMUM_OPEN, "lower bound of every gain"},
     {"max_gain", PARAMD__HYPERPARAMETER_REAL, SLOT_MAX_GAIN, {10}, 0, INFINITY,
      PARAMD__HYPERPARAMETER_MINIMUM_OPEN, "upper bound of every gain (at least min_gain)"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
 };
 
 static const char *const deltabardelta_state_slots[] = {"gain", "bar_delta"};

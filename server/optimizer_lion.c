@@ -28,8 +28,7 @@ static const paramd__hyperparameter_spec lion_hyperparameters[] = {
      "interpolation factor of the update direction, and decay of the momentum"},
     {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
      "decoupled weight decay: p *= 1 - lr * weight_decay"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
 };
 
 static const char *const lion_state_slots[] = {"exp_avg"};

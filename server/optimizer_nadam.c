@@ -42,12 +42,10 @@ static const paramd__hyperparameter_spec nadam_hyperparameters[] = {
      "coefficients of the running averages of the gradient and its square"},
     {"eps", PARAMD__HYPERPARAMETER_REAL, SLOT_EPS, {1e-8}, 0, INFINITY, 0,
      "term added to the denominator"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
     {"momentum_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_MOMENTUM_DECAY, {4e-3}, 0, INFINITY, 0,
      "momentum decay psi of the momentum schedule mu_t = beta1 (1 - 0.96^(t psi) / 2)"},
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),
 };
 
 static const char *const nadam_state_slots[] = {"exp_avg", "exp_avg_sq"};

@@ -42,10 +42,8 @@ static const paramd__hyperparameter_spec radam_hyperparameters[] = {
      "coefficients of the running averages of the gradient and its square"},
     {"eps", PARAMD__HYPERPARAMETER_REAL, SLOT_EPS, {1e-8}, 0, INFINITY, 0,
      "term added to the denominator"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),
 };
 
 static const char *const radam_state_slots[] = {"exp_avg", "exp_avg_sq"};

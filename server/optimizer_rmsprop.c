@@ -33,18 +33,14 @@ static const paramd__hyperparameter_spec rmsprop_hyperparameters[] = {
      "smoothing constant of the running average of the squared gradient"},
     {"eps", PARAMD__HYPERPARAMETER_REAL, SLOT_EPS, {1e-8}, 0, INFINITY, 0,
      "term added to the denominator"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
     {"momentum", PARAMD__HYPERPARAMETER_REAL, SLOT_MOMENTUM, {0}, 0, INFINITY, 0,
      "momentum factor"},
     {"centered", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_CENTERED, {0}, 0, 1, 0,
      "normalize by an estimate of the gradient's variance (centered RMSprop)"},
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
-    {"differentiable", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_DIFFERENTIABLE, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
+    PARAMD__SPEC_NO_EFFECT("differentiable", SLOT_DIFFERENTIABLE),
 };
 
 enum { STATE_SQUARE_AVG, STATE_MOMENTUM_BUFFER, STATE_GRAD_AVG };

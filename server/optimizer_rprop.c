@@ -32,10 +32,8 @@ static const paramd__hyperparameter_spec rprop_hyperparameters[] = {
      "(etaminus, etaplus): step size factors, 0 < etaminus < 1 < etaplus"},
     {"step_sizes", PARAMD__HYPERPARAMETER_PAIR, SLOT_STEP_SIZE_MIN, {1e-6, 50}, -INFINITY,
      INFINITY, 0, "(minimal, maximal) step size"},
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
 };
 
 enum { STATE_PREV, STATE_STEP_SIZE };

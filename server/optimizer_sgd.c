@@ -25,16 +25,12 @@ static const paramd__hyperparameter_spec sgd_hyperparameters[] = {
      "momentum factor"},
     {"dampening", PARAMD__HYPERPARAMETER_REAL, SLOT_DAMPENING, {0}, 0, 1, 0,
      "dampening for momentum"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
     {"nesterov", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_NESTEROV, {0}, 0, 1, 0,
      "Nesterov momentum (needs momentum > 0 and dampening = 0)"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
-    {"foreach", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_FOREACH, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
-    {"differentiable", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_DIFFERENTIABLE, {0}, 0, 1,
-     PARAMD__HYPERPARAMETER_NO_EFFECT, "accepted for torch compatibility; no effect"},
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
+    PARAMD__SPEC_NO_EFFECT("foreach", SLOT_FOREACH),
+    PARAMD__SPEC_NO_EFFECT("differentiable", SLOT_DIFFERENTIABLE),
 };
 
 static const char *const sgd_state_slots[] = {"momentum_buffer"};

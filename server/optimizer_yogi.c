@@ -33,10 +33,8 @@ static const paramd__hyperparameter_spec yogi_hyperparameters[] = {
      "term added to the denominator"},
     {"initial_accumulator_value", PARAMD__HYPERPARAMETER_REAL, SLOT_INITIAL_ACCUMULATOR_VALUE,
      {1e-6}, 0, INFINITY, 0, "starting value of the second moment estimate"},
-    {"weight_decay", PARAMD__HYPERPARAMETER_REAL, SLOT_WEIGHT_DECAY, {0}, 0, INFINITY, 0,
-     "L2 penalty added to the gradient"},
-    {"maximize", PARAMD__HYPERPARAMETER_BOOLEAN, SLOT_MAXIMIZE, {0}, 0, 1, 0,
-     "maximize the objective instead of minimizing"},
+    PARAMD__SPEC_WEIGHT_DECAY(SLOT_WEIGHT_DECAY),
+    PARAMD__SPEC_MAXIMIZE(SLOT_MAXIMIZE),
 };
 
 static const char *const yogi_state_slots[] = {"exp_avg", "exp_avg_sq"};
