@@ -21,7 +21,7 @@ endif
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PACKAGES = libmicrohttpd jansson
+PACKAGES = libmicrohttpd jansson openblas
 PYTHON = /usr/bin/python3
 
 # -std=c11 also makes gcc round every float operation separately

@@ -259,7 +259,28 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
         if (scratch == NULL)
             return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
     }
+    /* Tensor-wise optimizers' working memory (Muon's matrices, Adafactor's
+     * row sums), as large as the neediest tensor, allocated before anything
+     * changes so that running out of memory refuses the push cleanly. */
+    size_t scratch_bytes = 0;
+    for (size_t i = 0; i < item_count; i++) {
+        const paramd__tensor *tensor = items[i].tensor;
+        size_t bytes = paramd__optimizer_scratch_bytes(tensor->optimizer, tensor->dimension_count,
+                                                       tensor->shape, tensor->count);
+        scratch_bytes = bytes > scratch_bytes ? bytes : scratch_bytes;
+    }
+    size_t step_scratch_floats = (scratch_bytes + sizeof(float) - 1) / sizeof(float);
+    float *step_scratch = NULL;
     paramd__optimizer_config *scheduled = NULL;
+    if (step_scratch_floats > 0) {
+        step_scratch = paramd__float_array_alloc(step_scratch_floats);
+        if (step_scratch == NULL) {
+            result = paramd__error_set(error, PARAMD_E_NO_MEMORY,
+                                       "push: out of memory for the optimizer's %zu bytes of "
+                                       "working memory", scratch_bytes);
+            goto done;
+        }
+    }
     if (model->has_schedule) {
         scheduled = malloc((1 + model->param_group_count) * sizeof *scheduled);
         if (scheduled == NULL) {
@@ -275,10 +296,9 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
         const paramd__optimizer_config *config =
             scheduled ? &scheduled[tensor->param_group + 1] : tensor->optimizer;
         pthread_mutex_lock(&tensor->lock);
-        paramd__step_arrays arrays = {
-            .param = tensor->values,
-            .grad = clip_tensor(&model->clip, tensor, items[i].grad, coefficient, scratch)};
-        memcpy(arrays.state, tensor->state, sizeof arrays.state);
+        paramd__step_arrays arrays = paramd__tensor_step_arrays(
+            tensor, clip_tensor(&model->clip, tensor, items[i].grad, coefficient, scratch));
+        arrays.scratch = step_scratch;
         tensor->step++;
         paramd__optimizer_step(config, tensor->step, &arrays, tensor->count);
         if (items[i].weights)
@@ -293,6 +313,8 @@ done:
     free(scheduled);
     if (scratch)
         paramd__float_array_free(scratch, largest);
+    if (step_scratch)
+        paramd__float_array_free(step_scratch, step_scratch_floats);
     return result;
 }
 
@@ -345,8 +367,9 @@ int paramd__core_pull_state(paramd__server *server, paramd__model *model, const 
     for (size_t i = 0; i < item_count; i++) {
         paramd__tensor *tensor = items[i].tensor;
         pthread_mutex_lock(&tensor->lock);
-        memcpy(items[i].weights, tensor->state[held_state_slot(tensor, slot)],
-               tensor->count * sizeof(float));
+        int held = held_state_slot(tensor, slot);
+        memcpy(items[i].weights, tensor->state[held], tensor->state_length[held] * sizeof(float));
+        items[i].weights_count = tensor->state_length[held];
         pthread_mutex_unlock(&tensor->lock);
     }
     atomic_fetch_add(&server->pulls, 1);

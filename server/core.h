@@ -43,7 +43,16 @@ typedef struct paramd__tensor_io {
     size_t grad_count;     /* push: number of values in grad */
     float *weights;        /* out: tensor->count floats for the weights after
                               the update (push) or now (pull); may be NULL on push */
+    size_t weights_count;  /* out: floats written to weights; tensor->count except
+                              for a state array of another length (pull_state of
+                              Adafactor's row_var, say).  0 means tensor->count. */
 } paramd__tensor_io;
+
+/* The number of floats in item->weights. */
+static inline size_t paramd__tensor_io_count(const paramd__tensor_io *item)
+{
+    return item->weights_count ? item->weights_count : item->tensor->count;
+}
 
 /* What a push reports besides the weights. */
 typedef struct paramd__push_outcome {
@@ -74,7 +83,9 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
                       paramd__push_outcome *outcome, paramd__error *error);
 
 /* Copies one optimizer state array (e.g. "exp_avg", or ASGD's averaged
- * weights "ax") of each tensor in items into items[i].weights.  Every tensor
+ * weights "ax") of each tensor in items into items[i].weights (which has room
+ * for tensor->count floats; a state array is never longer) and sets
+ * items[i].weights_count to its length.  Every tensor
  * must hold that state: PARAMD_E_BAD_REQUEST names the first that does not
  * (an unknown slot name, or one its configuration does not keep, such as
  * momentum_buffer with momentum 0).  *step_out as for a pull. */

@@ -158,9 +158,9 @@ static char *write_tensor_reply(uint64_t step, const char *header, const char *k
         total += strlen(items[i].tensor->name) + 4;
         if (encodings[i] == PARAMD__ENCODING_BASE64) {
             total += sizeof base64_open + 2 +
-                     paramd_base64_encoded_length(items[i].tensor->count * sizeof(float));
+                     paramd_base64_encoded_length(paramd__tensor_io_count(&items[i]) * sizeof(float));
         } else {
-            json_t *array = paramd__json_encode_floats(items[i].weights, items[i].tensor->count,
+            json_t *array = paramd__json_encode_floats(items[i].weights, paramd__tensor_io_count(&items[i]),
                                                        PARAMD__ENCODING_JSON);
             arrays[i] = array ? json_dumps(array, PARAMD__JSON_DUMP_FLAGS) : NULL;
             json_decref(array);
@@ -181,7 +181,7 @@ static char *write_tensor_reply(uint64_t step, const char *header, const char *k
         if (encodings[i] == PARAMD__ENCODING_BASE64) {
             memcpy(text + n, base64_open, sizeof base64_open - 1);
             n += sizeof base64_open - 1;
-            size_t bytes = items[i].tensor->count * sizeof(float);
+            size_t bytes = paramd__tensor_io_count(&items[i]) * sizeof(float);
             paramd_base64_encode(items[i].weights, bytes, text + n);
             n += paramd_base64_encoded_length(bytes);
             memcpy(text + n, "\"}", 2);
@@ -250,6 +250,70 @@ char *paramd__json_write_state(uint64_t step, const char *slot, const paramd__te
  * Optimizer configuration
  * ------------------------------------------------------------------------- */
 
+/* Reads the JSON value of one hyperparameter into numbers (as many as its
+ * kind holds); only the JSON type is checked here, the range by the table. */
+static int json_hyperparameter_numbers(const paramd__hyperparameter_spec *spec,
+                                       const json_t *value, const char *field, double *numbers,
+                                       paramd__error *error)
+{
+    int width = paramd__hyperparameter_width(spec->kind);
+    switch (spec->kind) {
+    case PARAMD__HYPERPARAMETER_REAL:
+        if (!json_is_number(value))
+            return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER, "%s: must be a number",
+                                     field);
+        numbers[0] = json_number_value(value);
+        return PARAMD_OK;
+    case PARAMD__HYPERPARAMETER_INTEGER:
+        /* 5.0 is accepted as 5; 5.5 gets the range check's message. */
+        if (!json_is_number(value))
+            return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                     "%s: must be an integer", field);
+        numbers[0] = json_number_value(value);
+        return PARAMD_OK;
+    case PARAMD__HYPERPARAMETER_BOOLEAN:
+        if (!json_is_boolean(value))
+            return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                     "%s: must be true or false", field);
+        numbers[0] = json_is_true(value) ? 1.0 : 0.0;
+        return PARAMD_OK;
+    case PARAMD__HYPERPARAMETER_CHOICE:
+        /* JSON null is the first choice, as torch's None is its default. */
+        numbers[0] = -1;
+        if (json_is_null(value)) {
+            numbers[0] = 0;
+        } else if (json_is_string(value)) {
+            for (int i = 0; spec->choices[i]; i++)
+                if (strcmp(spec->choices[i], json_string_value(value)) == 0)
+                    numbers[0] = i;
+        } else {
+            return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                     "%s: must be a string or null", field);
+        }
+        return PARAMD_OK; /* an unknown name fails the range check, which lists them */
+    case PARAMD__HYPERPARAMETER_PAIR:
+    case PARAMD__HYPERPARAMETER_TRIPLE:
+        if (!json_is_array(value) || json_array_size(value) != (size_t)width)
+            return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                     "%s: must be an array of %s numbers", field,
+                                     width == 2 ? "two" : "three");
+        for (int i = 0; i < width; i++) {
+            const json_t *item = json_array_get(value, (size_t)i);
+            if (json_is_null(item) && (spec->flags & PARAMD__HYPERPARAMETER_NULL_IS_DEFAULT)) {
+                numbers[i] = spec->default_value[i];
+                continue;
+            }
+            if (!json_is_number(item))
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                         "%s: must be an array of %s numbers", field,
+                                         width == 2 ? "two" : "three");
+            numbers[i] = json_number_value(item);
+        }
+        return PARAMD_OK;
+    }
+    return paramd__error_set(error, PARAMD_E_INTERNAL, "%s: unknown hyperparameter kind", field);
+}
+
 /* Applies every member of `object` except `skip_key` as a hyperparameter of
  * config's optimizer; `prefix` names the object in errors ("optimizer",
  * "param_groups[0]").  Stops at the first bad member. */
@@ -269,31 +333,11 @@ static int set_hyperparameters(const json_t *object, const char *prefix, const c
             return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
                                      "%s: %s has no hyperparameter named \"%.100s\"", field,
                                      type->name, key);
-        double numbers[2];
-        switch (spec->kind) {
-        case PARAMD__HYPERPARAMETER_REAL:
-            if (!json_is_number(value))
-                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
-                                         "%s: must be a number", field);
-            numbers[0] = json_number_value(value);
-            break;
-        case PARAMD__HYPERPARAMETER_BOOLEAN:
-            if (!json_is_boolean(value))
-                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
-                                         "%s: must be true or false", field);
-            numbers[0] = json_is_true(value) ? 1.0 : 0.0;
-            break;
-        case PARAMD__HYPERPARAMETER_PAIR:
-            if (!json_is_array(value) || json_array_size(value) != 2 ||
-                !json_is_number(json_array_get(value, 0)) ||
-                !json_is_number(json_array_get(value, 1)))
-                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
-                                         "%s: must be an array of two numbers", field);
-            numbers[0] = json_number_value(json_array_get(value, 0));
-            numbers[1] = json_number_value(json_array_get(value, 1));
-            break;
-        }
-        int result = paramd__optimizer_config_set(config, spec, numbers, field, error);
+        double numbers[3];
+        int result = json_hyperparameter_numbers(spec, value, field, numbers, error);
+        if (result != PARAMD_OK)
+            return result;
+        result = paramd__optimizer_config_set(config, spec, numbers, field, error);
         if (result != PARAMD_OK)
             return result;
     }
@@ -330,6 +374,25 @@ int paramd__json_parse_optimizer(const json_t *object, paramd__optimizer_config 
     return paramd__optimizer_config_validate(config, "optimizer", error);
 }
 
+json_t *paramd__json_hyperparameter(const paramd__hyperparameter_spec *spec, const double *v)
+{
+    switch (spec->kind) {
+    case PARAMD__HYPERPARAMETER_REAL:
+        return json_real(v[0]);
+    case PARAMD__HYPERPARAMETER_INTEGER:
+        return json_integer((json_int_t)v[0]);
+    case PARAMD__HYPERPARAMETER_BOOLEAN:
+        return json_boolean(v[0] != 0);
+    case PARAMD__HYPERPARAMETER_CHOICE:
+        return json_string(spec->choices[(int)v[0]]);
+    case PARAMD__HYPERPARAMETER_PAIR:
+        return json_pack("[ff]", v[0], v[1]);
+    case PARAMD__HYPERPARAMETER_TRIPLE:
+        return json_pack("[fff]", v[0], v[1], v[2]);
+    }
+    return json_null();
+}
+
 json_t *paramd__json_optimizer(const paramd__optimizer_config *config)
 {
     const paramd__optimizer_type *type = config->type;
@@ -339,27 +402,12 @@ json_t *paramd__json_optimizer(const paramd__optimizer_config *config)
         if (spec->flags & PARAMD__HYPERPARAMETER_NO_EFFECT)
             continue;
         const double *v = &config->values[spec->slot];
-        json_t *value = NULL;
-        switch (spec->kind) {
-        case PARAMD__HYPERPARAMETER_REAL:
-            value = json_real(v[0]);
-            break;
-        case PARAMD__HYPERPARAMETER_BOOLEAN:
-            value = json_boolean(v[0] != 0);
-            break;
-        case PARAMD__HYPERPARAMETER_PAIR:
-            value = json_pack("[ff]", v[0], v[1]);
-            break;
-        }
-        json_object_set_new(object, spec->name, value);
+        json_object_set_new(object, spec->name, paramd__json_hyperparameter(spec, v));
     }
     const paramd__hyperparameter_spec *common;
     for (int i = 0; object && (common = paramd__optimizer_common_hyperparameter(type, i)); i++) {
-        double value = config->values[common->slot];
         json_object_set_new(object, common->name,
-                            common->kind == PARAMD__HYPERPARAMETER_BOOLEAN
-                                ? json_boolean(value != 0)
-                                : json_real(value));
+                            paramd__json_hyperparameter(common, &config->values[common->slot]));
     }
     return object;
 }

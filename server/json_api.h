@@ -48,6 +48,10 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
                                   paramd__model_spec *spec, paramd__error *error);
 void paramd__json_model_spec_free(paramd__model_spec *spec);
 
+/* One hyperparameter's value (v: its numbers in a configuration) as JSON:
+ * a number, an integer, a boolean, a string or an array. */
+json_t *paramd__json_hyperparameter(const paramd__hyperparameter_spec *spec, const double *v);
+
 /* {"name": "AdamW", "lr": 0.001, "betas": [0.9, 0.999], ...} */
 json_t *paramd__json_optimizer(const paramd__optimizer_config *config);
 

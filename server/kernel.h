@@ -20,6 +20,8 @@
 
 #include "optimizer.h"
 
+#include <math.h>
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(PARAMD_NO_TARGET_CLONES)
 #define PARAMD__FAST_KERNEL \
     __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -38,6 +40,15 @@
 static inline double paramd__torch_float_step(uint64_t step)
 {
     return step < (UINT64_C(1) << 24) ? (double)step : 16777216.0;
+}
+
+/* torch's lerp(start, end, weight) on CPU, rounded as its scalar kernel:
+ * start + weight * (end - start) for |weight| < 0.5, else
+ * end - (end - start) * (1 - weight), with (1 - weight) in float32. */
+static inline float paramd__lerp(float start, float end, float weight)
+{
+    return fabsf(weight) < 0.5f ? start + weight * (end - start)
+                                : end - (end - start) * (1.0f - weight);
 }
 
 /* Schema entries shared by many optimizers, as their torch classes share

@@ -5,9 +5,11 @@
 
 #include "kernel.h"
 #include "parallel.h"
+#include "tensor.h"
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -15,7 +17,7 @@
  * The table.  One line per optimizer; keep PARAMD__OPTIMIZER_COUNT in step.
  * ------------------------------------------------------------------------- */
 
-#define PARAMD__OPTIMIZER_COUNT 15
+#define PARAMD__OPTIMIZER_COUNT 19
 
 const paramd__optimizer_type *const paramd__optimizer_types[] = {
     &paramd__optimizer_sgd,
@@ -33,6 +35,10 @@ const paramd__optimizer_type *const paramd__optimizer_types[] = {
     &paramd__optimizer_yogi,
     &paramd__optimizer_adabelief,
     &paramd__optimizer_deltabardelta,
+    &paramd__optimizer_lamb,
+    &paramd__optimizer_lars,
+    &paramd__optimizer_adafactor,
+    &paramd__optimizer_muon,
 };
 
 _Static_assert(sizeof paramd__optimizer_types / sizeof paramd__optimizer_types[0] ==
@@ -104,6 +110,11 @@ const paramd__hyperparameter_spec *paramd__optimizer_find_hyperparameter(
  * Configurations
  * ------------------------------------------------------------------------- */
 
+int paramd__hyperparameter_width(paramd__hyperparameter_kind kind)
+{
+    return kind == PARAMD__HYPERPARAMETER_PAIR ? 2 : kind == PARAMD__HYPERPARAMETER_TRIPLE ? 3 : 1;
+}
+
 void paramd__optimizer_config_init(paramd__optimizer_config *config,
                                    const paramd__optimizer_type *type)
 {
@@ -112,9 +123,8 @@ void paramd__optimizer_config_init(paramd__optimizer_config *config,
     for (int i = 0; i < type->hyperparameter_count; i++) {
         const paramd__hyperparameter_spec *spec = &type->hyperparameters[i];
         bool required = spec->flags & PARAMD__HYPERPARAMETER_REQUIRED;
-        config->values[spec->slot] = required ? NAN : spec->default_value[0];
-        if (spec->kind == PARAMD__HYPERPARAMETER_PAIR)
-            config->values[spec->slot + 1] = required ? NAN : spec->default_value[1];
+        for (int k = 0; k < paramd__hyperparameter_width(spec->kind); k++)
+            config->values[spec->slot + k] = required ? NAN : spec->default_value[k];
     }
 }
 
@@ -123,6 +133,12 @@ static void describe_range(const paramd__hyperparameter_spec *spec, char *buffer
 {
     if (spec->kind == PARAMD__HYPERPARAMETER_BOOLEAN) {
         snprintf(buffer, size, "true or false");
+        return;
+    }
+    if (spec->kind == PARAMD__HYPERPARAMETER_CHOICE) {
+        size_t n = (size_t)snprintf(buffer, size, "one of null");
+        for (int i = 0; spec->choices[i] && n < size; i++)
+            n += (size_t)snprintf(buffer + n, size - n, ", \"%s\"", spec->choices[i]);
         return;
     }
     bool minimum_open = spec->flags & PARAMD__HYPERPARAMETER_MINIMUM_OPEN;
@@ -146,6 +162,14 @@ static bool in_range(const paramd__hyperparameter_spec *spec, double value)
         return false;
     if (spec->kind == PARAMD__HYPERPARAMETER_BOOLEAN)
         return value == 0.0 || value == 1.0;
+    if (spec->kind == PARAMD__HYPERPARAMETER_INTEGER && value != floor(value))
+        return false;
+    if (spec->kind == PARAMD__HYPERPARAMETER_CHOICE) {
+        int count = 0;
+        while (spec->choices[count])
+            count++;
+        return value >= 0 && value < count && value == floor(value);
+    }
     if (spec->flags & PARAMD__HYPERPARAMETER_MINIMUM_OPEN ? !(value > spec->minimum)
                                                           : !(value >= spec->minimum))
         return false;
@@ -159,12 +183,19 @@ int paramd__optimizer_config_set(paramd__optimizer_config *config,
                                  const paramd__hyperparameter_spec *spec, const double *values,
                                  const char *field, paramd__error *error)
 {
-    int count = spec->kind == PARAMD__HYPERPARAMETER_PAIR ? 2 : 1;
+    int count = paramd__hyperparameter_width(spec->kind);
     for (int i = 0; i < count; i++) {
         if (!in_range(spec, values[i])) {
-            char range[96];
+            char range[160];
             describe_range(spec, range, sizeof range);
-            if (count == 2)
+            if (spec->kind == PARAMD__HYPERPARAMETER_INTEGER)
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                         "%s: must be an integer in %s, got %.17g", field, range,
+                                         values[i]);
+            if (spec->kind == PARAMD__HYPERPARAMETER_CHOICE)
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER, "%s: must be %s",
+                                         field, range);
+            if (count > 1)
                 return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
                                          "%s[%d]: must be in %s, got %.17g", field, i, range,
                                          values[i]);
@@ -189,6 +220,37 @@ int paramd__optimizer_config_validate(const paramd__optimizer_config *config, co
                                      spec->name, type->name);
     }
     return type->validate ? type->validate(config, field, error) : PARAMD_OK;
+}
+
+size_t paramd__optimizer_state_length(const paramd__optimizer_config *config, int slot,
+                                      int dimension_count, const int64_t *shape, size_t count)
+{
+    const paramd__optimizer_type *type = config->type;
+    if (slot < 0 || slot >= type->state_slot_count)
+        return 0;
+    if (type->state_slot_length)
+        return type->state_slot_length(config, slot, dimension_count, shape, count);
+    return type->uses_state_slot(config, slot) ? count : 0;
+}
+
+size_t paramd__optimizer_scratch_bytes(const paramd__optimizer_config *config,
+                                       int dimension_count, const int64_t *shape, size_t count)
+{
+    const paramd__optimizer_type *type = config->type;
+    return type->scratch_bytes ? type->scratch_bytes(config, dimension_count, shape, count) : 0;
+}
+
+int paramd__optimizer_memory_passes(const paramd__optimizer_config *config, int dimension_count,
+                                    const int64_t *shape, paramd__memory_pass *passes)
+{
+    const paramd__optimizer_type *type = config->type;
+    if (type->memory_passes)
+        return type->memory_passes(config, dimension_count, shape, passes);
+    int slots = 0;
+    for (int s = 0; s < type->state_slot_count; s++)
+        slots += type->uses_state_slot(config, s);
+    passes[0] = (paramd__memory_pass){.reads = 2 + slots, .writes = 1 + slots};
+    return 1;
 }
 
 double paramd__optimizer_config_get(const paramd__optimizer_config *config, const char *name)
@@ -274,6 +336,31 @@ static void soft_threshold_range(void *context, size_t begin, size_t end)
     }
 }
 
+/* Runs a tensor-wise step, allocating its scratch when the caller gave
+ * none.  Only tests and paramd-bench give none; the server's push allocates
+ * scratch before it changes anything, so running out of memory here is
+ * fatal. */
+static void run_tensor_step(const paramd__optimizer_config *config, uint64_t step,
+                            const paramd__step_arrays *arrays, size_t count, bool reference)
+{
+    size_t bytes = paramd__optimizer_scratch_bytes(config, arrays->dimension_count,
+                                                   arrays->shape, count);
+    if (bytes == 0 || arrays->scratch != NULL) {
+        config->type->tensor_step(config, step, arrays, count, reference);
+        return;
+    }
+    paramd__step_arrays with_scratch = *arrays;
+    size_t floats = (bytes + sizeof(float) - 1) / sizeof(float);
+    with_scratch.scratch = paramd__float_array_alloc(floats);
+    if (with_scratch.scratch == NULL) {
+        fprintf(stderr, "paramd: %s: cannot allocate %zu bytes of scratch\n", config->type->name,
+                bytes);
+        abort();
+    }
+    config->type->tensor_step(config, step, &with_scratch, count, reference);
+    paramd__float_array_free(with_scratch.scratch, floats);
+}
+
 void paramd__optimizer_step(const paramd__optimizer_config *config, uint64_t step,
                             const paramd__step_arrays *arrays, size_t count)
 {
@@ -285,10 +372,14 @@ void paramd__optimizer_step(const paramd__optimizer_config *config, uint64_t ste
         weights_job decay = {arrays->param, plan.decay_factor};
         paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, decay_range, &decay);
     }
-    paramd__step_scalars scalars;
-    config->type->prepare(&plan.kernel_config, step, &scalars);
-    step_job job = {config->type->kernel, &scalars, arrays};
-    paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, run_step_range, &job);
+    if (config->type->tensor_step) {
+        run_tensor_step(&plan.kernel_config, step, arrays, count, false);
+    } else {
+        paramd__step_scalars scalars;
+        config->type->prepare(&plan.kernel_config, step, &scalars);
+        step_job job = {config->type->kernel, &scalars, arrays};
+        paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, run_step_range, &job);
+    }
     if (plan.l1_threshold > 0.0f) {
         weights_job l1 = {arrays->param, plan.l1_threshold};
         paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, soft_threshold_range, &l1);
@@ -302,9 +393,13 @@ void paramd__optimizer_step_reference(const paramd__optimizer_config *config, ui
     plan_regularisation(config, &plan);
     for (size_t i = 0; plan.decay_factor != 1.0f && i < count; i++)
         arrays->param[i] = arrays->param[i] * plan.decay_factor;
-    paramd__step_scalars scalars;
-    config->type->prepare(&plan.kernel_config, step, &scalars);
-    config->type->reference_kernel(&scalars, arrays, 0, count);
+    if (config->type->tensor_step) {
+        run_tensor_step(&plan.kernel_config, step, arrays, count, true);
+    } else {
+        paramd__step_scalars scalars;
+        config->type->prepare(&plan.kernel_config, step, &scalars);
+        config->type->reference_kernel(&scalars, arrays, 0, count);
+    }
     for (size_t i = 0; plan.l1_threshold > 0.0f && i < count; i++) {
         float p = arrays->param[i];
         if (p > plan.l1_threshold)

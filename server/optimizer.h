@@ -47,7 +47,15 @@ typedef enum paramd__hyperparameter_kind {
     PARAMD__HYPERPARAMETER_REAL,    /* a finite number */
     PARAMD__HYPERPARAMETER_BOOLEAN, /* true or false, stored as 1.0 or 0.0 */
     PARAMD__HYPERPARAMETER_PAIR,    /* two numbers, e.g. betas; uses slot and slot + 1 */
+    PARAMD__HYPERPARAMETER_TRIPLE,  /* three numbers, e.g. Muon's ns_coefficients;
+                                       uses slot to slot + 2 */
+    PARAMD__HYPERPARAMETER_INTEGER, /* a whole number, e.g. ns_steps */
+    PARAMD__HYPERPARAMETER_CHOICE,  /* one of the strings in `choices` (or JSON null for
+                                       the first, as torch's None), stored as its index */
 } paramd__hyperparameter_kind;
+
+/* Numbers a hyperparameter of `kind` holds (1 for all but pairs and triples). */
+int paramd__hyperparameter_width(paramd__hyperparameter_kind kind);
 
 enum {
     PARAMD__HYPERPARAMETER_REQUIRED = 1u << 0,      /* no default: must be given */
@@ -55,16 +63,20 @@ enum {
     PARAMD__HYPERPARAMETER_MAXIMUM_OPEN = 1u << 2,  /* value < maximum (else <=) */
     PARAMD__HYPERPARAMETER_NO_EFFECT = 1u << 3,     /* accepted for torch compatibility
                                                        (foreach, fused, ...), ignored */
+    PARAMD__HYPERPARAMETER_NULL_IS_DEFAULT = 1u << 4, /* a JSON null (inside a pair: one
+                                                         of its numbers) means the default,
+                                                         as torch's None (Adafactor's eps1) */
 };
 
 typedef struct paramd__hyperparameter_spec {
     const char *name;                 /* torch.optim keyword, e.g. "weight_decay" */
     paramd__hyperparameter_kind kind;
     int slot;                         /* index into paramd__optimizer_config.values */
-    double default_value[2];          /* [1] only for pairs */
+    double default_value[3];          /* [1] and [2] only for pairs and triples */
     double minimum, maximum;          /* valid range of each number */
     unsigned flags;                   /* PARAMD__HYPERPARAMETER_* */
     const char *description;          /* one line, for docs and errors */
+    const char *const *choices;       /* CHOICE only: the names, NULL-terminated */
 } paramd__hyperparameter_spec;
 
 /* ---------------------------------------------------------------------------
@@ -86,12 +98,24 @@ typedef struct paramd__step_scalars {
     _Alignas(16) unsigned char bytes[256];
 } paramd__step_scalars;
 
-/* The arrays one step works on, all of the same length.  state[i] is NULL for
- * slots the configuration does not use. */
+/* The arrays one step works on.  param and grad have the step's element
+ * count, and so does every state array of an element-wise optimizer;
+ * state[i] is NULL for slots the configuration does not use.  A tensor-wise
+ * optimizer (see paramd__optimizer_type.tensor_step) also reads the shape,
+ * and its state arrays have the lengths its state_slot_length gives (e.g.
+ * Adafactor's row and column factors).  A zero dimension_count with a NULL
+ * shape means a flat (1-D) tensor of the step's count. */
 typedef struct paramd__step_arrays {
     float *param;
     const float *grad;
     float *state[PARAMD__MAX_STATE_SLOTS];
+    int dimension_count;
+    const int64_t *shape;
+    /* Working memory for a tensor-wise step, at least the bytes the
+     * optimizer's scratch_bytes asks for (64-byte aligned), provided by the
+     * caller so that a push can allocate everything before it changes
+     * anything.  NULL: paramd__optimizer_step allocates it (tests, bench). */
+    void *scratch;
 } paramd__step_arrays;
 
 /* Updates elements [begin, end) of the arrays.  Must touch nothing else, so
@@ -99,9 +123,28 @@ typedef struct paramd__step_arrays {
 typedef void (*paramd__step_kernel)(const paramd__step_scalars *scalars,
                                     const paramd__step_arrays *arrays, size_t begin, size_t end);
 
+/* A tensor-wise step: the whole update of one tensor, for optimizers whose
+ * update of an element depends on the rest of the tensor (a norm, a trust
+ * ratio, a factored second moment, a matrix product).  It runs its own
+ * passes (threaded through parallel.h for large tensors, with reductions in
+ * a fixed order so results do not depend on the thread count) and, with
+ * `reference` set, plain scalar loops on the calling thread instead. */
+typedef void (*paramd__tensor_step_function)(const paramd__optimizer_config *config,
+                                             uint64_t step, const paramd__step_arrays *arrays,
+                                             size_t count, bool reference);
+
+/* One pass of a step over memory, for paramd-bench's bandwidth probe:
+ * how many tensor-sized arrays it reads and writes. */
+typedef struct paramd__memory_pass {
+    int reads, writes;
+} paramd__memory_pass;
+
+#define PARAMD__MAX_MEMORY_PASSES 6
+
 /* paramd__optimizer_type.flags */
 enum {
-    PARAMD__OPTIMIZER_DECOUPLED = 1u << 0, /* weight_decay is already decoupled (AdamW, Lion) */
+    PARAMD__OPTIMIZER_DECOUPLED = 1u << 0, /* weight_decay is already decoupled (AdamW, Lion),
+                                              or part of the method (LAMB, LARS) */
 };
 
 typedef struct paramd__optimizer_type {
@@ -125,11 +168,32 @@ typedef struct paramd__optimizer_type {
      * NULL: every slot starts at zero. */
     void (*init_state)(const paramd__optimizer_config *config, float *const *state,
                        size_t count);
-    /* Fills *scalars for the tensor's step number `step` (1 for the first). */
+    /* Element-wise optimizers: fills *scalars for the tensor's step number
+     * `step` (1 for the first), then `kernel` runs over the elements. */
     void (*prepare)(const paramd__optimizer_config *config, uint64_t step,
                     paramd__step_scalars *scalars);
     paramd__step_kernel kernel;            /* fused, vectorised */
     paramd__step_kernel reference_kernel;  /* plain scalar loop, for tests */
+    /* Tensor-wise optimizers set this instead of prepare and the kernels. */
+    paramd__tensor_step_function tensor_step;
+    /* Tensor-wise optimizers whose state is not one array per element (or
+     * depends on the shape): the length of state slot `slot` for a tensor of
+     * that shape, 0 when the tensor does not use the slot.  NULL: every slot
+     * that uses_state_slot accepts has `count` elements.  init_state is only
+     * for optimizers without it. */
+    size_t (*state_slot_length)(const paramd__optimizer_config *config, int slot,
+                                int dimension_count, const int64_t *shape, size_t count);
+    /* Bytes of working memory one tensor_step of a tensor of this shape
+     * needs (see paramd__step_arrays.scratch).  NULL: none. */
+    size_t (*scratch_bytes)(const paramd__optimizer_config *config, int dimension_count,
+                            const int64_t *shape, size_t count);
+    /* The passes a step of a `count`-element tensor of this shape makes over
+     * memory, for the bandwidth probe; returns how many it wrote to passes
+     * (at most PARAMD__MAX_MEMORY_PASSES).  NULL: one pass that reads the
+     * weights, the gradient and each state array and writes the weights and
+     * each state array. */
+    int (*memory_passes)(const paramd__optimizer_config *config, int dimension_count,
+                         const int64_t *shape, paramd__memory_pass *passes);
 } paramd__optimizer_type;
 
 /* The table, and its length. */
@@ -166,6 +230,19 @@ int paramd__optimizer_config_set(paramd__optimizer_config *config,
 int paramd__optimizer_config_validate(const paramd__optimizer_config *config, const char *field,
                                       paramd__error *error);
 
+/* The length of state slot `slot` for a tensor of this shape and `count`
+ * elements under `config`; 0 when that tensor keeps no such state. */
+size_t paramd__optimizer_state_length(const paramd__optimizer_config *config, int slot,
+                                      int dimension_count, const int64_t *shape, size_t count);
+
+/* Bytes of scratch one step of such a tensor needs (0 for most optimizers). */
+size_t paramd__optimizer_scratch_bytes(const paramd__optimizer_config *config,
+                                       int dimension_count, const int64_t *shape, size_t count);
+
+/* The memory passes of one step (see paramd__optimizer_type.memory_passes). */
+int paramd__optimizer_memory_passes(const paramd__optimizer_config *config, int dimension_count,
+                                    const int64_t *shape, paramd__memory_pass *passes);
+
 /* Reads a hyperparameter by name (the first number for a pair). */
 double paramd__optimizer_config_get(const paramd__optimizer_config *config, const char *name);
 
@@ -197,5 +274,9 @@ extern const paramd__optimizer_type paramd__optimizer_lion;
 extern const paramd__optimizer_type paramd__optimizer_yogi;
 extern const paramd__optimizer_type paramd__optimizer_adabelief;
 extern const paramd__optimizer_type paramd__optimizer_deltabardelta;
+extern const paramd__optimizer_type paramd__optimizer_lamb;
+extern const paramd__optimizer_type paramd__optimizer_lars;
+extern const paramd__optimizer_type paramd__optimizer_adafactor;
+extern const paramd__optimizer_type paramd__optimizer_muon;
 
 #endif

@@ -133,11 +133,14 @@ paramd__tensor *paramd__tensor_create(const char *name, int dimension_count,
     if (tensor->name == NULL || tensor->values == NULL)
         goto out_of_memory;
     for (int slot = 0; slot < config->type->state_slot_count; slot++) {
-        if (!config->type->uses_state_slot(config, slot))
+        size_t length =
+            paramd__optimizer_state_length(config, slot, dimension_count, shape, count);
+        if (length == 0)
             continue;
-        tensor->state[slot] = paramd__float_array_alloc(count);
+        tensor->state[slot] = paramd__float_array_alloc(length);
         if (tensor->state[slot] == NULL)
             goto out_of_memory;
+        tensor->state_length[slot] = length;
     }
     if (config->type->init_state)
         config->type->init_state(config, tensor->state, count);
@@ -149,7 +152,7 @@ out_of_memory:
         free(tensor->name);
         paramd__float_array_free(tensor->values, count);
         for (int slot = 0; slot < PARAMD__MAX_STATE_SLOTS; slot++)
-            paramd__float_array_free(tensor->state[slot], count);
+            paramd__float_array_free(tensor->state[slot], tensor->state_length[slot]);
         free(tensor);
     }
     paramd__error_set(error, PARAMD_E_NO_MEMORY,
@@ -165,15 +168,25 @@ void paramd__tensor_destroy(paramd__tensor *tensor)
     pthread_mutex_destroy(&tensor->lock);
     paramd__float_array_free(tensor->values, tensor->count);
     for (int slot = 0; slot < PARAMD__MAX_STATE_SLOTS; slot++)
-        paramd__float_array_free(tensor->state[slot], tensor->count);
+        paramd__float_array_free(tensor->state[slot], tensor->state_length[slot]);
     free(tensor->name);
     free(tensor);
 }
 
+paramd__step_arrays paramd__tensor_step_arrays(const paramd__tensor *tensor, const float *grad)
+{
+    paramd__step_arrays arrays = {.param = tensor->values,
+                                  .grad = grad,
+                                  .dimension_count = tensor->dimension_count,
+                                  .shape = tensor->shape};
+    memcpy(arrays.state, tensor->state, sizeof arrays.state);
+    return arrays;
+}
+
 size_t paramd__tensor_memory_bytes(const paramd__tensor *tensor)
 {
-    size_t arrays = 1;
+    size_t floats = tensor->count;
     for (int slot = 0; slot < PARAMD__MAX_STATE_SLOTS; slot++)
-        arrays += tensor->state[slot] != NULL;
-    return arrays * tensor->count * sizeof(float);
+        floats += tensor->state_length[slot];
+    return floats * sizeof(float);
 }

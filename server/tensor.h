@@ -1,9 +1,11 @@
 /*
  * tensor.h - one named float32 tensor with its optimizer state.
  *
- * A tensor owns its value array and one array per optimizer state slot the
- * model's configuration uses (all of `count` floats, 64-byte aligned, zeroed
- * at creation).  `lock` guards values, state and step: every update and every
+ * A tensor owns its value array and one array per optimizer state slot its
+ * configuration uses (64-byte aligned, zeroed at creation): `count` floats
+ * each for element-wise optimizers, the lengths the optimizer's
+ * state_slot_length gives for tensor-wise ones (Adafactor's row and column
+ * factors).  `lock` guards values, state and step: every update and every
  * read of a consistent snapshot holds it, which makes each push atomic per
  * tensor.
  */
@@ -30,6 +32,7 @@ typedef struct paramd__tensor {
     size_t count;                           /* product of shape, >= 1 */
     float *values;                          /* owned, count floats */
     float *state[PARAMD__MAX_STATE_SLOTS];  /* owned; NULL for unused slots */
+    size_t state_length[PARAMD__MAX_STATE_SLOTS]; /* floats in each; 0 for unused slots */
     size_t position;                        /* index in its model's tensor list */
     const paramd__optimizer_config *optimizer; /* its parameter group's configuration
                                                   (owned by the model) */
@@ -49,6 +52,10 @@ paramd__tensor *paramd__tensor_create(const char *name, int dimension_count,
                                       paramd__error *error);
 
 void paramd__tensor_destroy(paramd__tensor *tensor);
+
+/* The arrays for one optimizer step of this tensor with gradient `grad`:
+ * its values, state and shape. */
+paramd__step_arrays paramd__tensor_step_arrays(const paramd__tensor *tensor, const float *grad);
 
 /* Bytes of memory the tensor holds (values and state). */
 size_t paramd__tensor_memory_bytes(const paramd__tensor *tensor);

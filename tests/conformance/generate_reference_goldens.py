@@ -12,7 +12,8 @@ from numpy (seeded per case), since torch is not needed here.
 Usage:
     /usr/bin/python3 tests/conformance/generate_reference_goldens.py [--out DIR] [CASE ...]
 
-Needs only python3-numpy.
+Needs python3-numpy, and python3-torch for the Muon cases: their tensors that
+are not 2-D take torch.optim.AdamW's step (Muon's fallback).
 """
 
 import argparse
@@ -56,7 +57,39 @@ CASES = {
     # (checked when the case is generated).
     "deltabardelta_clip": ("DeltaBarDelta", dict(lr=0.01, kappa=0.3, phi=0.5, theta=0.3, min_gain=0.2, max_gain=2.0), False),
     "deltabardelta_subset": ("DeltaBarDelta", dict(lr=0.01, kappa=0.2, phi=0.1), True),
+    # Tensor-wise optimizers.
+    "lamb_default":       ("LAMB", dict(), False),
+    "lamb_weight_decay":  ("LAMB", dict(lr=0.01, weight_decay=0.01, betas=(0.8, 0.95)), False),
+    "lamb_trust_clip":    ("LAMB", dict(lr=0.005, weight_decay=0.1, bias_correction=False, trust_clip=True, eps=1e-8), False),
+    "lamb_apex":          ("LAMB", dict(lr=0.002, always_adapt=False, maximize=True), False),
+    "lamb_subset":        ("LAMB", dict(lr=0.01, weight_decay=0.02), True),
+    "lars_default":       ("LARS", dict(lr=0.5), False),
+    "lars_momentum":      ("LARS", dict(lr=1.0, momentum=0.9, weight_decay=5e-4, dampening=0.1), False),
+    "lars_nesterov":      ("LARS", dict(lr=0.2, momentum=0.9, nesterov=True, trust_coefficient=0.02), False),
+    "lars_trust_clip":    ("LARS", dict(lr=0.01, momentum=0.5, trust_coefficient=0.5, trust_clip=True), False),
+    "lars_maximize":      ("LARS", dict(lr=0.3, weight_decay=0.01, always_adapt=False, maximize=True), False),
+    "lars_subset":        ("LARS", dict(lr=0.5, momentum=0.9), True),
+    "adafactor_default":  ("Adafactor", dict(), False),
+    "adafactor_weight_decay": ("Adafactor", dict(lr=0.05, weight_decay=0.1), False),
+    "adafactor_eps":      ("Adafactor", dict(lr=0.02, beta2_decay=-0.5, eps=(1e-3, 1e-2), d=2.0), False),
+    "adafactor_maximize": ("Adafactor", dict(lr=0.01, weight_decay=0.02, maximize=True), False),
+    "adafactor_subset":   ("Adafactor", dict(lr=0.03), True),
+    "muon_default":       ("Muon", dict(), False),
+    "muon_momentum":      ("Muon", dict(lr=0.02, momentum=0.9, nesterov=False, weight_decay=0.01), False),
+    "muon_match_rms":     ("Muon", dict(lr=3e-3, adjust_lr_fn="match_rms_adamw", ns_steps=3, adamw_betas=(0.8, 0.99), adamw_eps=1e-8), False),
+    "muon_subset":        ("Muon", dict(lr=0.01, weight_decay=0.0), True),
 }
+
+# Tensor-wise optimizers depend on shapes: these cases add a tall matrix
+# ("t", more rows than columns) and a larger one ("m") to the usual tensors.
+MATRIX_CASES = ("adafactor_", "muon_")
+MATRIX_TENSORS = [("t", [9, 4]), ("m", [12, 20])]
+
+# Muon's matrix products (OpenBLAS sgemm in paramd, numpy's matmul here) do
+# not round alike; its trajectories are compared within this tolerance
+# (|paramd - expected| <= relative * |expected| + absolute), every other
+# case bit for bit.
+TOLERANCES = {"Muon": {"relative": 1e-5, "absolute": 1e-7}}
 
 # The same tensors, steps, magnitudes and zero pattern as generate_goldens.py
 # (copied: that script needs torch to import).
@@ -101,6 +134,8 @@ def json_value(value):
         return float(value)
     if isinstance(value, tuple):
         return [json_value(v) for v in value]
+    if isinstance(value, str):
+        return value
     raise TypeError("cannot record %r" % (value,))
 
 
@@ -108,17 +143,18 @@ def generate(case_name):
     class_name, kwargs, subset = CASES[case_name]
     optimizer = getattr(ref, class_name)(**kwargs)
     rng = np.random.default_rng(zlib.crc32(case_name.encode("utf-8")))
+    tensors = TENSORS + (MATRIX_TENSORS if case_name.startswith(MATRIX_CASES) else [])
 
-    initial = [rng.standard_normal(shape, dtype=np.float32) for _, shape in TENSORS]
+    initial = [rng.standard_normal(shape, dtype=np.float32) for _, shape in tensors]
     params = [value.copy() for value in initial]
-    states = [optimizer.init_state(shape) for _, shape in TENSORS]
-    tensor_steps = [0] * len(TENSORS)
+    states = [optimizer.init_state(shape) for _, shape in tensors]
+    tensor_steps = [0] * len(tensors)
     clipped = [False, False]  # DeltaBarDelta: some gain reached max_gain, min_gain
 
     steps = []
     for step in range(STEPS):
         grads = {}
-        for index, (name, shape) in enumerate(TENSORS):
+        for index, (name, shape) in enumerate(tensors):
             # Always draw, so the random stream does not depend on skips.
             gradient = make_gradient(rng, shape, index, step, name)
             if subset and name in SUBSET_SKIPS and SUBSET_SKIPS[name](step):
@@ -130,24 +166,48 @@ def generate(case_name):
                 gain = states[index]["gain"]
                 clipped[0] |= bool(np.any(gain == optimizer.max_gain))
                 clipped[1] |= bool(np.any(gain == optimizer.min_gain))
-        weights = {name: encode(param) for (name, _), param in zip(TENSORS, params)}
+        weights = {name: encode(param) for (name, _), param in zip(tensors, params)}
         steps.append({"grads": grads, "weights": weights})
 
-    if case_name.endswith("_clip") and not all(clipped):
+    if class_name == "DeltaBarDelta" and case_name.endswith("_clip") and not all(clipped):
         raise AssertionError("%s: gains reached max_gain %s, min_gain %s"
                              % (case_name, clipped[0], clipped[1]))
 
     optimizer_record = {"name": class_name}
     optimizer_record.update((k, json_value(v)) for k, v in optimizer.hyperparameters.items())
-    return {
+    golden = {
         "name": case_name,
         "generator": GENERATOR,
         "torch_version": None,
         "optimizer": optimizer_record,
         "tensors": [{"name": name, "shape": list(shape), "initial": encode(value)}
-                    for (name, shape), value in zip(TENSORS, initial)],
+                    for (name, shape), value in zip(tensors, initial)],
         "steps": steps,
+        # Every state array after the last step, for tensor-wise optimizers
+        # whose state has its own shapes (Adafactor's factors).
+        "final_state": final_state(tensors, states) if class_name in FINAL_STATE else None,
     }
+    if getattr(optimizer, "needs_torch", False):
+        import torch
+        golden["torch_version"] = torch.__version__  # for the AdamW fallback tensors
+    if class_name in TOLERANCES:
+        golden["tolerance"] = TOLERANCES[class_name]
+    if golden["final_state"] is None:
+        del golden["final_state"]
+    return golden
+
+
+# Optimizers whose final state is recorded (and checked bit for bit).
+FINAL_STATE = ("LAMB", "LARS", "Adafactor")
+
+
+def final_state(tensors, states):
+    """{slot: {tensor: base64}} of every state array each tensor keeps."""
+    record = {}
+    for (name, _), state in zip(tensors, states):
+        for slot, array in state.items():
+            record.setdefault(slot, {})[name] = encode(array)
+    return record
 
 
 def main(argv=None):

@@ -60,6 +60,7 @@ static float *decode_b64(const json_t *string, size_t *count)
 }
 
 typedef struct replay_result {
+    bool exact;               /* compared bit for bit (no "tolerance" in the file) */
     double worst_relative_error;
     int steps;
     size_t values;    /* weights compared */
@@ -108,7 +109,20 @@ static replay_result replay_as(const char *path, bool with_reference, const char
 
     paramd__server server;
     paramd__server_init(&server);
-    replay_result outcome = {0};
+    replay_result outcome = {.exact = true};
+    /* A golden file with a "tolerance" (Muon's, whose matrix products round
+     * differently in OpenBLAS and numpy) is compared within it; every other
+     * must match bit for bit. */
+    const json_t *tolerance = json_object_get(golden, "tolerance");
+    double tolerance_relative = 0, tolerance_absolute = 0;
+    if (tolerance) {
+        outcome.exact = false;
+        tolerance_relative = json_number_value(json_object_get(tolerance, "relative"));
+        tolerance_absolute = json_number_value(json_object_get(tolerance, "absolute"));
+        ck_assert_msg(tolerance_relative > 0 && tolerance_relative <= 1e-4 &&
+                          tolerance_absolute >= 0 && tolerance_absolute <= 1e-6,
+                      "%s: tolerance too loose to mean anything", path);
+    }
     const json_t *steps = json_object_get(golden, "steps");
     for (size_t s = 0; s < json_array_size(steps); s++) {
         const json_t *step = json_array_get(steps, s);
@@ -128,8 +142,7 @@ static replay_result replay_as(const char *path, bool with_reference, const char
         if (with_reference) {
             for (size_t i = 0; i < item_count; i++) {
                 paramd__tensor *tensor = items[i].tensor;
-                paramd__step_arrays arrays = {.param = tensor->values, .grad = items[i].grad};
-                memcpy(arrays.state, tensor->state, sizeof arrays.state);
+                paramd__step_arrays arrays = paramd__tensor_step_arrays(tensor, items[i].grad);
                 tensor->step++;
                 paramd__optimizer_step_reference(tensor->optimizer, tensor->step, &arrays,
                                                  tensor->count);
@@ -155,11 +168,20 @@ static replay_result replay_as(const char *path, bool with_reference, const char
                 double relative = difference / fmax(fabs((double)expected[e]), 1e-30);
                 if (relative > outcome.worst_relative_error)
                     outcome.worst_relative_error = relative;
-                ck_assert_msg(relative <= RELATIVE_TOLERANCE,
+                if (outcome.exact)
+                    ck_assert_msg(relative <= RELATIVE_TOLERANCE,
                               "%s (%s kernel): step %zu, %s[%zu]: paramd %.9g, torch %.9g "
                               "(relative error %.3g)",
                               path, with_reference ? "reference" : "fast", s + 1, name, e,
                               (double)tensor->values[e], (double)expected[e], relative);
+                else
+                    ck_assert_msg(difference <= tolerance_relative * fabs((double)expected[e]) +
+                                                    tolerance_absolute,
+                                  "%s (%s kernel): step %zu, %s[%zu]: paramd %.9g, reference "
+                                  "%.9g (difference %.3g, tolerance %g relative + %g)",
+                                  path, with_reference ? "reference" : "fast", s + 1, name, e,
+                                  (double)tensor->values[e], (double)expected[e], difference,
+                                  tolerance_relative, tolerance_absolute);
                 outcome.values++;
                 outcome.identical += memcmp(&tensor->values[e], &expected[e], sizeof(float)) == 0;
             }
@@ -191,7 +213,7 @@ static replay_result replay_as(const char *path, bool with_reference, const char
                           slot_name, name);
             size_t count;
             float *expected = decode_b64(value, &count);
-            ck_assert_uint_eq(count, tensor->count);
+            ck_assert_uint_eq(count, tensor->state_length[slot]);
             for (size_t e = 0; e < count; e++)
                 ck_assert_msg(memcmp(&tensor->state[slot][e], &expected[e], sizeof(float)) == 0,
                               "%s (%s kernel): final state %s of %s[%zu]: paramd %.9g, torch "
@@ -244,15 +266,22 @@ static void replay_all(bool with_reference)
     size_t count;
     char **paths = golden_files(&count);
     ck_assert_uint_ge(count, 18); /* the committed SGD, Adam and AdamW cases */
-    double worst = 0;
-    size_t values = 0, identical = 0, state_values = 0;
+    double worst = 0, worst_within_tolerance = 0;
+    size_t values = 0, identical = 0, state_values = 0, tolerant_files = 0, tolerant_values = 0;
     for (size_t i = 0; i < count; i++) {
         replay_result outcome = replay(paths[i], with_reference);
         ck_assert_int_gt(outcome.steps, 0);
-        if (outcome.worst_relative_error > worst)
-            worst = outcome.worst_relative_error;
-        values += outcome.values;
-        identical += outcome.identical;
+        if (outcome.exact) {
+            if (outcome.worst_relative_error > worst)
+                worst = outcome.worst_relative_error;
+            values += outcome.values;
+            identical += outcome.identical;
+        } else {
+            tolerant_files++;
+            tolerant_values += outcome.values;
+            if (outcome.worst_relative_error > worst_within_tolerance)
+                worst_within_tolerance = outcome.worst_relative_error;
+        }
         state_values += outcome.state_values;
         free(paths[i]);
     }
@@ -260,8 +289,10 @@ static void replay_all(bool with_reference)
     printf("conformance (%s kernels): %zu golden trajectories (PyTorch, or the numpy "
            "references from the papers for optimizers torch lacks), %zu of %zu weights "
            "bit-identical, worst relative error %.3g; %zu final optimizer-state values "
-           "bit-identical to torch's\n",
-           with_reference ? "reference" : "fast", count, identical, values, worst, state_values);
+           "bit-identical; %zu trajectories (Muon) within their tolerance, %zu weights, worst "
+           "relative error %.3g\n",
+           with_reference ? "reference" : "fast", count - tolerant_files, identical, values,
+           worst, state_values, tolerant_files, tolerant_values, worst_within_tolerance);
     ck_assert_uint_gt(state_values, 0);
     ck_assert_uint_eq(identical, values);
 }

@@ -79,20 +79,39 @@ static bool make_config(const paramd__optimizer_type *type, unsigned mask,
 
 typedef struct buffers {
     float *param, *grad, *state[PARAMD__MAX_STATE_SLOTS];
+    size_t state_length[PARAMD__MAX_STATE_SLOTS];
 } buffers;
 
+/* A flat tensor, or one of `dimension_count` dimensions (count must be
+ * their product). */
+typedef struct tensor_shape {
+    int dimension_count;
+    int64_t shape[4];
+} tensor_shape;
+
+static const tensor_shape flat = {0, {0}};
+
 /* State starts as paramd__tensor_create leaves it: zeros, then the
- * optimizer's init_state hook (e.g. Adagrad's initial_accumulator_value). */
-static void buffers_alloc(buffers *b, size_t count, const paramd__optimizer_config *config)
+ * optimizer's init_state hook (e.g. Adagrad's initial_accumulator_value).
+ * `extra` floats beyond `count` allow unaligned views (flat tensors only). */
+static void buffers_alloc(buffers *b, size_t count, size_t extra,
+                          const paramd__optimizer_config *config, const tensor_shape *shape)
 {
     memset(b, 0, sizeof *b);
-    b->param = malloc((count + 1) * sizeof(float));
-    b->grad = malloc((count + 1) * sizeof(float));
-    for (int s = 0; s < config->type->state_slot_count; s++)
-        if (config->type->uses_state_slot(config, s))
-            b->state[s] = calloc(count + 1, sizeof(float));
+    b->param = malloc((count + extra + 1) * sizeof(float));
+    b->grad = malloc((count + extra + 1) * sizeof(float));
+    for (int s = 0; s < config->type->state_slot_count; s++) {
+        size_t length = paramd__optimizer_state_length(config, s, shape->dimension_count,
+                                                       shape->shape, count);
+        if (length == 0)
+            continue;
+        if (length == count)
+            length += extra;
+        b->state[s] = calloc(length + 1, sizeof(float));
+        b->state_length[s] = length;
+    }
     if (config->type->init_state)
-        config->type->init_state(config, b->state, count + 1);
+        config->type->init_state(config, b->state, count + extra);
 }
 
 static void buffers_free(buffers *b)
@@ -103,45 +122,78 @@ static void buffers_free(buffers *b)
         free(b->state[s]);
 }
 
-static paramd__step_arrays arrays_at(const buffers *b, size_t offset)
+static paramd__step_arrays arrays_at(const buffers *b, size_t offset, const tensor_shape *shape)
 {
-    paramd__step_arrays arrays = {.param = b->param + offset, .grad = b->grad + offset};
+    paramd__step_arrays arrays = {.param = b->param + offset,
+                                  .grad = b->grad + offset,
+                                  .dimension_count = shape->dimension_count,
+                                  .shape = shape->shape};
     for (int s = 0; s < PARAMD__MAX_STATE_SLOTS; s++)
         arrays.state[s] = b->state[s] ? b->state[s] + offset : NULL;
     return arrays;
 }
 
+/* Whether fast and reference may differ by rounding: Muon's matrix
+ * products (sgemm against plain double-precision loops). */
+static bool compared_with_tolerance(const paramd__optimizer_config *config,
+                                    const tensor_shape *shape)
+{
+    return strcmp(config->type->name, "Muon") == 0 && shape->dimension_count == 2 &&
+           paramd__optimizer_state_length(config, 0, 2, shape->shape, 1) != 0;
+}
+
+static void assert_arrays_agree(const paramd__optimizer_config *config, const float *fast,
+                                const float *reference, size_t count, bool tolerant,
+                                const char *what, int step)
+{
+    if (!tolerant) {
+        ck_assert_msg(memcmp(fast, reference, count * sizeof(float)) == 0,
+                      "%s: %s differ after step %d (count %zu)", config->type->name, what, step,
+                      count);
+        return;
+    }
+    for (size_t i = 0; i < count; i++)
+        ck_assert_msg(fabsf(fast[i] - reference[i]) <= 1e-4f * fabsf(reference[i]) + 1e-6f,
+                      "%s: %s[%zu] %.9g (fast) and %.9g (reference) after step %d",
+                      config->type->name, what, i, (double)fast[i], (double)reference[i], step);
+}
+
 /* Runs `steps` steps through both kernels from identical data and compares
- * parameters and every state slot bit for bit after each step. */
-static void compare(const paramd__optimizer_config *config, size_t count, size_t offset,
-                    int steps)
+ * parameters and every state slot after each step: bit for bit, or within
+ * a tight tolerance for Muon's matrix products. */
+static void compare_shaped(const paramd__optimizer_config *config, size_t count, size_t offset,
+                           int steps, const tensor_shape *shape)
 {
     buffers fast, reference;
-    buffers_alloc(&fast, count + offset, config);
-    buffers_alloc(&reference, count + offset, config);
+    buffers_alloc(&fast, count, offset, config, shape);
+    buffers_alloc(&reference, count, offset, config, shape);
+    bool tolerant = compared_with_tolerance(config, shape);
     for (size_t i = 0; i < count + offset; i++)
         fast.param[i] = reference.param[i] = random_float(2.0f);
     for (int step = 1; step <= steps; step++) {
         float scale = step % 3 == 0 ? 10.0f : step % 3 == 1 ? 1.0f : 1e-3f;
         for (size_t i = 0; i < count + offset; i++)
             fast.grad[i] = reference.grad[i] = i % 7 == 0 ? 0.0f : random_float(scale);
-        paramd__step_arrays fast_arrays = arrays_at(&fast, offset);
-        paramd__step_arrays reference_arrays = arrays_at(&reference, offset);
+        paramd__step_arrays fast_arrays = arrays_at(&fast, offset, shape);
+        paramd__step_arrays reference_arrays = arrays_at(&reference, offset, shape);
         paramd__optimizer_step(config, (uint64_t)step, &fast_arrays, count);
         paramd__optimizer_step_reference(config, (uint64_t)step, &reference_arrays, count);
-        ck_assert_msg(memcmp(fast.param, reference.param, (count + offset) * sizeof(float)) == 0,
-                      "%s: parameters differ after step %d (count %zu, offset %zu)",
-                      config->type->name, step, count, offset);
+        assert_arrays_agree(config, fast.param, reference.param, count + offset, tolerant,
+                            "parameters", step);
         for (int s = 0; s < PARAMD__MAX_STATE_SLOTS; s++)
             if (fast.state[s])
-                ck_assert_msg(memcmp(fast.state[s], reference.state[s],
-                                     (count + offset) * sizeof(float)) == 0,
-                              "%s: state %s differs after step %d (count %zu)",
-                              config->type->name, config->type->state_slot_names[s], step,
-                              count);
+                assert_arrays_agree(config, fast.state[s], reference.state[s],
+                                    fast.state_length[s], tolerant,
+                                    config->type->state_slot_names[s], step);
     }
     buffers_free(&fast);
     buffers_free(&reference);
+}
+
+static void compare(const paramd__optimizer_config *config, size_t count, size_t offset,
+                    int steps)
+{
+    compare_shaped(config, count, offset, steps, &flat);
 }
 
 START_TEST(test_fast_matches_reference_small)
@@ -181,6 +233,70 @@ START_TEST(test_fast_matches_reference_threaded)
 }
 END_TEST
 
+static size_t shape_count(const tensor_shape *shape)
+{
+    size_t count = 1;
+    for (int d = 0; d < shape->dimension_count; d++)
+        count *= (size_t)shape->shape[d];
+    return count;
+}
+
+/* Tensor-wise optimizers read the shape: matrices wide and tall, batched
+ * matrices, a single row, a scalar. */
+START_TEST(test_fast_matches_reference_shaped)
+{
+    static const tensor_shape shapes[] = {
+        {2, {37, 45}}, {2, {45, 37}}, {3, {3, 17, 19}}, {2, {1, 33}}, {2, {33, 1}},
+        {0, {0}},      {1, {1000}},   {4, {2, 2, 5, 16}},
+    };
+    int configurations = 0;
+    for (int t = 0; t < paramd__optimizer_type_count; t++) {
+        const paramd__optimizer_type *type = paramd__optimizer_types[t];
+        if (type->tensor_step == NULL)
+            continue;
+        for (unsigned mask = 0; mask < 32; mask++) {
+            paramd__optimizer_config config;
+            if (!make_config(type, mask, &config))
+                continue;
+            configurations++;
+            for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+                compare_shaped(&config, shapes[i].dimension_count ? shape_count(&shapes[i]) : 1,
+                               0, 5, &shapes[i]);
+        }
+    }
+    ck_assert_int_ge(configurations, 4 * 4);
+}
+END_TEST
+
+/* Large shaped tensors go through the thread pool, and their sums are taken
+ * in blocks and row blocks: still bit-identical to the serial reference, so
+ * results do not depend on the thread count. */
+START_TEST(test_fast_matches_reference_shaped_threaded)
+{
+    ck_assert_int_eq(paramd__parallel_start(3), PARAMD_OK);
+    static const tensor_shape large[] = {{2, {600, 701}}, {2, {70, 6001}}, {3, {2, 400, 400}}};
+    static const tensor_shape muon[] = {{2, {96, 160}}, {2, {160, 96}}};
+    for (int t = 0; t < paramd__optimizer_type_count; t++) {
+        const paramd__optimizer_type *type = paramd__optimizer_types[t];
+        if (type->tensor_step == NULL)
+            continue;
+        bool is_muon = strcmp(type->name, "Muon") == 0;
+        const tensor_shape *shapes = is_muon ? muon : large;
+        size_t shape_total = is_muon ? 2 : 3;
+        for (unsigned mask = 0; mask < 4; mask++) {
+            paramd__optimizer_config config;
+            if (!make_config(type, mask, &config))
+                continue;
+            for (size_t i = 0; i < shape_total; i++)
+                compare_shaped(&config, shape_count(&shapes[i]), 0, 3, &shapes[i]);
+            if (!is_muon)
+                compare(&config, PARAMD__PARALLEL_STEP_MINIMUM * 3 + 5, 0, 3);
+        }
+    }
+    paramd__parallel_stop();
+}
+END_TEST
+
 /* The comparison itself can fail: a one-ulp change is caught. */
 START_TEST(test_comparison_detects_one_ulp)
 {
@@ -196,6 +312,8 @@ static Suite *make_suite(void)
     tcase_set_timeout(tcase, 300);
     tcase_add_test(tcase, test_fast_matches_reference_small);
     tcase_add_test(tcase, test_fast_matches_reference_threaded);
+    tcase_add_test(tcase, test_fast_matches_reference_shaped);
+    tcase_add_test(tcase, test_fast_matches_reference_shaped_threaded);
     tcase_add_test(tcase, test_comparison_detects_one_ulp);
     suite_add_tcase(suite, tcase);
     return suite;

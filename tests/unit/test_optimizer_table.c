@@ -8,6 +8,7 @@
 #include "optimizer.h"
 #include "tensor.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include <strings.h>
@@ -17,9 +18,21 @@ START_TEST(test_rows_are_complete)
     for (int t = 0; t < paramd__optimizer_type_count; t++) {
         const paramd__optimizer_type *type = paramd__optimizer_types[t];
         ck_assert_ptr_nonnull(type->name);
-        ck_assert_ptr_nonnull(type->prepare);
-        ck_assert_ptr_nonnull(type->kernel);
-        ck_assert_ptr_nonnull(type->reference_kernel);
+        /* Element-wise (prepare and both kernels) or tensor-wise, never both. */
+        if (type->tensor_step) {
+            ck_assert_msg(type->prepare == NULL && type->kernel == NULL &&
+                              type->reference_kernel == NULL,
+                          "%s: tensor_step and element kernels", type->name);
+            ck_assert_msg(type->init_state == NULL, "%s: tensor-wise with init_state",
+                          type->name);
+        } else {
+            ck_assert_ptr_nonnull(type->prepare);
+            ck_assert_ptr_nonnull(type->kernel);
+            ck_assert_ptr_nonnull(type->reference_kernel);
+            ck_assert_msg(type->state_slot_length == NULL && type->scratch_bytes == NULL,
+                          "%s: element-wise optimizers keep one state float per element",
+                          type->name);
+        }
         ck_assert_ptr_nonnull(type->uses_state_slot);
         ck_assert_int_le(type->state_slot_count, PARAMD__MAX_STATE_SLOTS);
         for (int s = 0; s < type->state_slot_count; s++)
@@ -40,8 +53,10 @@ START_TEST(test_schemas_are_consistent)
         ck_assert_ptr_nonnull(paramd__optimizer_find_hyperparameter(type, "lr"));
         for (int i = 0; i < type->hyperparameter_count; i++) {
             const paramd__hyperparameter_spec *spec = &type->hyperparameters[i];
-            int width = spec->kind == PARAMD__HYPERPARAMETER_PAIR ? 2 : 1;
+            int width = paramd__hyperparameter_width(spec->kind);
             ck_assert_ptr_nonnull(spec->description);
+            ck_assert_msg((spec->kind == PARAMD__HYPERPARAMETER_CHOICE) == (spec->choices != NULL),
+                          "%s.%s: choices go with CHOICE", type->name, spec->name);
             for (int w = 0; w < width; w++) {
                 ck_assert_int_lt(spec->slot + w, PARAMD__MAX_HYPERPARAMETERS);
                 ck_assert_msg(!used[spec->slot + w], "%s.%s: slot %d used twice", type->name,
@@ -214,6 +229,8 @@ START_TEST(test_prepare_is_a_function_of_the_step)
     static paramd__step_scalars ascending[STEPS + 1];
     for (int t = 0; t < paramd__optimizer_type_count; t++) {
         const paramd__optimizer_type *type = paramd__optimizer_types[t];
+        if (type->prepare == NULL)
+            continue; /* tensor-wise: no per-step scalars */
         paramd__optimizer_config config;
         paramd__optimizer_config_init(&config, type);
         const paramd__hyperparameter_spec *lr = paramd__optimizer_find_hyperparameter(type, "lr");
@@ -393,6 +410,162 @@ START_TEST(test_sgd_nesterov_rule)
 }
 END_TEST
 
+
+/* The defaults of LAMB, LARS, Adafactor and Muon: the papers', apex's and
+ * timm's for LAMB and LARS, torch 2.x's for Adafactor and Muon. */
+START_TEST(test_tensor_wise_defaults)
+{
+    paramd__optimizer_config config;
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("lamb"));
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1e-3);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-6);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "bias_correction"), 1);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "always_adapt"), 1);
+    ck_assert_ptr_null(paramd__optimizer_find_hyperparameter(config.type, "decoupled_weight_decay"));
+
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("LARS"));
+    ck_assert(isnan(paramd__optimizer_config_get(&config, "lr"))); /* required, as SGD's */
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "trust_coefficient"), 1e-3);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-8);
+
+    const paramd__optimizer_type *adafactor = paramd__optimizer_find("Adafactor");
+    paramd__optimizer_config_init(&config, adafactor);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1e-2);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "beta2_decay"), -0.8);
+    int eps = paramd__optimizer_find_hyperparameter(adafactor, "eps")->slot;
+    ck_assert_double_eq(config.values[eps], FLT_EPSILON); /* torch: None -> finfo.eps */
+    ck_assert_double_eq(config.values[eps + 1], 1e-3);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "d"), 1.0);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0);
+
+    const paramd__optimizer_type *muon = paramd__optimizer_find("muon");
+    paramd__optimizer_config_init(&config, muon);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "lr"), 1e-3);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "weight_decay"), 0.1);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "momentum"), 0.95);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "nesterov"), 1);
+    int ns = paramd__optimizer_find_hyperparameter(muon, "ns_coefficients")->slot;
+    ck_assert_double_eq(config.values[ns], 3.4445);
+    ck_assert_double_eq(config.values[ns + 1], -4.775);
+    ck_assert_double_eq(config.values[ns + 2], 2.0315);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "eps"), 1e-7);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "ns_steps"), 5);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "adjust_lr_fn"), 0); /* original */
+    ck_assert_int_eq(paramd__optimizer_config_validate(&config, "optimizer", NULL), PARAMD_OK);
+}
+END_TEST
+
+/* Integers, choices and triples are range-checked like numbers. */
+START_TEST(test_integer_choice_and_triple)
+{
+    const paramd__optimizer_type *muon = paramd__optimizer_find("Muon");
+    paramd__optimizer_config config;
+    paramd__optimizer_config_init(&config, muon);
+    paramd__optimizer_config before = config;
+    paramd__error error;
+    const paramd__hyperparameter_spec *steps =
+        paramd__optimizer_find_hyperparameter(muon, "ns_steps");
+    double value[3] = {2.5};
+    ck_assert_int_eq(paramd__optimizer_config_set(&config, steps, value, "optimizer.ns_steps",
+                                                  &error),
+                     PARAMD_E_BAD_HYPERPARAMETER);
+    ck_assert_ptr_nonnull(strstr(error.message, "optimizer.ns_steps: must be an integer in [0, 99]"));
+    value[0] = 100; /* torch refuses 100 steps or more */
+    ck_assert_int_eq(paramd__optimizer_config_set(&config, steps, value, "s", NULL),
+                     PARAMD_E_BAD_HYPERPARAMETER);
+    ck_assert(memcmp(&config, &before, sizeof config) == 0);
+    value[0] = 0;
+    ck_assert_int_eq(paramd__optimizer_config_set(&config, steps, value, "s", NULL), PARAMD_OK);
+
+    const paramd__hyperparameter_spec *adjust =
+        paramd__optimizer_find_hyperparameter(muon, "adjust_lr_fn");
+    value[0] = 2;
+    ck_assert_int_eq(paramd__optimizer_config_set(&config, adjust, value, "optimizer.adjust_lr_fn",
+                                                  &error),
+                     PARAMD_E_BAD_HYPERPARAMETER);
+    ck_assert_ptr_nonnull(strstr(error.message, "\"original\", \"match_rms_adamw\""));
+    value[0] = 1;
+    ck_assert_int_eq(paramd__optimizer_config_set(&config, adjust, value, "a", NULL), PARAMD_OK);
+
+    const paramd__hyperparameter_spec *coefficients =
+        paramd__optimizer_find_hyperparameter(muon, "ns_coefficients");
+    double triple[3] = {1, 2, NAN};
+    ck_assert_int_eq(paramd__optimizer_config_set(&config, coefficients, triple,
+                                                  "optimizer.ns_coefficients", &error),
+                     PARAMD_E_BAD_HYPERPARAMETER);
+    ck_assert_ptr_nonnull(strstr(error.message, "optimizer.ns_coefficients[2]"));
+    triple[2] = 3;
+    ck_assert_int_eq(paramd__optimizer_config_set(&config, coefficients, triple, "c", NULL),
+                     PARAMD_OK);
+    ck_assert_double_eq(config.values[coefficients->slot + 2], 3);
+
+    /* Adafactor: torch's ranges. */
+    const paramd__optimizer_type *adafactor = paramd__optimizer_find("Adafactor");
+    paramd__optimizer_config_init(&config, adafactor);
+    value[0] = 0.1; /* beta2_decay must be <= 0 */
+    ck_assert_int_eq(paramd__optimizer_config_set(
+                         &config, paramd__optimizer_find_hyperparameter(adafactor, "beta2_decay"),
+                         value, "b", NULL),
+                     PARAMD_E_BAD_HYPERPARAMETER);
+    value[0] = 0.5; /* d must be >= 1 */
+    ck_assert_int_eq(paramd__optimizer_config_set(
+                         &config, paramd__optimizer_find_hyperparameter(adafactor, "d"), value,
+                         "d", NULL),
+                     PARAMD_E_BAD_HYPERPARAMETER);
+}
+END_TEST
+
+/* The state each tensor-wise optimizer keeps depends on the tensor's shape. */
+START_TEST(test_state_follows_the_shape)
+{
+    paramd__error error;
+    paramd__optimizer_config config;
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("Adafactor"));
+    int64_t matrix[2] = {6, 10}, batched[3] = {2, 3, 4}, vector[1] = {7};
+    paramd__tensor *t = paramd__tensor_create("m", 2, matrix, &config, &error);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(t->state_length[0], 6);  /* row_var (6, 1) */
+    ck_assert_uint_eq(t->state_length[1], 10); /* col_var (1, 10) */
+    ck_assert_ptr_null(t->state[2]);           /* no full variance */
+    ck_assert_uint_eq(paramd__tensor_memory_bytes(t), (60 + 16) * sizeof(float));
+    paramd__tensor_destroy(t);
+    t = paramd__tensor_create("b", 3, batched, &config, &error);
+    ck_assert_uint_eq(t->state_length[0], 2 * 3);
+    ck_assert_uint_eq(t->state_length[1], 2 * 4);
+    paramd__tensor_destroy(t);
+    t = paramd__tensor_create("v", 1, vector, &config, &error);
+    ck_assert_ptr_null(t->state[0]);
+    ck_assert_ptr_null(t->state[1]);
+    ck_assert_uint_eq(t->state_length[2], 7);
+    paramd__tensor_destroy(t);
+
+    /* Muon: a momentum buffer for matrices, AdamW's moments for the rest. */
+    paramd__optimizer_config_init(&config, paramd__optimizer_find("Muon"));
+    t = paramd__tensor_create("m", 2, matrix, &config, &error);
+    ck_assert_uint_eq(t->state_length[0], 60);
+    ck_assert_ptr_null(t->state[1]);
+    ck_assert_ptr_null(t->state[2]);
+    ck_assert_uint_gt(paramd__optimizer_scratch_bytes(&config, 2, matrix, 60),
+                      2 * 60 * sizeof(float));
+    paramd__tensor_destroy(t);
+    t = paramd__tensor_create("v", 1, vector, &config, &error);
+    ck_assert_ptr_null(t->state[0]);
+    ck_assert_uint_eq(t->state_length[1], 7);
+    ck_assert_uint_eq(t->state_length[2], 7);
+    ck_assert_uint_eq(paramd__optimizer_scratch_bytes(&config, 1, vector, 7), 0);
+    paramd__tensor_destroy(t);
+    double off[1] = {0};
+    ck_assert_int_eq(paramd__optimizer_config_set(
+                         &config, paramd__optimizer_find_hyperparameter(config.type, "use_muon"),
+                         off, "use_muon", NULL),
+                     PARAMD_OK);
+    t = paramd__tensor_create("m", 2, matrix, &config, &error);
+    ck_assert_ptr_null(t->state[0]);
+    ck_assert_uint_eq(t->state_length[1], 60);
+    paramd__tensor_destroy(t);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *suite = suite_create("optimizer_table");
@@ -407,6 +580,9 @@ static Suite *make_suite(void)
     tcase_add_test(tcase, test_init_state);
     tcase_add_test(tcase, test_ranges_are_enforced);
     tcase_add_test(tcase, test_sgd_nesterov_rule);
+    tcase_add_test(tcase, test_tensor_wise_defaults);
+    tcase_add_test(tcase, test_integer_choice_and_triple);
+    tcase_add_test(tcase, test_state_follows_the_shape);
     suite_add_tcase(suite, tcase);
     return suite;
 }

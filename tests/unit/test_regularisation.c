@@ -41,7 +41,7 @@ START_TEST(test_which_optimizers_take_them)
         /* The common slots are free in every schema. */
         for (int i = 0; i < type->hyperparameter_count; i++)
             ck_assert_int_lt(type->hyperparameters[i].slot +
-                                 (type->hyperparameters[i].kind == PARAMD__HYPERPARAMETER_PAIR),
+                                 paramd__hyperparameter_width(type->hyperparameters[i].kind) - 1,
                              PARAMD__FIRST_COMMON_SLOT);
     }
     ck_assert_ptr_null(paramd__optimizer_find_hyperparameter(paramd__optimizer_find("AdamW"),
