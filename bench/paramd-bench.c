@@ -19,7 +19,8 @@
  *
  * Usage: paramd-bench [--elements N[,N...]] [--threads T[,T...]] [--steps K]
  *                     [--optimizers NAME[,NAME...]] [--no-torch]
- *        paramd-bench optim --optimizer NAME --n N --threads T [--steps K] [--no-torch]
+ *        paramd-bench optim --optimizer NAME --n N --threads T [--steps K] [--rows R]
+ *                           [--no-torch]
  *        paramd-bench --http HOST:PORT [--connections N] [--large-elements N]
  */
 #define _DEFAULT_SOURCE
@@ -29,6 +30,7 @@
 #include "parallel.h"
 #include "tensor.h"
 
+#include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,48 +70,79 @@ static double median(double *values, int count)
 
 /* ---------------------------------------------------------------------------
  * The bandwidth probe: the optimizer's streams, one add per stream.
+ *
+ * An optimizer describes its step as passes over memory (optimizer.h,
+ * paramd__optimizer_memory_passes): one for element-wise optimizers (read
+ * the weights, the gradient and each state array; write the weights and each
+ * state array), two or three for the tensor-wise ones (LAMB: moments and
+ * norms, then the weights).  The probe makes the same passes, each reading
+ * `reads` arrays and writing back `writes` of them, with one add per array.
+ * A pass that writes nothing keeps its loads alive with 16 independent sums
+ * (reduce.h's lanes), which gcc vectorises.
  * ------------------------------------------------------------------------- */
 
+#define PROBE_ARRAYS 6
+
 typedef struct probe_job {
-    paramd__step_arrays arrays;
-    int slots;
+    float *arrays[PROBE_ARRAYS];
+    paramd__memory_pass pass;
+    double sink; /* sums of passes that write nothing, so they are not optimised away */
 } probe_job;
+
+/* Reads arrays [0, reads), writes [0, writes): a[k] += x, x the sum of the
+ * read-only ones (or of a[0] when every array read is written). */
+static PARAMD__ALWAYS_INLINE void probe_loop(float *const *arrays, int reads, int writes,
+                                             size_t begin, size_t end, double *sink)
+{
+    float *restrict a0 = arrays[0], *restrict a1 = arrays[1], *restrict a2 = arrays[2];
+    float *restrict a3 = arrays[3], *restrict a4 = arrays[4], *restrict a5 = arrays[5];
+    float lanes[16] = {0};
+    for (size_t i = begin; i < end; i++) {
+        float x = 0;
+        if (writes == 0 || writes == reads)
+            x = a0[i];
+        if (reads > 1 && writes < 2)
+            x += a1[i];
+        if (reads > 2 && writes < 3)
+            x += a2[i];
+        if (reads > 3 && writes < 4)
+            x += a3[i];
+        if (reads > 4 && writes < 5)
+            x += a4[i];
+        if (reads > 5 && writes < 6)
+            x += a5[i];
+        if (writes > 0)
+            a0[i] += x;
+        if (writes > 1)
+            a1[i] += x;
+        if (writes > 2)
+            a2[i] += x;
+        if (writes > 3)
+            a3[i] += x;
+        if (writes > 4)
+            a4[i] += x;
+        if (writes == 0)
+            lanes[i % 16] += x;
+    }
+    for (int j = 0; j < 16; j++)
+        *sink += lanes[j];
+}
 
 PARAMD__FAST_KERNEL
 static void probe_range(void *context, size_t begin, size_t end)
 {
-    const probe_job *job = context;
-    float *restrict param = job->arrays.param;
-    const float *restrict grad = job->arrays.grad;
-    float *restrict s0 = job->arrays.state[0], *restrict s1 = job->arrays.state[1];
-    float *restrict s2 = job->arrays.state[2];
-    switch (job->slots) {
-    case 0:
-        for (size_t i = begin; i < end; i++)
-            param[i] += grad[i];
-        break;
-    case 1:
-        for (size_t i = begin; i < end; i++) {
-            param[i] += grad[i];
-            s0[i] += grad[i];
-        }
-        break;
-    case 2:
-        for (size_t i = begin; i < end; i++) {
-            param[i] += grad[i];
-            s0[i] += grad[i];
-            s1[i] += grad[i];
-        }
-        break;
-    default:
-        for (size_t i = begin; i < end; i++) {
-            param[i] += grad[i];
-            s0[i] += grad[i];
-            s1[i] += grad[i];
-            s2[i] += grad[i];
-        }
-        break;
-    }
+    probe_job *job = context;
+    double sink = 0;
+    int r = job->pass.reads, w = job->pass.writes;
+#define PROBE_CASE(reads, writes)                                                                  if (r == reads && w == writes) {                                                                   probe_loop(job->arrays, reads, writes, begin, end, &sink);                                     goto done;                                                                                 }
+    PROBE_CASE(1, 0) PROBE_CASE(2, 0) PROBE_CASE(3, 0) PROBE_CASE(1, 1) PROBE_CASE(2, 1)
+    PROBE_CASE(3, 1) PROBE_CASE(4, 1) PROBE_CASE(2, 2) PROBE_CASE(3, 2) PROBE_CASE(4, 2)
+    PROBE_CASE(4, 3) PROBE_CASE(5, 3) PROBE_CASE(5, 4) PROBE_CASE(6, 4) PROBE_CASE(6, 5)
+#undef PROBE_CASE
+    fprintf(stderr, "paramd-bench: no probe for a pass reading %d and writing %d arrays\n", r, w);
+    exit(1);
+done:
+    job->sink += sink; /* a race between threads is harmless: only kept alive */
 }
 
 /* ---------------------------------------------------------------------------
@@ -141,46 +174,104 @@ static void configure(const bench_config *bench, paramd__optimizer_config *confi
 
 typedef struct measurement {
     double probe_mparams, paramd_mparams, torch_mparams; /* torch < 0: not measured */
-    int bytes_per_param;
+    int bytes_per_param;                                 /* all passes' traffic */
+    double matmul_gflops;                                /* Muon: sgemm GFLOP/s; else 0 */
 } measurement;
 
-static measurement measure(const bench_config *bench, size_t elements, int threads, int steps,
-                           bool with_torch)
+/* The shape a benchmark tensor has: flat for element-wise optimizers; a
+ * matrix for tensor-wise ones (Adafactor factors it, Muon orthogonalises
+ * it), rows x columns as given or as square as the count allows. */
+typedef struct bench_shape {
+    int dimension_count;
+    int64_t shape[2];
+} bench_shape;
+
+static bench_shape shape_for(const paramd__optimizer_type *type, size_t elements, size_t rows)
+{
+    bench_shape s = {0, {0, 0}};
+    if (type->tensor_step == NULL && rows == 0)
+        return s;
+    if (rows == 0) {
+        rows = 1;
+        while (rows * rows * 4 <= elements && elements % (rows * 2) == 0)
+            rows *= 2;
+    }
+    s.dimension_count = 2;
+    s.shape[0] = (int64_t)rows;
+    s.shape[1] = (int64_t)(elements / rows);
+    return s;
+}
+
+/* Floating-point operations of one Muon step's Newton-Schulz iteration. */
+static double muon_flops(const paramd__optimizer_config *config, const bench_shape *shape)
+{
+    if (strcmp(config->type->name, "Muon") != 0 || shape->dimension_count != 2 ||
+        paramd__optimizer_config_get(config, "use_muon") == 0)
+        return 0;
+    double k = (double)(shape->shape[0] < shape->shape[1] ? shape->shape[0] : shape->shape[1]);
+    double l = (double)(shape->shape[0] < shape->shape[1] ? shape->shape[1] : shape->shape[0]);
+    return paramd__optimizer_config_get(config, "ns_steps") * (4 * k * k * l + 2 * k * k * k);
+}
+
+static measurement measure(const bench_config *bench, size_t elements, size_t rows, int threads,
+                           int steps, bool with_torch)
 {
     paramd__optimizer_config config;
     configure(bench, &config);
     paramd__parallel_stop();
     if (threads > 1)
         paramd__parallel_start(threads - 1);
-
-    paramd__step_arrays arrays = {0};
+    openblas_set_num_threads(threads > 0 ? threads : 1);
+    bench_shape shape = shape_for(config.type, elements, rows);
+    paramd__step_arrays arrays = {.dimension_count = shape.dimension_count,
+                                  .shape = shape.shape};
+    size_t state_lengths[PARAMD__MAX_STATE_SLOTS] = {0};
     arrays.param = paramd__float_array_alloc(elements);
     float *grad = paramd__float_array_alloc(elements);
     arrays.grad = grad;
-    int slots = 0;
-    for (int s = 0; s < config.type->state_slot_count; s++)
-        if (config.type->uses_state_slot(&config, s)) {
-            arrays.state[s] = paramd__float_array_alloc(elements);
-            slots++;
+    bool out_of_memory = arrays.param == NULL || grad == NULL;
+    for (int s = 0; s < config.type->state_slot_count; s++) {
+        state_lengths[s] = paramd__optimizer_state_length(&config, s, shape.dimension_count,
+                                                          shape.shape, elements);
+        if (state_lengths[s] > 0) {
+            arrays.state[s] = paramd__float_array_alloc(state_lengths[s]);
+            out_of_memory |= arrays.state[s] == NULL;
         }
-    if (arrays.param == NULL || grad == NULL) {
+    }
+    if (config.type->init_state)
+        config.type->init_state(&config, arrays.state, elements);
+    paramd__memory_pass passes[PARAMD__MAX_MEMORY_PASSES];
+    int pass_count = paramd__optimizer_memory_passes(&config, shape.dimension_count, shape.shape,
+                                                     passes);
+    probe_job probe = {.sink = 0};
+    int probe_arrays = 0;
+    for (int p = 0; p < pass_count; p++)
+        probe_arrays = passes[p].reads > probe_arrays ? passes[p].reads : probe_arrays;
+    for (int a = 0; a < probe_arrays && a < PROBE_ARRAYS; a++) {
+        probe.arrays[a] = paramd__float_array_alloc(elements);
+        out_of_memory |= probe.arrays[a] == NULL;
+    }
+    if (out_of_memory) {
         fprintf(stderr, "paramd-bench: out of memory for %zu elements\n", elements);
         exit(1);
     }
-    for (size_t i = 0; i < elements; i++)
+    for (size_t i = 0; i < elements; i++) {
         grad[i] = (float)((i * 2654435761u) % 1000) * 1e-6f - 5e-4f;
-
+        arrays.param[i] = (float)((i * 40503u) % 1000) * 1e-3f - 0.5f;
+    }
     measurement result = {.torch_mparams = -1};
-    result.bytes_per_param = (int)sizeof(float) * (2 + 2 * slots + 1);
+    for (int p = 0; p < pass_count; p++)
+        result.bytes_per_param += (int)sizeof(float) * (passes[p].reads + passes[p].writes);
     double *times = malloc((size_t)steps * sizeof *times);
-
     /* Probe and kernel steps alternate, so that drift in the machine (other
      * tenants, frequency changes) affects both alike. */
     double *probe_times = malloc((size_t)steps * sizeof *probe_times);
-    probe_job probe = {arrays, slots};
     for (int i = -2; i < steps; i++) {
         double start = now_seconds();
-        paramd__parallel_for(elements, 16, PARAMD__PARALLEL_STEP_MINIMUM, probe_range, &probe);
+        for (int p = 0; p < pass_count; p++) {
+            probe.pass = passes[p];
+            paramd__parallel_for(elements, 16, PARAMD__PARALLEL_STEP_MINIMUM, probe_range, &probe);
+        }
         double middle = now_seconds();
         paramd__optimizer_step(&config, (uint64_t)(i + 3), &arrays, elements);
         double end = now_seconds();
@@ -190,20 +281,23 @@ static measurement measure(const bench_config *bench, size_t elements, int threa
         }
     }
     result.probe_mparams = (double)elements / median(probe_times, steps) / 1e6;
-    result.paramd_mparams = (double)elements / median(times, steps) / 1e6;
+    double step_seconds = median(times, steps);
+    result.paramd_mparams = (double)elements / step_seconds / 1e6;
+    result.matmul_gflops = muon_flops(&config, &shape) / step_seconds / 1e9;
     free(probe_times);
-
     free(times);
     paramd__float_array_free(arrays.param, elements);
     paramd__float_array_free(grad, elements);
     for (int s = 0; s < PARAMD__MAX_STATE_SLOTS; s++)
-        paramd__float_array_free(arrays.state[s], elements);
-
+        paramd__float_array_free(arrays.state[s], state_lengths[s]);
+    for (int a = 0; a < PROBE_ARRAYS; a++)
+        paramd__float_array_free(probe.arrays[a], elements);
     if (with_torch) {
         char command[512];
         snprintf(command, sizeof command,
-                 "/usr/bin/python3 bench/torch_step.py %s %zu %d %d 2>/dev/null", bench->optimizer,
-                 elements, threads, steps);
+                 "/usr/bin/python3 bench/torch_step.py %s %zu %d %d %lld 2>/dev/null",
+                 bench->optimizer, elements, threads, steps,
+                 (long long)(shape.dimension_count == 2 ? shape.shape[0] : 0));
         FILE *pipe = popen(command, "r");
         char line[1024] = "";
         if (pipe && fgets(line, sizeof line, pipe)) {
@@ -247,12 +341,13 @@ static bool list_contains(const char *list, const char *name)
 }
 
 /* `paramd-bench optim --optimizer NAME --n N --threads T [--steps K]
- * [--no-torch]`: one measurement, printed as a line for people and, last, one
- * JSON object for scripts. */
+ * [--rows R] [--no-torch]`: one measurement, printed as a line for people
+ * and, last, one JSON object for scripts.  Tensor-wise optimizers get a
+ * matrix of N elements (R rows, or as square as N allows). */
 static int optim_command(int argc, char **argv)
 {
     const char *name = "AdamW";
-    size_t n = 64 << 20, threads = 0;
+    size_t n = 64 << 20, threads = 0, rows = 0;
     int steps = 20;
     bool with_torch = true;
     for (int i = 2; i < argc; i++) {
@@ -262,14 +357,18 @@ static int optim_command(int argc, char **argv)
             parse_list(argv[++i], &n, 1);
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             parse_list(argv[++i], &threads, 1);
+        else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc)
+            parse_list(argv[++i], &rows, 1);
         else if (strcmp(argv[i], "--steps") == 0 && i + 1 < argc)
             steps = atoi(argv[++i]);
         else if (strcmp(argv[i], "--no-torch") == 0)
             with_torch = false;
         else {
             fprintf(stderr, "Usage: paramd-bench optim [--optimizer NAME] [--n N] [--threads T] "
-                            "[--steps K] [--no-torch]\n"
-                            "Defaults: AdamW, 64M elements, all cores, 20 steps.\n");
+                            "[--steps K] [--rows R] [--no-torch]\n"
+                            "Defaults: AdamW, 64M elements, all cores, 20 steps; LAMB, LARS, "
+                            "Adafactor and Muon\nget a matrix of N elements with R rows (default: "
+                            "as square as N allows).\n");
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }
@@ -282,32 +381,50 @@ static int optim_command(int argc, char **argv)
         fprintf(stderr, "paramd-bench: unknown optimizer \"%s\"\n", name);
         return 2;
     }
+    if (rows > 0 && (n % rows != 0)) {
+        fprintf(stderr, "paramd-bench: --rows %zu does not divide --n %zu\n", rows, n);
+        return 2;
+    }
     bench_config bench = {type->name, "lr=0.001"};
     for (size_t c = 0; c < sizeof configs / sizeof configs[0]; c++)
         if (strcmp(configs[c].optimizer, type->name) == 0)
             bench = configs[c];
     if (with_torch && access("/usr/bin/python3", X_OK) != 0)
         with_torch = false;
-    measurement m = measure(&bench, n, (int)threads, steps < 1 ? 1 : steps, with_torch);
-    printf("%s, %zu elements, %zu threads: paramd %.0f Mparams/s, probe %.0f Mparams/s "
-           "(%.0f%%), torch ",
-           type->name, n, threads, m.paramd_mparams, m.probe_mparams,
+    measurement m = measure(&bench, n, rows, (int)threads, steps < 1 ? 1 : steps, with_torch);
+    bench_shape shape = shape_for(type, n, rows);
+    char shape_text[64] = "flat";
+    if (shape.dimension_count == 2)
+        snprintf(shape_text, sizeof shape_text, "%lld x %lld", (long long)shape.shape[0],
+                 (long long)shape.shape[1]);
+    printf("%s, %zu elements (%s), %zu threads: paramd %.0f Mparams/s, probe %.0f Mparams/s "
+           "(%.0f%%), ",
+           type->name, n, shape_text, threads, m.paramd_mparams, m.probe_mparams,
            100.0 * m.paramd_mparams / m.probe_mparams);
+    if (m.matmul_gflops > 0)
+        printf("Newton-Schulz %.1f GFLOP/s, ", m.matmul_gflops);
+    printf("torch ");
     if (m.torch_mparams > 0)
         printf("%.0f Mparams/s (paramd %.1fx)\n", m.torch_mparams,
                m.paramd_mparams / m.torch_mparams);
     else
         printf("n/a\n");
-    char torch[64] = "null", ratio[64] = "null";
+    char torch[64] = "null", ratio[64] = "null", extra[128] = "";
     if (m.torch_mparams > 0) {
         snprintf(torch, sizeof torch, "%.0f", m.torch_mparams * 1e6);
         snprintf(ratio, sizeof ratio, "%.3f", m.paramd_mparams / m.torch_mparams);
     }
+    if (shape.dimension_count == 2)
+        snprintf(extra, sizeof extra, ", \"shape\": [%lld, %lld]", (long long)shape.shape[0],
+                 (long long)shape.shape[1]);
+    if (m.matmul_gflops > 0)
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra),
+                 ", \"matmul_gflops_per_s\": %.2f", m.matmul_gflops);
     printf("{\"optimizer\": \"%s\", \"n\": %zu, \"threads\": %zu, \"params_per_s\": %.0f, "
            "\"probe_params_per_s\": %.0f, \"ratio_to_probe\": %.3f, \"torch_params_per_s\": %s, "
-           "\"ratio_to_torch\": %s}\n",
+           "\"ratio_to_torch\": %s%s}\n",
            type->name, n, threads, m.paramd_mparams * 1e6, m.probe_mparams * 1e6,
-           m.paramd_mparams / m.probe_mparams, torch, ratio);
+           m.paramd_mparams / m.probe_mparams, torch, ratio, extra);
     paramd__parallel_stop();
     return 0;
 }
@@ -374,7 +491,7 @@ int main(int argc, char **argv)
         for (int s = 0; s < size_count; s++)
             for (int t = 0; t < thread_count_count; t++) {
                 measurement m =
-                    measure(&configs[c], sizes[s], (int)thread_counts[t], steps, with_torch);
+                    measure(&configs[c], sizes[s], 0, (int)thread_counts[t], steps, with_torch);
                 char probe[32], paramd[32], torch[32] = "n/a", ratio[16] = "n/a";
                 snprintf(probe, sizeof probe, "%7.0f (%5.1f)", m.probe_mparams,
                          m.probe_mparams * m.bytes_per_param / 1e3);

@@ -1,10 +1,13 @@
 #!/usr/bin/python3
 """Time torch.optim on one large float32 tensor, for paramd-bench.
 
-Usage: torch_step.py OPTIMIZER ELEMENTS THREADS STEPS
+Usage: torch_step.py OPTIMIZER ELEMENTS THREADS STEPS [ROWS]
 Prints one JSON line: {"optimizer": ..., "elements": N, "threads": T,
-"seconds_per_step": median, "mparams_per_second": ...}.  Exits 3 if torch is
-not installed (Debian: python3-torch, or deploy/install-deps.sh --goldens).
+"seconds_per_step": median, "mparams_per_second": ...}.  With ROWS > 0 the
+tensor is a ROWS x (ELEMENTS / ROWS) matrix (paramd-bench gives one to the
+tensor-wise optimizers).  Exits 3 if torch is not installed (Debian:
+python3-torch, or deploy/install-deps.sh --goldens) and 4 if this torch has
+no such optimizer (torch 1.13 has no LAMB, LARS, Adafactor or Muon).
 """
 import json
 import statistics
@@ -27,9 +30,14 @@ CONFIGS = {
 
 def main():
     name, elements, threads, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    rows = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+    if not hasattr(torch.optim, name):
+        print(json.dumps({"error": "torch %s has no torch.optim.%s" % (torch.__version__, name)}))
+        sys.exit(4)
     torch.set_num_threads(threads)
-    param = torch.nn.Parameter(torch.zeros(elements))
-    param.grad = torch.randn(elements) * 1e-3
+    shape = (rows, elements // rows) if rows > 0 else (elements,)
+    param = torch.nn.Parameter(torch.zeros(shape))
+    param.grad = torch.randn(shape) * 1e-3
     optimizer = getattr(torch.optim, name)([param], foreach=True, **CONFIGS.get(name, {"lr": 1e-3}))
     for _ in range(2):  # first steps allocate the state
         optimizer.step()

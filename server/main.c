@@ -13,6 +13,7 @@
 #include "log.h"
 #include "parallel.h"
 
+#include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -345,6 +346,9 @@ int main(int argc, char **argv)
         return 1;
     if (paramd__parallel_start(settings.threads ? settings.threads - 1 : 0) != PARAMD_OK)
         paramd__log_warn("could not start every update thread; large updates run narrower");
+    /* Matrix products (Muon's Newton-Schulz iteration) run on OpenBLAS's own
+     * threads: as many as the update pool, so --threads bounds both. */
+    openblas_set_num_threads(paramd__parallel_width());
 
     paramd__server server;
     paramd__server_init(&server);

@@ -9,7 +9,7 @@
  *   g = maximize ? -g : g
  *   m = beta1 * m + (1 - beta1) * g
  *   v = beta2 * v + (1 - beta2) * (g * g)
- *   r = (m / bias_correction1) / (sqrt(v / bias_correction2) + eps)
+ *   r = (m * c1) / (sqrt(v) * c2 + eps)
  *   u = r + weight_decay * w
  * then, per tensor, with the norms summed in double precision in the fixed
  * order of reduce.h:
@@ -18,9 +18,11 @@
  *   without always_adapt, a tensor whose weight_decay is 0 gets trust = 1
  *   (as NVIDIA apex's FusedLAMB and timm do for biases and norms)
  *   w = w + (-(lr * trust)) * u
- * where bias_correction1 = 1 - beta1^step and bias_correction2 = 1 -
- * beta2^step (1 and 1 without bias_correction), computed in double and
- * rounded to float32 once.
+ * where c1 = 1 / (1 - beta1^step) and c2 = 1 / sqrt(1 - beta2^step) are the
+ * bias corrections (both 1 without bias_correction), computed in double and
+ * rounded to float32 once.  Multiplying by them instead of dividing, as
+ * Adam's paper writes it, leaves one division and one square root per
+ * element, which keeps LAMB's two passes close to memory speed.
  *
  * Two passes over memory, the least a trust ratio allows: the first updates
  * m and v and sums ||w||^2 and ||u||^2; the second recomputes u from the
@@ -59,7 +61,7 @@ static const char *const lamb_state_slots[] = {"exp_avg", "exp_avg_sq"};
 typedef struct lamb_scalars {
     float sign;
     float beta1, one_minus_beta1, beta2, one_minus_beta2;
-    float bias_correction1, bias_correction2;
+    float c1, c2; /* 1 / bias_correction1, 1 / sqrt(bias_correction2) */
     float eps, weight_decay;
 } lamb_scalars;
 
@@ -78,8 +80,8 @@ static void lamb_prepare(const paramd__optimizer_config *config, uint64_t step, 
     s->one_minus_beta1 = (float)(1.0 - v[SLOT_BETA1]);
     s->beta2 = (float)v[SLOT_BETA2];
     s->one_minus_beta2 = (float)(1.0 - v[SLOT_BETA2]);
-    s->bias_correction1 = bias_correction ? (float)(1.0 - pow(v[SLOT_BETA1], (double)step)) : 1.0f;
-    s->bias_correction2 = bias_correction ? (float)(1.0 - pow(v[SLOT_BETA2], (double)step)) : 1.0f;
+    s->c1 = bias_correction ? (float)(1.0 / (1.0 - pow(v[SLOT_BETA1], (double)step))) : 1.0f;
+    s->c2 = bias_correction ? (float)(1.0 / sqrt(1.0 - pow(v[SLOT_BETA2], (double)step))) : 1.0f;
     s->eps = (float)v[SLOT_EPS];
     s->weight_decay = (float)v[SLOT_WEIGHT_DECAY];
 }
@@ -87,7 +89,7 @@ static void lamb_prepare(const paramd__optimizer_config *config, uint64_t step, 
 /* u for one element from the updated moments. */
 static PARAMD__ALWAYS_INLINE float lamb_direction(const lamb_scalars *s, float m, float v, float w)
 {
-    float r = (m / s->bias_correction1) / (sqrtf(v / s->bias_correction2) + s->eps);
+    float r = (m * s->c1) / (sqrtf(v) * s->c2 + s->eps);
     return r + s->weight_decay * w;
 }
 
@@ -146,8 +148,8 @@ static void lamb_moments_block_reference(void *context, size_t begin, size_t end
         float g = s->sign < 0 ? -a->grad[i] : a->grad[i];
         a->state[0][i] = s->beta1 * a->state[0][i] + s->one_minus_beta1 * g;
         a->state[1][i] = s->beta2 * a->state[1][i] + s->one_minus_beta2 * (g * g);
-        float m_hat = a->state[0][i] / s->bias_correction1;
-        float denominator = sqrtf(a->state[1][i] / s->bias_correction2) + s->eps;
+        float m_hat = a->state[0][i] * s->c1;
+        float denominator = sqrtf(a->state[1][i]) * s->c2 + s->eps;
         float u = m_hat / denominator + s->weight_decay * a->param[i];
         weight_lanes[i % PARAMD__REDUCE_LANES] += (double)a->param[i] * (double)a->param[i];
         update_lanes[i % PARAMD__REDUCE_LANES] += (double)u * (double)u;
@@ -176,8 +178,8 @@ static void lamb_apply_reference(const lamb_job *job, size_t count)
     const lamb_scalars *s = job->scalars;
     const paramd__step_arrays *a = job->arrays;
     for (size_t i = 0; i < count; i++) {
-        float m_hat = a->state[0][i] / s->bias_correction1;
-        float denominator = sqrtf(a->state[1][i] / s->bias_correction2) + s->eps;
+        float m_hat = a->state[0][i] * s->c1;
+        float denominator = sqrtf(a->state[1][i]) * s->c2 + s->eps;
         float u = m_hat / denominator + s->weight_decay * a->param[i];
         a->param[i] = a->param[i] + job->negative_step * u;
     }

@@ -261,12 +261,13 @@ class LAMB:
         g = -grad if self.maximize else grad
         m[...] = self.beta1 * m + self.one_minus_beta1 * g
         v[...] = self.beta2 * v + self.one_minus_beta2 * (g * g)
+        # The bias corrections as factors (reciprocals in double precision).
         if self.bias_correction:
-            bias_correction1 = f32(1.0 - self.beta1_double ** step)
-            bias_correction2 = f32(1.0 - self.beta2_double ** step)
+            c1 = f32(1.0 / (1.0 - self.beta1_double ** step))
+            c2 = f32(1.0 / math.sqrt(1.0 - self.beta2_double ** step))
         else:
-            bias_correction1 = bias_correction2 = F32(1)
-        r = (m / bias_correction1) / (np.sqrt(v / bias_correction2) + self.eps)
+            c1 = c2 = F32(1)
+        r = (m * c1) / (np.sqrt(v) * c2 + self.eps)
         u = r + self.weight_decay * param
         weight_norm = math.sqrt(sum_of_squares(param))
         update_norm = math.sqrt(sum_of_squares(u))

@@ -1338,6 +1338,57 @@ class StateTests(ServerTestCase):
             self.assertTrue(lowest <= ax[i] <= highest, (ax, weights))
             self.assertNotEqual(ax[i], weights[-1][i])
 
+    def test_adafactor_factored_state(self):
+        """A matrix keeps a row and a column factor (m + n floats); the
+        state reply carries exactly that many values."""
+        name = self.model_name()
+        self.create_model(name, {"optimizer": {"name": "Adafactor", "lr": 0.1},
+                                 "tensors": [{"name": "m", "shape": [2, 3],
+                                              "values": [1, 2, 3, 4, 5, 6]},
+                                             {"name": "v", "shape": [2], "values": [1, -1]}]})
+        self.push(name, {"m": [1, 1, 1, 2, 2, 2], "v": [1, 2]})
+        status, _, body, raw = self.request("GET", "/v1/models/%s/state?slot=row_var&tensors=m" % name)
+        self.assertEqual(status, 200, raw)
+        # The first step's factors are the means of g^2 (1 - beta2 = 1).
+        self.assert_floats(body["state"]["m"], [1, 4])
+        status, _, body, raw = self.request("GET", "/v1/models/%s/state?slot=col_var&tensors=m&encoding=b64" % name)
+        self.assertEqual(status, 200, raw)
+        self.assert_floats(floats_from_b64(body["state"]["m"]), [2.5, 2.5, 2.5])
+        status, _, body, raw = self.request("GET", "/v1/models/%s/state?slot=variance&tensors=v" % name)
+        self.assert_floats(body["state"]["v"], [1, 4])
+        self.assert_error(self.request("GET", "/v1/models/%s/state?slot=variance&tensors=m" % name),
+                          400, "bad_request", "row_var, col_var")
+        status, _, description, _ = self.request("GET", "/v1/models/%s" % name)
+        self.assertEqual(description["optimizer"]["eps"][1], 1e-3)
+        # 6 weights + 2 + 3 factor floats, and 2 weights + 2 variance floats.
+        self.assertEqual(description["memory_bytes"], 4 * (6 + 5 + 2 + 2))
+
+    def test_muon_matrices_and_fallback(self):
+        """Muon orthogonalises 2-D tensors and runs AdamW on the rest, each
+        keeping only its own state."""
+        name = self.model_name()
+        self.create_model(name, {"optimizer": {"name": "Muon", "lr": 0.02, "adjust_lr_fn": None},
+                                 "tensors": [{"name": "w", "shape": [4, 3],
+                                              "init": {"name": "normal", "std": 0.5, "seed": 3}},
+                                             {"name": "b", "shape": [3]}]})
+        reply = self.push(name, {"w": [0.1 * i for i in range(12)], "b": [1, -1, 0]})
+        self.assertEqual(len(reply["weights"]["w"]), 12)
+        # AdamW's first step moves b by lr where the gradient is not 0.
+        self.assert_floats(reply["weights"]["b"], [-0.02, 0.02, 0], tolerance=1e-8)
+        status, _, body, raw = self.request("GET", "/v1/models/%s/state?slot=momentum_buffer&tensors=w" % name)
+        self.assertEqual(status, 200, raw)
+        self.assertEqual(len(body["state"]["w"]), 12)
+        self.assert_error(self.request("GET", "/v1/models/%s/state?slot=momentum_buffer&tensors=b" % name),
+                          400, "bad_request", "exp_avg, exp_avg_sq")
+        status, _, description, _ = self.request("GET", "/v1/models/%s" % name)
+        self.assertEqual(description["optimizer"]["adjust_lr_fn"], "original")
+        self.assertEqual(description["optimizer"]["ns_coefficients"], [3.4445, -4.775, 2.0315])
+        self.assertEqual(description["optimizer"]["ns_steps"], 5)
+        self.assert_error(self.request("PUT", "/v1/models/%s-bad" % name, {
+            "optimizer": {"name": "Muon", "adjust_lr_fn": "fast"},
+            "tensors": [{"name": "w", "shape": [2, 2]}]}), 400, "bad_hyperparameter",
+            "optimizer.adjust_lr_fn", "match_rms_adamw")
+
 
 class ScheduleTests(ServerTestCase):
     """Learning-rate schedules through real pushes: the "lr" of every push

@@ -275,6 +275,10 @@ START_TEST(test_optimizer_describe_round_trip)
         "{\"name\": \"SGD\", \"lr\": 0.25, \"momentum\": 0.5, \"dampening\": 0.125}",
         "{\"name\": \"Adam\", \"lr\": 0.003, \"betas\": [0.5, 0.75], \"amsgrad\": true}",
         "{\"name\": \"AdamW\", \"weight_decay\": 0.1, \"maximize\": true}",
+        "{\"name\": \"Muon\", \"ns_coefficients\": [3, -4, 2], \"ns_steps\": 3, "
+        "\"adjust_lr_fn\": \"match_rms_adamw\"}",
+        "{\"name\": \"Adafactor\", \"eps\": [null, 0.01], \"beta2_decay\": -0.5}",
+        "{\"name\": \"LAMB\", \"trust_clip\": true, \"always_adapt\": false}",
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         paramd__optimizer_config config, again;
@@ -291,12 +295,63 @@ START_TEST(test_optimizer_describe_round_trip)
         ck_assert_ptr_eq(again.type, config.type);
         for (int h = 0; h < config.type->hyperparameter_count; h++) {
             const paramd__hyperparameter_spec *spec = &config.type->hyperparameters[h];
-            int width = spec->kind == PARAMD__HYPERPARAMETER_PAIR ? 2 : 1;
+            int width = paramd__hyperparameter_width(spec->kind);
             for (int k = 0; k < width; k++)
                 ck_assert_double_eq(again.values[spec->slot + k], config.values[spec->slot + k]);
         }
         json_decref(described);
     }
+}
+END_TEST
+
+
+/* Integers, triples, choices (with JSON null as torch's None) and a null
+ * inside a pair (Adafactor's eps1 = None). */
+START_TEST(test_optimizer_new_kinds)
+{
+    paramd__optimizer_config config;
+    paramd__error error;
+    ck_assert_int_eq(parse_optimizer_text("{\"name\": \"Muon\", \"ns_steps\": 7.0, "
+                                          "\"adjust_lr_fn\": null, \"ns_coefficients\": [1, 2, 3]}",
+                                          &config, &error),
+                     PARAMD_OK);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "ns_steps"), 7);
+    ck_assert_double_eq(paramd__optimizer_config_get(&config, "adjust_lr_fn"), 0);
+    int slot = paramd__optimizer_find_hyperparameter(config.type, "ns_coefficients")->slot;
+    ck_assert_double_eq(config.values[slot + 2], 3);
+    json_t *described = paramd__json_optimizer(&config);
+    ck_assert_str_eq(json_string_value(json_object_get(described, "adjust_lr_fn")), "original");
+    ck_assert(json_is_integer(json_object_get(described, "ns_steps")));
+    ck_assert_int_eq(json_array_size(json_object_get(described, "ns_coefficients")), 3);
+    json_decref(described);
+
+    ck_assert_int_eq(parse_optimizer_text("{\"name\": \"Adafactor\", \"eps\": [null, 0.01]}",
+                                          &config, &error),
+                     PARAMD_OK);
+    slot = paramd__optimizer_find_hyperparameter(config.type, "eps")->slot;
+    ck_assert_double_eq(config.values[slot], FLT_EPSILON);
+    ck_assert_double_eq(config.values[slot + 1], 0.01);
+
+    expect_optimizer_error("{\"name\": \"Muon\", \"ns_steps\": 2.5}",
+                           PARAMD_E_BAD_HYPERPARAMETER, "optimizer.ns_steps: must be an integer");
+    expect_optimizer_error("{\"name\": \"Muon\", \"ns_steps\": \"5\"}",
+                           PARAMD_E_BAD_HYPERPARAMETER, "optimizer.ns_steps: must be an integer");
+    expect_optimizer_error("{\"name\": \"Muon\", \"adjust_lr_fn\": \"cubic\"}",
+                           PARAMD_E_BAD_HYPERPARAMETER,
+                           "optimizer.adjust_lr_fn: must be one of null, \"original\", "
+                           "\"match_rms_adamw\"");
+    expect_optimizer_error("{\"name\": \"Muon\", \"adjust_lr_fn\": 1}",
+                           PARAMD_E_BAD_HYPERPARAMETER, "must be a string or null");
+    expect_optimizer_error("{\"name\": \"Muon\", \"ns_coefficients\": [1, 2]}",
+                           PARAMD_E_BAD_HYPERPARAMETER,
+                           "optimizer.ns_coefficients: must be an array of three numbers");
+    /* null only where the schema allows it. */
+    expect_optimizer_error("{\"name\": \"Adam\", \"betas\": [null, 0.9]}",
+                           PARAMD_E_BAD_HYPERPARAMETER, "optimizer.betas: must be an array of two");
+    expect_optimizer_error("{\"name\": \"Adafactor\", \"d\": 0.5}", PARAMD_E_BAD_HYPERPARAMETER,
+                           "optimizer.d: must be in [1, inf)");
+    expect_optimizer_error("{\"name\": \"LARS\"}", PARAMD_E_BAD_HYPERPARAMETER,
+                           "optimizer.lr: required by LARS");
 }
 END_TEST
 
@@ -925,6 +980,7 @@ static Suite *make_suite(void)
     tcase_add_test(optimizer, test_optimizer_adamw_defaults);
     tcase_add_test(optimizer, test_optimizer_errors);
     tcase_add_test(optimizer, test_optimizer_describe_round_trip);
+    tcase_add_test(optimizer, test_optimizer_new_kinds);
     suite_add_tcase(suite, optimizer);
     TCase *floats = tcase_create("floats");
     tcase_add_test(floats, test_decode_json_array);
