@@ -39,7 +39,11 @@ extern "C" {
     XX(BAD_NAME,           -14, "bad_name",            "name is empty, too long or has invalid characters") \
     XX(BAD_ENCODING,       -15, "bad_encoding",        "data encoding is invalid")      \
     XX(INTERNAL,           -16, "internal",            "internal error")                \
-    XX(UNAVAILABLE,        -17, "unavailable",         "server is shutting down")
+    XX(UNAVAILABLE,        -17, "unavailable",         "server is shutting down")       \
+    XX(BAD_FRAME,          -18, "bad_frame",           "binary protocol frame is malformed") \
+    XX(HELLO_REQUIRED,     -19, "hello_required",      "the first request must be HELLO") \
+    XX(UNSUPPORTED_VERSION,-20, "unsupported_version", "no protocol version in common") \
+    XX(BAD_RANGE,          -21, "bad_range",           "range is outside the tensor or does not cover it")
 
 typedef enum paramd_error_code {
     PARAMD_OK = 0,
