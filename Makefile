@@ -6,6 +6,9 @@
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
 #   make bench      build and run paramd-bench
 #   make goldens    regenerate the PyTorch golden files (needs python3-torch)
+#   make fuzz       fuzz the binary protocol's decoders with libFuzzer (clang) for
+#                   FUZZ_SECONDS (default 60); crashes land in tests/fuzz/crashes/,
+#                   which `make test` replays with the corpus
 #   make clean
 
 SANITIZE ?= 0
@@ -45,7 +48,7 @@ UNIT_BINARIES = $(UNIT_SOURCES:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEPS_STAMP = build/.deps-installed
 
-.PHONY: all run test unit-test integration-test bench goldens deps clean
+.PHONY: all run test unit-test integration-test bench goldens deps clean fuzz fuzz-corpus
 all: $(BUILD)/paramd
 
 # Installs missing Debian packages once (again whenever the script changes).
@@ -87,6 +90,27 @@ $(BUILD)/paramd-bench: bench/paramd-bench.c bench/http_bench.c bench/http_bench.
 goldens:
 	sh deploy/install-deps.sh --goldens
 	$(PYTHON) tests/conformance/generate_goldens.py
+
+# libFuzzer needs clang; deploy/install-deps.sh --fuzz installs it.
+CLANG ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+             -Iinclude -Iproto
+build/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c proto/frame.c proto/errors.c
+	@sh deploy/install-deps.sh --fuzz
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_FLAGS) -o $@ $^
+
+fuzz: build/fuzz/fuzz_frame
+	@mkdir -p build/fuzz/corpus/frame tests/fuzz/crashes
+	build/fuzz/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=tests/fuzz/crashes/ \
+	    build/fuzz/corpus/frame tests/fuzz/corpus/frame
+
+# Rewrites the committed seed inputs from proto/frame.c's encoders.
+fuzz-corpus: tests/fuzz/make_corpus.c $(PROTO_OBJECTS)
+	@mkdir -p build/fuzz tests/fuzz/corpus/frame
+	$(CC) $(CFLAGS_ALL) -o build/fuzz/make_corpus tests/fuzz/make_corpus.c $(PROTO_OBJECTS)
+	build/fuzz/make_corpus tests/fuzz/corpus/frame
 
 clean:
 	rm -rf build

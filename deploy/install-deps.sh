@@ -1,10 +1,11 @@
 #!/bin/sh
 # install-deps.sh - install the Debian packages paramd needs to build and test.
 #
-# Usage: deploy/install-deps.sh [--check] [--goldens]
+# Usage: deploy/install-deps.sh [--check] [--goldens] [--fuzz]
 #   --check    only report missing packages; exit 1 if any are missing.
 #   --goldens  also install python3-torch and python3-numpy, which are needed
 #              only to regenerate the PyTorch golden files under tests/.
+#   --fuzz     also install clang and its libFuzzer runtime, for `make fuzz`.
 #
 # The script is idempotent: packages already installed are left alone, and
 # apt-get runs only when something is missing.  It must run as root to install
@@ -15,6 +16,7 @@ set -eu
 BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev check"
 TEST_PACKAGES="python3 curl"
 GOLDEN_PACKAGES="python3-torch python3-numpy"
+FUZZ_PACKAGES="clang libclang-rt-14-dev"
 
 check_only=0
 packages="$BUILD_PACKAGES $TEST_PACKAGES"
@@ -22,7 +24,8 @@ for argument in "$@"; do
     case "$argument" in
         --check) check_only=1 ;;
         --goldens) packages="$packages $GOLDEN_PACKAGES" ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        --fuzz) packages="$packages $FUZZ_PACKAGES" ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) echo "install-deps.sh: unknown option '$argument'" >&2; exit 2 ;;
     esac
 done
