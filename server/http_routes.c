@@ -57,25 +57,10 @@ static void respond_json(paramd__http_response *response, unsigned status, json_
 /* Parses the request body as a JSON object. */
 static json_t *parse_body(const paramd__http_request *request, paramd__http_response *response)
 {
-    if (request->body_length == 0) {
-        respond_error(response, PARAMD_E_BAD_JSON, "request body: empty, expected a JSON object");
-        return NULL;
-    }
-    json_error_t json_error;
-    /* JSON_DECODE_ANY: a bare scalar is valid JSON, and deserves the clearer
-     * "must be a JSON object" below rather than a parse error. */
-    json_t *body = json_loadb(request->body, request->body_length,
-                              JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &json_error);
-    if (body == NULL) {
-        respond_error(response, PARAMD_E_BAD_JSON, "request body: %s at line %d, column %d",
-                      json_error.text, json_error.line, json_error.column);
-        return NULL;
-    }
-    if (!json_is_object(body)) {
-        json_decref(body);
-        respond_error(response, PARAMD_E_BAD_REQUEST, "request body: must be a JSON object");
-        return NULL;
-    }
+    paramd__error error = {0};
+    json_t *body = paramd__json_parse_body(request->body, request->body_length, &error);
+    if (body == NULL)
+        paramd__http_error_response(response, &error);
     return body;
 }
 
@@ -117,16 +102,7 @@ static void handle_list_models(const paramd__http_request *request, const char *
                                paramd__http_response *response)
 {
     (void)model_name;
-    size_t count;
-    paramd__model **models = paramd__registry_list(&request->http->server->registry, &count);
-    json_t *list = json_array();
-    for (size_t i = 0; i < count; i++) {
-        if (list)
-            json_array_append_new(list, paramd__json_model_summary(models[i]));
-        paramd__model_release(models[i]);
-    }
-    free(models);
-    respond_json(response, 200, list ? json_pack("{s:o}", "models", list) : NULL);
+    respond_json(response, 200, paramd__json_list_models(request->http->server));
 }
 
 static void handle_create_model(const paramd__http_request *request, const char *model_name,
@@ -136,19 +112,14 @@ static void handle_create_model(const paramd__http_request *request, const char 
     if (body == NULL)
         return;
     paramd__error error = {0};
-    paramd__model_spec spec;
-    paramd__model *model = NULL;
-    int result = paramd__json_parse_model_spec(body, model_name, &spec, &error);
-    if (result == PARAMD_OK)
-        result = paramd__core_create_model(request->http->server, &spec, &model, &error);
-    paramd__json_model_spec_free(&spec);
+    json_t *description =
+        paramd__json_create_model(request->http->server, model_name, body, &error);
     json_decref(body);
-    if (result != PARAMD_OK) {
+    if (description == NULL) {
         paramd__http_error_response(response, &error);
         return;
     }
-    respond_json(response, 201, paramd__json_describe_model(model));
-    paramd__model_release(model);
+    respond_json(response, 201, description);
 }
 
 static void handle_describe_model(const paramd__http_request *request, const char *model_name,

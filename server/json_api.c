@@ -860,3 +860,62 @@ json_t *paramd__json_error(const paramd__error *error)
     return json_pack("{s:{s:s,s:s}}", "error", "code", paramd_error_name(error->code), "message",
                      message);
 }
+
+/* ---------------------------------------------------------------------------
+ * Whole operations shared by the HTTP and binary front ends
+ * ------------------------------------------------------------------------- */
+
+json_t *paramd__json_parse_body(const char *text, size_t length, paramd__error *error)
+{
+    if (length == 0) {
+        paramd__error_set(error, PARAMD_E_BAD_JSON, "request body: empty, expected a JSON object");
+        return NULL;
+    }
+    json_error_t json_error;
+    /* JSON_DECODE_ANY: a bare scalar is valid JSON, and deserves the clearer
+     * "must be a JSON object" below rather than a parse error. */
+    json_t *body = json_loadb(text, length, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &json_error);
+    if (body == NULL) {
+        paramd__error_set(error, PARAMD_E_BAD_JSON, "request body: %s at line %d, column %d",
+                          json_error.text, json_error.line, json_error.column);
+        return NULL;
+    }
+    if (!json_is_object(body)) {
+        json_decref(body);
+        paramd__error_set(error, PARAMD_E_BAD_REQUEST, "request body: must be a JSON object");
+        return NULL;
+    }
+    return body;
+}
+
+json_t *paramd__json_create_model(paramd__server *server, const char *name, const json_t *body,
+                                  paramd__error *error)
+{
+    paramd__model_spec spec;
+    paramd__model *model = NULL;
+    int result = paramd__json_parse_model_spec(body, name, &spec, error);
+    if (result == PARAMD_OK)
+        result = paramd__core_create_model(server, &spec, &model, error);
+    paramd__json_model_spec_free(&spec);
+    if (result != PARAMD_OK)
+        return NULL;
+    json_t *description = paramd__json_describe_model(model);
+    paramd__model_release(model);
+    if (description == NULL)
+        paramd__error_set(error, PARAMD_E_NO_MEMORY, "out of memory while describing the model");
+    return description;
+}
+
+json_t *paramd__json_list_models(paramd__server *server)
+{
+    size_t count;
+    paramd__model **models = paramd__registry_list(&server->registry, &count);
+    json_t *list = json_array();
+    for (size_t i = 0; i < count; i++) {
+        if (list)
+            json_array_append_new(list, paramd__json_model_summary(models[i]));
+        paramd__model_release(models[i]);
+    }
+    free(models);
+    return list ? json_pack("{s:o}", "models", list) : NULL;
+}

@@ -94,6 +94,24 @@ char *paramd__json_write_state(uint64_t step, const char *slot, const paramd__te
                                const paramd__float_encoding *encodings, size_t count,
                                size_t *length);
 
+/* ---------------------------------------------------------------------------
+ * Whole operations shared by the HTTP and binary front ends
+ * ------------------------------------------------------------------------- */
+
+/* Parses a request body that must be a JSON object (duplicate keys are
+ * refused).  NULL with PARAMD_E_BAD_JSON (empty, not JSON: the message
+ * gives jansson's reason and position) or PARAMD_E_BAD_REQUEST (JSON, but
+ * not an object). */
+json_t *paramd__json_parse_body(const char *text, size_t length, paramd__error *error);
+
+/* Creates model `name` from its creation body (PUT /v1/models/{name}) and
+ * returns its description (GET /v1/models/{name}), or NULL with *error. */
+json_t *paramd__json_create_model(paramd__server *server, const char *name, const json_t *body,
+                                  paramd__error *error);
+
+/* {"models": [summary, ...]}, sorted by name (GET /v1/models). */
+json_t *paramd__json_list_models(paramd__server *server);
+
 /* {"error": {"code": "...", "message": "..."}} */
 json_t *paramd__json_error(const paramd__error *error);
 

@@ -247,6 +247,8 @@ void paramd__registry_init(paramd__registry *registry)
 {
     pthread_rwlock_init(&registry->lock, NULL);
     paramd__dictionary_init(&registry->models);
+    paramd__dictionary_init(&registry->by_id);
+    registry->next_id = 1;
 }
 
 static void release_visitor(void *value, void *context)
@@ -260,6 +262,7 @@ void paramd__registry_destroy(paramd__registry *registry)
     pthread_rwlock_wrlock(&registry->lock);
     paramd__dictionary_for_each(&registry->models, release_visitor, NULL);
     paramd__dictionary_free(&registry->models);
+    paramd__dictionary_free(&registry->by_id);
     pthread_rwlock_unlock(&registry->lock);
     pthread_rwlock_destroy(&registry->lock);
 }
@@ -267,9 +270,17 @@ void paramd__registry_destroy(paramd__registry *registry)
 int paramd__registry_add(paramd__registry *registry, paramd__model *model, paramd__error *error)
 {
     pthread_rwlock_wrlock(&registry->lock);
+    model->id = registry->next_id;
+    snprintf(model->id_key, sizeof model->id_key, "%u", (unsigned)model->id);
     int result = paramd__dictionary_insert(&registry->models, model->name, model);
-    if (result == 0)
+    if (result == 0 && paramd__dictionary_insert(&registry->by_id, model->id_key, model) != 0) {
+        paramd__dictionary_remove(&registry->models, model->name);
+        result = -1;
+    }
+    if (result == 0) {
         paramd__model_retain(model);
+        registry->next_id++;
+    }
     pthread_rwlock_unlock(&registry->lock);
     if (result == 1)
         return paramd__error_set(error, PARAMD_E_MODEL_EXISTS, "model \"%s\" already exists",
@@ -289,10 +300,24 @@ paramd__model *paramd__registry_acquire(paramd__registry *registry, const char *
     return model;
 }
 
+paramd__model *paramd__registry_acquire_id(paramd__registry *registry, uint32_t id)
+{
+    char key[12];
+    snprintf(key, sizeof key, "%u", (unsigned)id);
+    pthread_rwlock_rdlock(&registry->lock);
+    paramd__model *model = paramd__dictionary_find(&registry->by_id, key);
+    if (model)
+        paramd__model_retain(model);
+    pthread_rwlock_unlock(&registry->lock);
+    return model;
+}
+
 int paramd__registry_remove(paramd__registry *registry, const char *name, paramd__error *error)
 {
     pthread_rwlock_wrlock(&registry->lock);
     paramd__model *model = paramd__dictionary_remove(&registry->models, name);
+    if (model)
+        paramd__dictionary_remove(&registry->by_id, model->id_key);
     pthread_rwlock_unlock(&registry->lock);
     if (model == NULL)
         return paramd__error_set(error, PARAMD_E_MODEL_NOT_FOUND, "model \"%.200s\" not found",

@@ -26,6 +26,8 @@
 
 typedef struct paramd__model {
     char *name;
+    uint32_t id;                       /* the registry's number for it (binary protocol) */
+    char id_key[12];                   /* id in decimal: its key in the registry's id index */
     paramd__optimizer_config optimizer;        /* the defaults, for tensors in no group */
     paramd__optimizer_config *param_groups;    /* one resolved configuration per group */
     size_t param_group_count;
@@ -112,6 +114,8 @@ void paramd__model_release(paramd__model *model);
 typedef struct paramd__registry {
     pthread_rwlock_t lock;
     paramd__dictionary models; /* name -> model */
+    paramd__dictionary by_id;  /* model->id_key -> model */
+    uint32_t next_id;          /* ids are never reused: a deleted model's id stays dead */
 } paramd__registry;
 
 void paramd__registry_init(paramd__registry *registry);
@@ -119,12 +123,15 @@ void paramd__registry_init(paramd__registry *registry);
 /* Releases every model. */
 void paramd__registry_destroy(paramd__registry *registry);
 
-/* Adds a model (the registry takes its own reference).  PARAMD_E_MODEL_EXISTS
- * if the name is taken. */
+/* Adds a model (the registry takes its own reference) and gives it the next
+ * id.  PARAMD_E_MODEL_EXISTS if the name is taken. */
 int paramd__registry_add(paramd__registry *registry, paramd__model *model, paramd__error *error);
 
 /* Returns the model with a new reference, or NULL. */
 paramd__model *paramd__registry_acquire(paramd__registry *registry, const char *name);
+
+/* Returns the model with this id and a new reference, or NULL. */
+paramd__model *paramd__registry_acquire_id(paramd__registry *registry, uint32_t id);
 
 /* Removes a model from the registry and drops the registry's reference. */
 int paramd__registry_remove(paramd__registry *registry, const char *name, paramd__error *error);
