@@ -41,9 +41,24 @@ typedef struct paramd__tensor_io {
     paramd__tensor *tensor;
     const float *grad;     /* push: tensor->count gradient values (borrowed) */
     size_t grad_count;     /* push: number of values in grad */
+    /* push: true when grad points to memory the caller owns and discards
+     * after the push, so the core may unscale, zero, clip and add noise in
+     * it in place instead of copying; false keeps grad untouched. */
+    bool grad_writable;
     float *weights;        /* out: tensor->count floats for the weights after
                               the update (push) or now (pull); may be NULL on push */
+    uint32_t accumulated;  /* out (push, accumulating models): the gradients in
+                              the tensor's window after this push, 1 to steps;
+                              steps means this push applied the step */
 } paramd__tensor_io;
+
+/* What a push carries besides the gradients. */
+typedef struct paramd__push_options {
+    double loss;       /* drives ReduceLROnPlateau; NAN: none */
+    double grad_norm;  /* the client's global gradient norm for clipping; NAN: none */
+    double loss_scale; /* the scale the gradients carry (loss-scaled models);
+                          NAN: the model's current scale */
+} paramd__push_options;
 
 /* What a push reports besides the weights. */
 typedef struct paramd__push_outcome {
@@ -51,6 +66,14 @@ typedef struct paramd__push_outcome {
     double lr;     /* the learning rate this push used (the model's, not a group's) */
     double grad_norm; /* the norm before clipping that was used (the computed total
                          norm or the client's), when the model clips by norm; else NAN */
+    /* A skipped push changed no tensor: reason "nonfinite" (policy skip) or
+     * "loss_scale" (an overflow with dynamic loss scaling); else NULL. */
+    bool skipped;
+    const char *skip_reason;
+    bool has_loss_scale;
+    float loss_scale;       /* the scale after this push: multiply the next loss by it */
+    size_t zeroed;          /* non-finite entries zeroed (policy zero) */
+    uint32_t accumulate_steps; /* the window length when the model accumulates, else 0 */
 } paramd__push_outcome;
 
 /* Applies one optimizer step to each tensor in items (any subset of the
@@ -72,6 +95,27 @@ typedef struct paramd__push_outcome {
 int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
                       size_t item_count, double loss, double grad_norm,
                       paramd__push_outcome *outcome, paramd__error *error);
+
+/* The full push pipeline (issue 4), in this fixed order, each stage only when
+ * the model has it:
+ *   1. unscale: gradients times the loss scale's float32 inverse (loss_scale.h);
+ *   2. non-finite check: with a loss scale, any inf or NaN skips the push and
+ *      backs the scale off; otherwise the model's nonfinite policy refuses
+ *      the push, skips it, or zeroes the entries (nonfinite.h);
+ *   3. clip (clip.h);
+ *   4. noise (grad_noise.h), with t = the model's step before this push;
+ *   5. accumulate (accumulate.h): a tensor whose window is not full only
+ *      stores its gradient;
+ *   6. the optimizer step, with the scheduled lr.
+ * paramd__core_push is this with options {loss, grad_norm, NAN}.  A skipped
+ * push returns PARAMD_OK with outcome->skipped set and the current weights;
+ * it changes no tensor, step or schedule (the loss scale and the counters
+ * do change).  With accumulation the model's step, and its schedule, advance
+ * once for each push that applied the optimizer step to at least one tensor.
+ * The push holds the model's config_lock for reading throughout. */
+int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                         size_t item_count, const paramd__push_options *options,
+                         paramd__push_outcome *outcome, paramd__error *error);
 
 /* Copies one optimizer state array (e.g. "exp_avg", or ASGD's averaged
  * weights "ax") of each tensor in items into items[i].weights.  Every tensor
