@@ -117,6 +117,50 @@ int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__t
                          size_t item_count, const paramd__push_options *options,
                          paramd__push_outcome *outcome, paramd__error *error);
 
+/* ---------------------------------------------------------------------------
+ * Runtime changes (PATCH /v1/models/{model}; server/patch.c)
+ * ------------------------------------------------------------------------- */
+
+/* A new value for one hyperparameter of the model's optimizer type. */
+typedef struct paramd__hyperparameter_change {
+    const paramd__hyperparameter_spec *spec;
+    double values[2]; /* one number, two for a pair; booleans 0 or 1 */
+} paramd__hyperparameter_change;
+
+typedef struct paramd__hyperparameter_changes {
+    paramd__hyperparameter_change *changes;
+    size_t count;
+} paramd__hyperparameter_changes;
+
+/* What one PATCH changes.  Hyperparameters are changes, applied to the
+ * values current when the patch runs, so concurrent patches of different
+ * fields never undo each other; the other fields are replaced whole. */
+typedef struct paramd__model_patch {
+    paramd__hyperparameter_changes optimizer;  /* the model's own configuration */
+    paramd__hyperparameter_changes *groups;    /* NULL, or one per parameter group */
+    size_t group_count;
+    bool set_clip;
+    paramd__clip_config clip;                  /* mode NONE: stop clipping */
+    bool set_schedule, has_schedule;           /* has_schedule false: remove it */
+    paramd__schedule_config schedule;
+    bool set_nonfinite;
+    paramd__nonfinite_policy nonfinite;
+    bool set_grad_noise;
+    paramd__grad_noise_config grad_noise;      /* enabled false: stop */
+    bool set_loss_scale, has_loss_scale;       /* has_loss_scale false: stop */
+    paramd__loss_scale_config loss_scale;
+    bool loss_scale_restart;                   /* init_scale given: restart at it */
+} paramd__model_patch;
+
+/* Applies a patch atomically: everything is validated first (ranges and
+ * cross-field rules of every changed configuration, state slots the tensors
+ * hold, combinations), and a failure changes nothing and names the field.
+ * Then every change is committed and logged at info level with its old and
+ * new value.  Holds the model's config_lock for writing, so no push runs
+ * half under the old and half under the new configuration. */
+int paramd__core_patch_model(paramd__server *server, paramd__model *model,
+                             const paramd__model_patch *patch, paramd__error *error);
+
 /* Copies one optimizer state array (e.g. "exp_avg", or ASGD's averaged
  * weights "ax") of each tensor in items into items[i].weights.  Every tensor
  * must hold that state: PARAMD_E_BAD_REQUEST names the first that does not

@@ -10,6 +10,7 @@
  *   GET    /v1/models                     list models
  *   PUT    /v1/models/{model}             create a model
  *   GET    /v1/models/{model}             describe a model
+ *   PATCH  /v1/models/{model}             change hyperparameters and training options
  *   DELETE /v1/models/{model}             delete a model
  *   POST   /v1/models/{model}/push        apply gradients, return fresh weights
  *   GET    /v1/models/{model}/weights     read weights
@@ -158,6 +159,31 @@ static void handle_describe_model(const paramd__http_request *request, const cha
     if (model == NULL)
         return;
     respond_json(response, 200, paramd__json_describe_model(model));
+    paramd__model_release(model);
+}
+
+static void handle_patch_model(const paramd__http_request *request, const char *model_name,
+                               paramd__http_response *response)
+{
+    paramd__model *model = find_model(request, model_name, response);
+    if (model == NULL)
+        return;
+    json_t *body = parse_body(request, response);
+    if (body == NULL) {
+        paramd__model_release(model);
+        return;
+    }
+    paramd__error error = {0};
+    paramd__model_patch patch;
+    int result = paramd__json_parse_model_patch(body, model, &patch, &error);
+    if (result == PARAMD_OK)
+        result = paramd__core_patch_model(request->http->server, model, &patch, &error);
+    paramd__json_model_patch_free(&patch);
+    json_decref(body);
+    if (result == PARAMD_OK)
+        respond_json(response, 200, paramd__json_describe_model(model));
+    else
+        paramd__http_error_response(response, &error);
     paramd__model_release(model);
 }
 
@@ -499,6 +525,7 @@ static const route routes[] = {
     {ROUTE_EXACT, "/v1/models", NULL, "GET", handle_list_models},
     {ROUTE_MODEL, "/v1/models/", NULL, "PUT", handle_create_model},
     {ROUTE_MODEL, "/v1/models/", NULL, "GET", handle_describe_model},
+    {ROUTE_MODEL, "/v1/models/", NULL, "PATCH", handle_patch_model},
     {ROUTE_MODEL, "/v1/models/", NULL, "DELETE", handle_delete_model},
     {ROUTE_MODEL_SUFFIX, "/v1/models/", "/push", "POST", handle_push},
     {ROUTE_MODEL_SUFFIX, "/v1/models/", "/weights", "GET", handle_weights},

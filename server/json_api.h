@@ -137,6 +137,21 @@ json_t *paramd__json_accumulate(const paramd__accumulate_config *config);
 json_t *paramd__json_grad_noise(const paramd__grad_noise_config *config);
 json_t *paramd__json_nonfinite_counts(paramd__nonfinite_counters *counts);
 
+/* ---------------------------------------------------------------------------
+ * Runtime changes (json_patch.c)
+ * ------------------------------------------------------------------------- */
+
+/* Parses a PATCH /v1/models/{model} body into a patch for `model` (whose
+ * optimizer type and group count, which never change, decide the shapes):
+ *   {"optimizer": {hyperparameter: value, ...},
+ *    "param_groups": [{hyperparameter: value, ...}, ...]   (one per group),
+ *    "clip": {...} | null, "schedule": {...} | null, "nonfinite": "...",
+ *    "grad_noise": {...} | null, "loss_scale": ... | null}
+ * Types are checked here, ranges and combinations by the core.  Free with
+ * paramd__json_model_patch_free. */
+int paramd__json_parse_model_patch(const json_t *body, const paramd__model *model,
+                                   paramd__model_patch *patch, paramd__error *error);
+void paramd__json_model_patch_free(paramd__model_patch *patch);
 
 /* The same for optimizer state: {"step": N, "slot": "<slot>", "state": {...}}.
  * `slot` must need no escaping (it is a state slot name from the table). */

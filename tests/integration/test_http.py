@@ -898,7 +898,7 @@ class RoutingTests(ServerTestCase):
         self.assertNotIn("POST", re.split(r"[,\s]+", headers["allow"]))
 
     def test_method_not_allowed_on_resources(self):
-        cases = [("POST", "/v1/models/some-model", {"GET", "PUT", "DELETE"}),
+        cases = [("POST", "/v1/models/some-model", {"GET", "PUT", "PATCH", "DELETE"}),
                  ("GET", "/v1/models/some-model/push", {"POST"}),
                  ("DELETE", "/v1/models/some-model/weights", {"GET"}),
                  ("POST", "/livez", {"GET"}),

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Integration tests for issue 4's training options through the real server:
 non-finite gradients, float16/bfloat16 on the wire, dynamic loss scaling,
-gradient accumulation, gradient noise, and the order they compose in.
+gradient accumulation, gradient noise, the order they compose in, and
+PATCH /v1/models/{model} (including PATCH concurrent with pushes).
 
 Most models use SGD with lr 1, so a weight moves by exactly minus the
 gradient that reaches the optimizer."""
@@ -381,6 +382,131 @@ class OrderTests(TrainingTestCase):
         reply = self.push(name, {"b": [2, 2]})
         self.assertEqual(reply["accumulated"], {"b": 2})
         self.assert_floats(reply["weights"]["b"], [-1.5, 0.5])
+
+
+class PatchTests(TrainingTestCase):
+
+    def test_patch_changes_hyperparameters_and_logs(self):
+        name = self.model_name()
+        self.create_model(name, {"optimizer": {"name": "SGD", "lr": 0.5, "momentum": 0.9},
+                                 "tensors": [{"name": "w", "shape": [1], "values": [0]}]})
+        self.push(name, {"w": [1]})
+        description = self.patch(name, {"optimizer": {"lr": 0.25, "weight_decay": 0.5},
+                                        "clip": {"value": 10}, "nonfinite": "skip",
+                                        "grad_noise": None})
+        self.assertEqual(description["optimizer"]["lr"], 0.25)
+        self.assertEqual(description["optimizer"]["weight_decay"], 0.5)
+        self.assertEqual(description["clip"], {"value": 10})
+        self.assertEqual(description["nonfinite"], "skip")
+        self.assertEqual(description["step"], 1)
+        self.assertEqual(description["tensors"][0]["state"], ["momentum_buffer"])
+        self.assertIsNotNone(self.server.wait_for_log(
+            r'INFO .*model "%s": optimizer\.lr changed from 0\.5 to 0\.25' % name))
+        self.assertIsNotNone(self.server.wait_for_log(
+            r'model "%s": optimizer\.weight_decay changed from 0 to 0\.5' % name))
+        self.assertIsNotNone(self.server.wait_for_log(
+            r'model "%s": clip changed from none to \{"value":10' % name))
+        self.assertIsNotNone(self.server.wait_for_log(
+            r'model "%s": nonfinite changed from "error" to "skip"' % name))
+        # The momentum buffer was kept: buf = 0.9 * 1 + (1 + 0.5 * w).
+        w1 = f32(-0.5)
+        reply = self.push(name, {"w": [1]})
+        d = f32(1 + f32(0.5 * w1))
+        buf = f32(f32(0.9) * 1 + d)
+        self.assertEqual(reply["lr"], 0.25)
+        self.assert_floats(reply["weights"]["w"], [f32(w1 - f32(0.25 * buf))], tolerance=1e-7)
+
+    def test_patch_errors_change_nothing(self):
+        name = self.model_name()
+        self.create_model(name, {"optimizer": {"name": "Adam", "lr": 1e-3},
+                                 "schedule": {"name": "StepLR", "step_size": 2},
+                                 "tensors": [{"name": "w", "shape": [2]}]})
+        self.push(name, {"w": [1, 1]})
+        before = self.describe(name)
+        snapshot = self.snapshot(name)
+        for body, status, code, field in [
+                ({"optimizer": {"betas": [0.9, 1.0]}}, 400, "bad_hyperparameter", "optimizer.betas[1]"),
+                ({"optimizer": {"lr": 0.1}}, 400, "bad_hyperparameter", "optimizer.lr"),
+                ({"optimizer": {"amsgrad": True}}, 400, "bad_hyperparameter", "max_exp_avg_sq"),
+                ({"optimizer": {"name": "SGD"}}, 400, "bad_request", "optimizer.name"),
+                ({"clip": {"value": 0.5}, "schedule": {"name": "StepLR"}}, 400,
+                 "bad_hyperparameter", "step_size"),
+                ({"param_groups": [{"lr": 1}]}, 400, "bad_request", "param_groups"),
+                ({"accumulate": 4}, 400, "bad_request", "accumulate"),
+                ({"nonfinite": "drop"}, 400, "bad_request", "nonfinite"),
+                ({}, 400, "bad_request", "request body")]:
+            self.assert_error(self.request("PATCH", "/v1/models/" + name, body), status, code, field)
+        after = self.describe(name)
+        self.assertEqual(after, before)
+        self.assert_unchanged(name, snapshot)
+        self.assert_error(self.request("PATCH", "/v1/models/nope", {"nonfinite": "skip"}),
+                          404, "model_not_found")
+        self.assert_error(self.request("PATCH", "/v1/models/" + name, b"{"), 400, "bad_json")
+        # Replacing the schedule restarts it at the current step.
+        description = self.patch(name, {"schedule": {"name": "StepLR", "step_size": 1, "gamma": 0.5},
+                                        "optimizer": {"lr": 0.5}})
+        self.assertEqual(description["schedule"]["step_size"], 1)
+        self.assertEqual([self.push(name, {"w": [1, 1]})["lr"] for _ in range(3)], [0.5, 0.25, 0.125])
+        self.assertIsNotNone(self.server.wait_for_log(
+            r'model "%s": schedule changed from \{.*"step_size":2.*\} to \{.*"step_size":1' % name))
+
+    def test_patch_concurrent_with_pushes(self):
+        # Pushes of gradient 1 to SGD while a patcher alternates lr between
+        # 0.5 and 0.25: the weight is exactly minus the sum of the lrs the
+        # replies report (no push lost, none half under a new configuration).
+        name = self.model_name()
+        self.create_model(name, {"optimizer": {"name": "SGD", "lr": 0.5},
+                                 "tensors": [{"name": "w", "shape": [1], "values": [0]}]})
+        pushers, pushes, patches = 4, 100, 60
+        lrs, failures = [], []
+        lock = threading.Lock()
+        barrier = threading.Barrier(pushers + 1)
+
+        def pusher():
+            local = []
+            try:
+                with self.server.client() as client:
+                    barrier.wait(30)
+                    for _ in range(pushes):
+                        status, _, reply, raw = client.request(
+                            "POST", "/v1/models/%s/push" % name, {"grads": {"w": [1]}})
+                        if status != 200 or reply["lr"] not in (0.5, 0.25):
+                            raise AssertionError("push: %d %r" % (status, raw[:300]))
+                        local.append(reply["lr"])
+            except BaseException as exc:
+                failures.append(repr(exc))
+            with lock:
+                lrs.extend(local)
+
+        def patcher():
+            try:
+                with self.server.client() as client:
+                    barrier.wait(30)
+                    for k in range(patches):
+                        lr = 0.25 if k % 2 == 0 else 0.5
+                        status, _, reply, raw = client.request(
+                            "PATCH", "/v1/models/" + name, {"optimizer": {"lr": lr}})
+                        if status != 200 or reply["optimizer"]["lr"] != lr:
+                            raise AssertionError("patch: %d %r" % (status, raw[:300]))
+            except BaseException as exc:
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=pusher) for _ in range(pushers)]
+        threads.append(threading.Thread(target=patcher))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        self.assertFalse(any(thread.is_alive() for thread in threads))
+        self.assertEqual(failures, [])
+        self.assertEqual(len(lrs), pushers * pushes)
+        description = self.describe(name)
+        self.assertEqual(description["step"], pushers * pushes)
+        self.assertEqual(description["optimizer"]["lr"], 0.5)  # the last patch (k = 59)
+        self.assertEqual(self.weights(name)["weights"]["w"], [-sum(lrs)])
+        changes = [line for line in self.server.log_lines
+                   if re.search(r'model "%s": optimizer\.lr changed' % name, line)]
+        self.assertEqual(len(changes), patches)
 
 
 if __name__ == "__main__":
