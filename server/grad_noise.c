@@ -44,12 +44,23 @@ uint64_t paramd__grad_noise_stream(uint64_t seed, uint64_t tensor_position, uint
     return splitmix64(splitmix64(splitmix64(seed) ^ tensor_position) ^ draw);
 }
 
+/* The two deviates of pair `pair` (elements 2 pair and 2 pair + 1): Box-Muller
+ * from two uniforms with 53 random bits; u1 in (0, 1] so the log is finite. */
+static inline void normal_pair(uint64_t stream, uint64_t pair, double *even, double *odd)
+{
+    double u1 = (double)((splitmix64(stream ^ (2 * pair)) >> 11) + 1) * 0x1.0p-53;
+    double u2 = (double)(splitmix64(stream ^ (2 * pair + 1)) >> 11) * 0x1.0p-53;
+    double radius = sqrt(-2.0 * log(u1));
+    double angle = 6.283185307179586476925 * u2;
+    *even = radius * cos(angle);
+    *odd = radius * sin(angle);
+}
+
 double paramd__grad_noise_normal(uint64_t stream, uint64_t index)
 {
-    /* Two uniforms with 53 random bits; u1 in (0, 1] so the log is finite. */
-    double u1 = (double)((splitmix64(stream ^ (2 * index)) >> 11) + 1) * 0x1.0p-53;
-    double u2 = (double)(splitmix64(stream ^ (2 * index + 1)) >> 11) * 0x1.0p-53;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586476925 * u2);
+    double even, odd;
+    normal_pair(stream, index / 2, &even, &odd);
+    return index % 2 ? odd : even;
 }
 
 typedef struct noise_job {
@@ -62,8 +73,20 @@ typedef struct noise_job {
 static void noise_range(void *context, size_t begin, size_t end)
 {
     const noise_job *job = context;
-    for (size_t i = begin; i < end; i++)
-        job->out[i] = job->in[i] + (float)(job->stddev * paramd__grad_noise_normal(job->stream, i));
+    const double stddev = job->stddev;
+    size_t i = begin;
+    if (i % 2 && i < end) { /* a range starting at an odd element */
+        job->out[i] = job->in[i] + (float)(stddev * paramd__grad_noise_normal(job->stream, i));
+        i++;
+    }
+    for (; i + 1 < end; i += 2) {
+        double even, odd;
+        normal_pair(job->stream, i / 2, &even, &odd);
+        job->out[i] = job->in[i] + (float)(stddev * even);
+        job->out[i + 1] = job->in[i + 1] + (float)(stddev * odd);
+    }
+    if (i < end)
+        job->out[i] = job->in[i] + (float)(stddev * paramd__grad_noise_normal(job->stream, i));
 }
 
 void paramd__grad_noise_add(const float *in, float *out, size_t count, double stddev,

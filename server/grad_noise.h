@@ -6,9 +6,9 @@
  *
  * The noise is a pure function of (seed, tensor, draw, element): each tensor
  * counts the pushes that drew noise for it (its `draw` number, guarded by
- * the tensor's lock), and element i of draw d of tensor p takes two uniforms
- * from a SplitMix64 hash of (seed, p, d, i) and turns them into one normal
- * deviate by Box-Muller.  Results therefore never depend on the thread count
+ * the tensor's lock), and elements 2j and 2j + 1 of draw d of tensor p take
+ * the two normal deviates that Box-Muller makes of two uniforms from a
+ * SplitMix64 hash of (seed, p, d, j).  Results therefore never depend on the thread count
  * or on other tensors, and the same seed and push sequence reproduce them.
  * The deviate is computed in double; the noise added is
  * (float)(sigma_t * z), one float32 addition per element.
