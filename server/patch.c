@@ -114,19 +114,32 @@ static int check_state_slots(const paramd__model *model, const paramd__optimizer
     return PARAMD_OK;
 }
 
+/* Writes a double with the fewest digits that read back exactly. */
+static void format_number(char *text, size_t size, double value)
+{
+    for (int digits = 15; digits <= 17; digits++) {
+        snprintf(text, size, "%.*g", digits, value);
+        if (strtod(text, NULL) == value)
+            return;
+    }
+}
+
 /* Formats a hyperparameter's value for the log. */
 static void format_value(const paramd__hyperparameter_spec *spec, const double *values,
                          char *text, size_t size)
 {
+    char first[32], second[32];
+    format_number(first, sizeof first, values[0]);
     switch (spec->kind) {
     case PARAMD__HYPERPARAMETER_BOOLEAN:
         snprintf(text, size, "%s", values[0] != 0 ? "true" : "false");
         break;
     case PARAMD__HYPERPARAMETER_PAIR:
-        snprintf(text, size, "[%.17g, %.17g]", values[0], values[1]);
+        format_number(second, sizeof second, values[1]);
+        snprintf(text, size, "[%s, %s]", first, second);
         break;
     case PARAMD__HYPERPARAMETER_REAL:
-        snprintf(text, size, "%.17g", values[0]);
+        snprintf(text, size, "%s", first);
         break;
     }
 }
