@@ -5,6 +5,7 @@
 #include "log.h"
 #include "tensor.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,17 @@ int paramd__core_create_model(paramd__server *server, const paramd__model_spec *
     int result = paramd__optimizer_config_validate(&spec->optimizer, "optimizer", error);
     if (result == PARAMD_OK)
         result = paramd__clip_config_validate(&spec->clip, error);
+    if (result == PARAMD_OK && spec->has_loss_scale)
+        result = paramd__loss_scale_config_validate(&spec->loss_scale, error);
+    if (result == PARAMD_OK && spec->accumulate.steps != 0)
+        result = paramd__accumulate_config_validate(&spec->accumulate, error);
+    if (result == PARAMD_OK)
+        result = paramd__grad_noise_config_validate(&spec->grad_noise, error);
+    if (result == PARAMD_OK && spec->has_loss_scale && spec->nonfinite == PARAMD__NONFINITE_ZERO)
+        result = paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                   "nonfinite: \"zero\" cannot be combined with loss_scale (with "
+                                   "a loss scale a non-finite gradient skips the step and backs "
+                                   "the scale off)");
     for (size_t g = 0; g < spec->param_group_count && result == PARAMD_OK; g++) {
         char field[48];
         snprintf(field, sizeof field, "param_groups[%zu]", g);
@@ -80,7 +92,8 @@ int paramd__core_delete_model(paramd__server *server, const char *name, paramd__
     return result;
 }
 
-/* Checks a push completely before anything changes. */
+/* Checks the shape of a push (each tensor at most once, lengths) before
+ * anything changes.  Finiteness is the non-finite stage's. */
 static int validate_push(const paramd__model *model, const paramd__tensor_io *items,
                          size_t item_count, paramd__error *error)
 {
@@ -93,21 +106,14 @@ static int validate_push(const paramd__model *model, const paramd__tensor_io *it
     int result = PARAMD_OK;
     for (size_t i = 0; i < item_count && result == PARAMD_OK; i++) {
         const paramd__tensor *tensor = items[i].tensor;
-        if (seen[tensor->position]++) {
+        if (seen[tensor->position]++)
             result = paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                        "grads.%s: tensor appears more than once in one push",
                                        tensor->name);
-        } else if (items[i].grad_count != tensor->count) {
+        else if (items[i].grad_count != tensor->count)
             result = paramd__error_set(error, PARAMD_E_SHAPE_MISMATCH,
                                        "grads.%s: tensor has %zu elements, got %zu values",
                                        tensor->name, tensor->count, items[i].grad_count);
-        } else {
-            size_t bad = paramd__find_non_finite(items[i].grad, items[i].grad_count);
-            if (bad < items[i].grad_count)
-                result = paramd__error_set(error, PARAMD_E_NON_FINITE,
-                                           "grads.%s[%zu]: gradient is %g; nothing was applied",
-                                           tensor->name, bad, (double)items[i].grad[bad]);
-        }
     }
     free(seen);
     return result;
@@ -130,54 +136,111 @@ static void apply_schedule(paramd__optimizer_config *config, const paramd__sched
         config->values[momentum->slot] = paramd__schedule_momentum(schedule);
 }
 
+/* Advances every schedule once, as torch calls scheduler.step() after
+ * optimizer.step(), under schedule_lock (held by the caller).  All or
+ * nothing: the schedules advance in copies, committed only when each step
+ * succeeded.  A schedule that cannot advance does not undo the push that
+ * just used it (torch's optimizer step before the raising scheduler.step()
+ * stands); it refuses every later push. */
+static void step_schedules_locked(paramd__model *model, double loss, paramd__schedule *next)
+{
+    size_t count = 1 + model->param_group_count;
+    if (!isnan(loss) || !paramd__schedule_needs_loss(&model->schedule_config)) {
+        paramd__error step_error = {0};
+        int result = PARAMD_OK;
+        for (size_t k = 0; k < count && result == PARAMD_OK; k++) {
+            next[k] = model->schedules[k];
+            result = paramd__schedule_step(&next[k], loss, &step_error);
+        }
+        if (result == PARAMD_OK) {
+            memcpy(model->schedules, next, count * sizeof *next);
+        } else {
+            model->schedule_error = step_error;
+            paramd__log_warn("model \"%s\": %s; later pushes are refused", model->name,
+                             step_error.message);
+        }
+    }
+}
+
 /* Reads the scheduled configurations for this push into configs (1 + group
- * count entries) and advances every schedule, as torch calls
- * scheduler.step() after optimizer.step().  All or nothing: the schedules
- * advance in copies, committed only when each step succeeded.  A schedule
- * that cannot advance does not stop this push, which uses lrs it was given,
- * as torch's optimizer step before the raising scheduler.step() does; it
- * refuses every later push. */
-static int advance_schedules(paramd__model *model, double loss, paramd__optimizer_config *configs,
-                             paramd__error *error)
+ * count entries) and, when `advance`, advances the schedules in the same
+ * critical section, so concurrent pushes each get their own lr in order.
+ * Refuses (changing nothing) once a schedule could not advance. */
+static int read_schedules(paramd__model *model, double loss, bool advance,
+                          paramd__optimizer_config *configs, paramd__error *error)
 {
     size_t count = 1 + model->param_group_count;
     paramd__schedule *next = malloc(count * sizeof *next);
     if (next == NULL)
         return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
     pthread_mutex_lock(&model->schedule_lock);
+    int result = PARAMD_OK;
     if (model->schedule_error.code != PARAMD_OK) {
         *error = model->schedule_error;
-        pthread_mutex_unlock(&model->schedule_lock);
-        free(next);
-        return error->code;
-    }
-    int result = PARAMD_OK;
-    paramd__error step_error = {0};
-    bool advance = !isnan(loss) || !paramd__schedule_needs_loss(&model->schedule_config);
-    for (size_t k = 0; k < count; k++) {
-        configs[k] = k == 0 ? model->optimizer : model->param_groups[k - 1];
-        apply_schedule(&configs[k], &model->schedules[k]);
-        next[k] = model->schedules[k];
-        if (advance && result == PARAMD_OK)
-            result = paramd__schedule_step(&next[k], loss, &step_error);
-    }
-    if (result == PARAMD_OK) {
-        memcpy(model->schedules, next, count * sizeof *next);
+        result = error->code;
     } else {
-        model->schedule_error = step_error;
-        paramd__log_warn("model \"%s\": %s; later pushes are refused", model->name,
-                         step_error.message);
+        for (size_t k = 0; k < count; k++) {
+            configs[k] = k == 0 ? model->optimizer : model->param_groups[k - 1];
+            apply_schedule(&configs[k], &model->schedules[k]);
+        }
+        if (advance)
+            step_schedules_locked(model, loss, next);
     }
     pthread_mutex_unlock(&model->schedule_lock);
     free(next);
-    return PARAMD_OK;
+    return result;
+}
+
+/* Advances the schedules after an accumulating push stepped some tensor. */
+static void step_schedules(paramd__model *model, double loss)
+{
+    size_t count = 1 + model->param_group_count;
+    paramd__schedule *next = malloc(count * sizeof *next);
+    pthread_mutex_lock(&model->schedule_lock);
+    if (next == NULL) {
+        paramd__error_set(&model->schedule_error, PARAMD_E_NO_MEMORY,
+                          "schedule: out of memory while advancing");
+        paramd__log_error("model \"%s\": out of memory advancing its schedule; later pushes "
+                          "are refused",
+                          model->name);
+    } else if (model->schedule_error.code == PARAMD_OK) {
+        step_schedules_locked(model, loss, next);
+    }
+    pthread_mutex_unlock(&model->schedule_lock);
+    free(next);
+}
+
+/* The gradient of one push item on its way through the pipeline: `values`
+ * is what the next stage reads; `writable`, when not NULL, may be written in
+ * place (the caller's own buffer when it allowed that, or `owned`, a buffer
+ * this push allocated and frees). */
+typedef struct push_gradient {
+    const float *values;
+    float *writable;
+    float *owned;
+} push_gradient;
+
+/* A buffer the next whole-push stage (unscale, zero) may write item i's
+ * gradient into; NULL when memory ran out. */
+static float *stage_output(push_gradient *gradient, const paramd__tensor_io *item)
+{
+    if (gradient->writable == NULL) {
+        if (item->grad_writable) {
+            gradient->writable = (float *)item->grad; /* the caller's, to overwrite */
+        } else {
+            gradient->owned = paramd__float_array_alloc(item->tensor->count);
+            gradient->writable = gradient->owned;
+        }
+    }
+    return gradient->writable;
 }
 
 /* The clipping a push applies to every tensor: the norm coefficient when
  * clipping by total norm, and the reported norm.  Reads only gradients. */
-static int prepare_clip(const paramd__model *model, const paramd__tensor_io *items,
-                        size_t item_count, double client_grad_norm, float *coefficient,
-                        double *reported_norm, paramd__error *error)
+static int prepare_clip(const paramd__model *model, const push_gradient *gradients,
+                        const paramd__tensor_io *items, size_t item_count,
+                        double client_grad_norm, float *coefficient, double *reported_norm,
+                        paramd__error *error)
 {
     const paramd__clip_config *clip = &model->clip;
     *coefficient = 1.0f;
@@ -192,7 +255,8 @@ static int prepare_clip(const paramd__model *model, const paramd__tensor_io *ite
         if (norms == NULL)
             return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
         for (size_t i = 0; i < item_count; i++)
-            norms[i] = paramd__clip_norm(items[i].grad, items[i].grad_count, clip->norm_type);
+            norms[i] = paramd__clip_norm(gradients[i].values, items[i].grad_count,
+                                         clip->norm_type);
         *reported_norm = paramd__clip_total_norm(norms, item_count, clip->norm_type);
         free(norms);
     }
@@ -201,64 +265,194 @@ static int prepare_clip(const paramd__model *model, const paramd__tensor_io *ite
     return PARAMD_OK;
 }
 
-/* Writes tensor's clipped gradient to scratch (tensor->count floats) and
- * returns it, or returns grad unchanged when the model does not clip.  Called
- * under the tensor's lock: AGC reads the weights. */
+/* Writes tensor's clipped gradient to out (tensor->count floats; may be
+ * grad itself) and returns it, or returns grad unchanged when the model does
+ * not clip.  Called under the tensor's lock: AGC reads the weights. */
 static const float *clip_tensor(const paramd__clip_config *clip, const paramd__tensor *tensor,
-                                const float *grad, float coefficient, float *scratch)
+                                const float *grad, float coefficient, float *out)
 {
     switch (clip->mode) {
     case PARAMD__CLIP_NONE:
         return grad;
     case PARAMD__CLIP_VALUE:
-        paramd__clip_value(grad, scratch, tensor->count, (float)clip->value);
-        return scratch;
+        paramd__clip_value(grad, out, tensor->count, (float)clip->value);
+        return out;
     case PARAMD__CLIP_NORM:
         if (clip->per_tensor) {
             double norm = paramd__clip_norm(grad, tensor->count, clip->norm_type);
             coefficient = paramd__clip_coefficient(clip->max_norm, norm);
         }
-        paramd__clip_scale(grad, scratch, tensor->count, coefficient);
-        return scratch;
+        paramd__clip_scale(grad, out, tensor->count, coefficient);
+        return out;
     case PARAMD__CLIP_AGC:
-        paramd__clip_agc(grad, scratch, tensor->values, tensor->count, tensor->dimension_count,
+        paramd__clip_agc(grad, out, tensor->values, tensor->count, tensor->dimension_count,
                          tensor->shape, clip->agc, clip->eps);
-        return scratch;
+        return out;
     }
     return grad;
+}
+
+/* The lr a push reports: the scheduled one (configs[0]) or the model's. */
+static double push_lr(const paramd__model *model, const paramd__optimizer_config *scheduled)
+{
+    return paramd__optimizer_config_get(scheduled ? &scheduled[0] : &model->optimizer, "lr");
+}
+
+/* Answers a skipped push: the current weights, the current step and lr;
+ * no tensor, step or schedule changes. */
+static int reply_skipped(paramd__model *model, paramd__tensor_io *items, size_t item_count,
+                         const char *reason, paramd__push_outcome *outcome,
+                         paramd__error *error)
+{
+    paramd__optimizer_config *scheduled = NULL;
+    if (model->has_schedule) {
+        scheduled = malloc((1 + model->param_group_count) * sizeof *scheduled);
+        if (scheduled == NULL)
+            return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+        int result = read_schedules(model, NAN, false, scheduled, error);
+        if (result != PARAMD_OK) {
+            free(scheduled);
+            return result;
+        }
+    }
+    for (size_t i = 0; i < item_count; i++) {
+        paramd__tensor *tensor = items[i].tensor;
+        pthread_mutex_lock(&tensor->lock);
+        if (items[i].weights)
+            memcpy(items[i].weights, tensor->values, tensor->count * sizeof(float));
+        items[i].accumulated = model->extras[tensor->position].accumulated_count;
+        pthread_mutex_unlock(&tensor->lock);
+    }
+    outcome->skipped = true;
+    outcome->skip_reason = reason;
+    outcome->step = atomic_load(&model->step);
+    outcome->lr = push_lr(model, scheduled);
+    free(scheduled);
+    return PARAMD_OK;
 }
 
 int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
                       size_t item_count, double loss, double grad_norm,
                       paramd__push_outcome *outcome, paramd__error *error)
 {
-    int result = validate_push(model, items, item_count, error);
-    if (result != PARAMD_OK)
-        return result;
-    if (!isnan(loss) && !isfinite(loss))
-        return paramd__error_set(error, PARAMD_E_NON_FINITE, "loss: must be a finite number");
-    if (!isnan(grad_norm) && !(isfinite(grad_norm) && grad_norm >= 0))
+    paramd__push_options options = {loss, grad_norm, NAN};
+    return paramd__core_push_ex(server, model, items, item_count, &options, outcome, error);
+}
+
+/* paramd__core_push_ex under the model's config_lock (read). */
+static int push_locked(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                       size_t item_count, const paramd__push_options *options,
+                       push_gradient *gradients, paramd__push_outcome *outcome,
+                       paramd__error *error)
+{
+    if (!isnan(options->loss_scale) && !model->has_loss_scale)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                 "grad_norm: must be a finite number >= 0");
+                                 "loss_scale: model \"%s\" has no loss scale", model->name);
+    bool accumulating = paramd__accumulate_enabled(&model->accumulate);
+    outcome->accumulate_steps = accumulating ? (uint32_t)model->accumulate.steps : 0;
+
+    /* 1 and 2: unscale, and look for non-finite values. */
+    float inv_scale = 1.0f;
+    if (model->has_loss_scale) {
+        pthread_mutex_lock(&model->loss_scale_lock);
+        float scale = isnan(options->loss_scale) ? model->loss_scale.scale
+                                                 : (float)options->loss_scale;
+        pthread_mutex_unlock(&model->loss_scale_lock);
+        inv_scale = paramd__loss_scale_inverse(scale);
+    }
+    size_t bad_item = item_count, bad_index = 0;
+    bool keep_looking = !model->has_loss_scale && model->nonfinite == PARAMD__NONFINITE_ZERO;
+    size_t *bad_at = NULL; /* policy zero: each item's first non-finite index */
+    if (keep_looking && (bad_at = malloc(item_count * sizeof *bad_at)) == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+    for (size_t i = 0; i < item_count; i++) {
+        size_t count = items[i].grad_count, bad;
+        if (model->has_loss_scale) {
+            float *out = stage_output(&gradients[i], &items[i]);
+            if (out == NULL) {
+                free(bad_at);
+                return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+            }
+            bad = paramd__loss_scale_unscale(gradients[i].values, out, count, inv_scale);
+            gradients[i].values = out;
+        } else {
+            bad = paramd__find_non_finite(gradients[i].values, count);
+        }
+        if (bad_at)
+            bad_at[i] = bad;
+        if (bad < count && bad_item == item_count) {
+            bad_item = i;
+            bad_index = bad;
+        }
+        if (bad < count && !keep_looking)
+            break;
+    }
+    if (bad_item < item_count) {
+        const paramd__tensor *tensor = items[bad_item].tensor;
+        double value = (double)items[bad_item].grad[bad_index];
+        if (model->has_loss_scale) {
+            pthread_mutex_lock(&model->loss_scale_lock);
+            paramd__loss_scale_update(&model->loss_scale, &model->loss_scale_config, true);
+            outcome->has_loss_scale = true;
+            outcome->loss_scale = model->loss_scale.scale;
+            pthread_mutex_unlock(&model->loss_scale_lock);
+            atomic_fetch_add(&model->nonfinite_counts.loss_scale_skipped, 1);
+            paramd__log_debug("model \"%s\": grads.%s[%zu] is %g after unscaling; step skipped, "
+                              "loss scale backed off to %g",
+                              model->name, tensor->name, bad_index,
+                              (double)gradients[bad_item].values[bad_index],
+                              (double)outcome->loss_scale);
+            return reply_skipped(model, items, item_count, "loss_scale", outcome, error);
+        }
+        switch (model->nonfinite) {
+        case PARAMD__NONFINITE_ERROR:
+            atomic_fetch_add(&model->nonfinite_counts.refused, 1);
+            return paramd__error_set(error, PARAMD_E_NON_FINITE,
+                                     "grads.%s[%zu]: gradient is %g; nothing was applied "
+                                     "(nonfinite policy \"error\")",
+                                     tensor->name, bad_index, value);
+        case PARAMD__NONFINITE_SKIP:
+            atomic_fetch_add(&model->nonfinite_counts.skipped, 1);
+            return reply_skipped(model, items, item_count, "nonfinite", outcome, error);
+        case PARAMD__NONFINITE_ZERO:
+            for (size_t i = 0; i < item_count; i++) {
+                if (bad_at[i] == items[i].grad_count)
+                    continue;
+                float *out = stage_output(&gradients[i], &items[i]);
+                if (out == NULL) {
+                    free(bad_at);
+                    return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+                }
+                outcome->zeroed +=
+                    paramd__nonfinite_zero(gradients[i].values, out, items[i].grad_count);
+                gradients[i].values = out;
+            }
+            atomic_fetch_add(&model->nonfinite_counts.zeroed, 1);
+            atomic_fetch_add(&model->nonfinite_counts.zeroed_values, outcome->zeroed);
+            break;
+        }
+    }
+    free(bad_at);
+
+    /* 3: the clipping coefficient, over the whole push. */
     float coefficient;
     double reported_norm;
-    result = prepare_clip(model, items, item_count, grad_norm, &coefficient, &reported_norm, error);
+    int result = prepare_clip(model, gradients, items, item_count, options->grad_norm,
+                              &coefficient, &reported_norm, error);
     if (result != PARAMD_OK)
         return result;
-    /* Clipped gradients go to one scratch buffer as large as the largest
-     * pushed tensor rather than into the callers' arrays: the gradients stay
-     * const for every caller (tests reuse static arrays, and a front end may
-     * hand over memory it does not own), at the cost of one tensor's worth of
-     * memory per push, and only for models that clip. */
-    float *scratch = NULL;
+    /* Per-tensor stages (clip, noise) write into the gradient's own buffer
+     * where it may be written, else into one scratch buffer as large as the
+     * largest such tensor, reused tensor by tensor: the callers' gradients
+     * stay untouched and nothing is copied for models without those stages. */
+    bool transforms = model->clip.mode != PARAMD__CLIP_NONE || model->grad_noise.enabled;
     size_t largest = 0;
-    if (model->clip.mode != PARAMD__CLIP_NONE) {
-        for (size_t i = 0; i < item_count; i++)
-            largest = items[i].tensor->count > largest ? items[i].tensor->count : largest;
-        scratch = paramd__float_array_alloc(largest);
-        if (scratch == NULL)
-            return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
-    }
+    for (size_t i = 0; transforms && i < item_count; i++)
+        if (gradients[i].writable == NULL && items[i].tensor->count > largest)
+            largest = items[i].tensor->count;
+    float *scratch = NULL;
+    if (largest > 0 && (scratch = paramd__float_array_alloc(largest)) == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
     /* Tensor-wise optimizers' working memory (Muon's matrices, Adafactor's
      * row sums), as large as the neediest tensor, allocated before anything
      * changes so that running out of memory refuses the push cleanly. */
@@ -271,6 +465,9 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
     }
     size_t step_scratch_floats = (scratch_bytes + sizeof(float) - 1) / sizeof(float);
     float *step_scratch = NULL;
+    /* 6 (prepared): the configurations with the scheduled lr.  A push that
+     * steps every tensor advances the schedules now; an accumulating one
+     * only after it knows that it stepped some tensor. */
     paramd__optimizer_config *scheduled = NULL;
     if (step_scratch_floats > 0) {
         step_scratch = paramd__float_array_alloc(step_scratch_floats);
@@ -287,26 +484,72 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
             result = paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
             goto done;
         }
-        result = advance_schedules(model, loss, scheduled, error);
+        result = read_schedules(model, options->loss, !accumulating, scheduled, error);
         if (result != PARAMD_OK)
             goto done;
     }
+    /* Nothing can fail from here on: the push happens. */
+    if (model->has_loss_scale) {
+        pthread_mutex_lock(&model->loss_scale_lock);
+        paramd__loss_scale_update(&model->loss_scale, &model->loss_scale_config, false);
+        outcome->has_loss_scale = true;
+        outcome->loss_scale = model->loss_scale.scale;
+        pthread_mutex_unlock(&model->loss_scale_lock);
+    }
+    double noise_stddev = model->grad_noise.enabled
+                              ? paramd__grad_noise_stddev(&model->grad_noise,
+                                                          atomic_load(&model->step))
+                              : 0.0;
+    bool stepped = false;
     for (size_t i = 0; i < item_count; i++) {
         paramd__tensor *tensor = items[i].tensor;
+        paramd__tensor_extra *extra = &model->extras[tensor->position];
         const paramd__optimizer_config *config =
             scheduled ? &scheduled[tensor->param_group + 1] : tensor->optimizer;
+        float *out = gradients[i].writable ? gradients[i].writable : scratch;
         pthread_mutex_lock(&tensor->lock);
-        paramd__step_arrays arrays = paramd__tensor_step_arrays(
-            tensor, clip_tensor(&model->clip, tensor, items[i].grad, coefficient, scratch));
-        arrays.scratch = step_scratch;
-        tensor->step++;
-        paramd__optimizer_step(config, tensor->step, &arrays, tensor->count);
+        /* 3 and 4: clip, then noise. */
+        const float *grad =
+            clip_tensor(&model->clip, tensor, gradients[i].values, coefficient, out);
+        if (model->grad_noise.enabled) {
+            uint64_t stream = paramd__grad_noise_stream(model->grad_noise.seed, tensor->position,
+                                                        extra->noise_draws++);
+            paramd__grad_noise_add(grad, out, tensor->count, noise_stddev, stream);
+            grad = out;
+        }
+        /* 5: accumulate; only a full window goes on to the optimizer. */
+        bool step = true;
+        if (accumulating) {
+            paramd__accumulate_add(extra->accumulated, grad, tensor->count,
+                                   extra->accumulated_count == 0);
+            items[i].accumulated = ++extra->accumulated_count;
+            step = extra->accumulated_count == (uint32_t)model->accumulate.steps;
+            if (step) {
+                paramd__accumulate_finish(extra->accumulated, tensor->count, &model->accumulate);
+                grad = extra->accumulated;
+                extra->accumulated_count = 0;
+            }
+        }
+        /* 6: the optimizer step. */
+        if (step) {
+            paramd__step_arrays arrays = paramd__tensor_step_arrays(tensor, grad);
+            arrays.scratch = step_scratch;
+            tensor->step++;
+            paramd__optimizer_step(config, tensor->step, &arrays, tensor->count);
+            stepped = true;
+        }
         if (items[i].weights)
             memcpy(items[i].weights, tensor->values, tensor->count * sizeof(float));
         pthread_mutex_unlock(&tensor->lock);
     }
-    outcome->step = atomic_fetch_add(&model->step, 1) + 1;
-    outcome->lr = paramd__optimizer_config_get(scheduled ? &scheduled[0] : &model->optimizer, "lr");
+    if (stepped) {
+        if (accumulating && model->has_schedule)
+            step_schedules(model, options->loss);
+        outcome->step = atomic_fetch_add(&model->step, 1) + 1;
+    } else {
+        outcome->step = atomic_load(&model->step);
+    }
+    outcome->lr = push_lr(model, scheduled);
     outcome->grad_norm = reported_norm;
     atomic_fetch_add(&server->pushes, 1);
 done:
@@ -318,15 +561,57 @@ done:
     return result;
 }
 
+int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                         size_t item_count, const paramd__push_options *options,
+                         paramd__push_outcome *outcome, paramd__error *error)
+{
+    memset(outcome, 0, sizeof *outcome);
+    outcome->grad_norm = NAN;
+    int result = validate_push(model, items, item_count, error);
+    if (result != PARAMD_OK)
+        return result;
+    if (!isnan(options->loss) && !isfinite(options->loss))
+        return paramd__error_set(error, PARAMD_E_NON_FINITE, "loss: must be a finite number");
+    if (!isnan(options->grad_norm) && !(isfinite(options->grad_norm) && options->grad_norm >= 0))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "grad_norm: must be a finite number >= 0");
+    if (!isnan(options->loss_scale) &&
+        !(options->loss_scale > 0 && options->loss_scale <= FLT_MAX))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "loss_scale: must be a number > 0 that fits in float32");
+    push_gradient *gradients = calloc(item_count, sizeof *gradients);
+    if (gradients == NULL)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
+    for (size_t i = 0; i < item_count; i++) {
+        gradients[i].values = items[i].grad;
+        items[i].accumulated = 0;
+    }
+    pthread_rwlock_rdlock(&model->config_lock);
+    result = push_locked(server, model, items, item_count, options, gradients, outcome, error);
+    pthread_rwlock_unlock(&model->config_lock);
+    for (size_t i = 0; i < item_count; i++)
+        paramd__float_array_free(gradients[i].owned, items[i].tensor->count);
+    free(gradients);
+    return result;
+}
+
 int paramd__core_pull(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
                       size_t item_count, uint64_t *step_out, paramd__error *error)
 {
-    (void)error;
+    for (size_t i = 0; i < item_count; i++) {
+        const paramd__tensor *tensor = items[i].tensor;
+        size_t offset = items[i].range_offset, count = paramd__tensor_io_count(&items[i]);
+        if (offset > tensor->count || count > tensor->count - offset)
+            return paramd__error_set(error, PARAMD_E_BAD_RANGE,
+                                     "%s: range [%zu, %zu) is outside the tensor's %zu elements",
+                                     tensor->name, offset, offset + count, tensor->count);
+    }
     *step_out = atomic_load(&model->step);
     for (size_t i = 0; i < item_count; i++) {
         paramd__tensor *tensor = items[i].tensor;
         pthread_mutex_lock(&tensor->lock);
-        memcpy(items[i].weights, tensor->values, tensor->count * sizeof(float));
+        memcpy(items[i].weights, tensor->values + items[i].range_offset,
+               paramd__tensor_io_count(&items[i]) * sizeof(float));
         pthread_mutex_unlock(&tensor->lock);
     }
     atomic_fetch_add(&server->pulls, 1);

@@ -41,11 +41,20 @@ typedef struct paramd__tensor_io {
     paramd__tensor *tensor;
     const float *grad;     /* push: tensor->count gradient values (borrowed) */
     size_t grad_count;     /* push: number of values in grad */
+    /* push: true when grad points to memory the caller owns and discards
+     * after the push, so the core may unscale, zero, clip and add noise in
+     * it in place instead of copying; false keeps grad untouched. */
+    bool grad_writable;
     float *weights;        /* out: tensor->count floats for the weights after
                               the update (push) or now (pull); may be NULL on push */
-    size_t weights_count;  /* out: floats written to weights; tensor->count except
-                              for a state array of another length (pull_state of
-                              Adafactor's row_var, say).  0 means tensor->count. */
+    size_t weights_count;  /* pull: elements to copy (0: the whole tensor); out:
+                              floats written to weights - tensor->count except for
+                              a range, or a state array of another length
+                              (pull_state of Adafactor's row_var, say) */
+    size_t range_offset;   /* pull: the first element copied (a range's start) */
+    uint32_t accumulated;  /* out (push, accumulating models): the gradients in
+                              the tensor's window after this push, 1 to steps;
+                              steps means this push applied the step */
 } paramd__tensor_io;
 
 /* The number of floats in item->weights. */
@@ -54,12 +63,28 @@ static inline size_t paramd__tensor_io_count(const paramd__tensor_io *item)
     return item->weights_count ? item->weights_count : item->tensor->count;
 }
 
+/* What a push carries besides the gradients. */
+typedef struct paramd__push_options {
+    double loss;       /* drives ReduceLROnPlateau; NAN: none */
+    double grad_norm;  /* the client's global gradient norm for clipping; NAN: none */
+    double loss_scale; /* the scale the gradients carry (loss-scaled models);
+                          NAN: the model's current scale */
+} paramd__push_options;
+
 /* What a push reports besides the weights. */
 typedef struct paramd__push_outcome {
     uint64_t step; /* the model's step count after this push */
     double lr;     /* the learning rate this push used (the model's, not a group's) */
     double grad_norm; /* the norm before clipping that was used (the computed total
                          norm or the client's), when the model clips by norm; else NAN */
+    /* A skipped push changed no tensor: reason "nonfinite" (policy skip) or
+     * "loss_scale" (an overflow with dynamic loss scaling); else NULL. */
+    bool skipped;
+    const char *skip_reason;
+    bool has_loss_scale;
+    float loss_scale;       /* the scale after this push: multiply the next loss by it */
+    size_t zeroed;          /* non-finite entries zeroed (policy zero) */
+    uint32_t accumulate_steps; /* the window length when the model accumulates, else 0 */
 } paramd__push_outcome;
 
 /* Applies one optimizer step to each tensor in items (any subset of the
@@ -82,6 +107,71 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
                       size_t item_count, double loss, double grad_norm,
                       paramd__push_outcome *outcome, paramd__error *error);
 
+/* The full push pipeline (issue 4), in this fixed order, each stage only when
+ * the model has it:
+ *   1. unscale: gradients times the loss scale's float32 inverse (loss_scale.h);
+ *   2. non-finite check: with a loss scale, any inf or NaN skips the push and
+ *      backs the scale off; otherwise the model's nonfinite policy refuses
+ *      the push, skips it, or zeroes the entries (nonfinite.h);
+ *   3. clip (clip.h);
+ *   4. noise (grad_noise.h), with t = the model's step before this push;
+ *   5. accumulate (accumulate.h): a tensor whose window is not full only
+ *      stores its gradient;
+ *   6. the optimizer step, with the scheduled lr.
+ * paramd__core_push is this with options {loss, grad_norm, NAN}.  A skipped
+ * push returns PARAMD_OK with outcome->skipped set and the current weights;
+ * it changes no tensor, step or schedule (the loss scale and the counters
+ * do change).  With accumulation the model's step, and its schedule, advance
+ * once for each push that applied the optimizer step to at least one tensor.
+ * The push holds the model's config_lock for reading throughout. */
+int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                         size_t item_count, const paramd__push_options *options,
+                         paramd__push_outcome *outcome, paramd__error *error);
+
+/* ---------------------------------------------------------------------------
+ * Runtime changes (PATCH /v1/models/{model}; server/patch.c)
+ * ------------------------------------------------------------------------- */
+
+/* A new value for one hyperparameter of the model's optimizer type. */
+typedef struct paramd__hyperparameter_change {
+    const paramd__hyperparameter_spec *spec;
+    double values[3]; /* one number, two for a pair, three for a triple; booleans 0 or 1 */
+} paramd__hyperparameter_change;
+
+typedef struct paramd__hyperparameter_changes {
+    paramd__hyperparameter_change *changes;
+    size_t count;
+} paramd__hyperparameter_changes;
+
+/* What one PATCH changes.  Hyperparameters are changes, applied to the
+ * values current when the patch runs, so concurrent patches of different
+ * fields never undo each other; the other fields are replaced whole. */
+typedef struct paramd__model_patch {
+    paramd__hyperparameter_changes optimizer;  /* the model's own configuration */
+    paramd__hyperparameter_changes *groups;    /* NULL, or one per parameter group */
+    size_t group_count;
+    bool set_clip;
+    paramd__clip_config clip;                  /* mode NONE: stop clipping */
+    bool set_schedule, has_schedule;           /* has_schedule false: remove it */
+    paramd__schedule_config schedule;
+    bool set_nonfinite;
+    paramd__nonfinite_policy nonfinite;
+    bool set_grad_noise;
+    paramd__grad_noise_config grad_noise;      /* enabled false: stop */
+    bool set_loss_scale, has_loss_scale;       /* has_loss_scale false: stop */
+    paramd__loss_scale_config loss_scale;
+    bool loss_scale_restart;                   /* init_scale given: restart at it */
+} paramd__model_patch;
+
+/* Applies a patch atomically: everything is validated first (ranges and
+ * cross-field rules of every changed configuration, state slots the tensors
+ * hold, combinations), and a failure changes nothing and names the field.
+ * Then every change is committed and logged at info level with its old and
+ * new value.  Holds the model's config_lock for writing, so no push runs
+ * half under the old and half under the new configuration. */
+int paramd__core_patch_model(paramd__server *server, paramd__model *model,
+                             const paramd__model_patch *patch, paramd__error *error);
+
 /* Copies one optimizer state array (e.g. "exp_avg", or ASGD's averaged
  * weights "ax") of each tensor in items into items[i].weights (which has room
  * for tensor->count floats; a state array is never longer) and sets
@@ -93,8 +183,11 @@ int paramd__core_pull_state(paramd__server *server, paramd__model *model, const 
                             paramd__tensor_io *items, size_t item_count, uint64_t *step_out,
                             paramd__error *error);
 
-/* Copies the current weights of each tensor in items.  *step_out receives the
- * model's step count, read before the copies. */
+/* Copies the current weights of each tensor in items: the whole tensor, or
+ * the range of weights_count elements from range_offset when weights_count
+ * is not 0 (PARAMD_E_BAD_RANGE, before anything is copied, when a range
+ * leaves its tensor).  *step_out receives the model's step count, read
+ * before the copies. */
 int paramd__core_pull(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
                       size_t item_count, uint64_t *step_out, paramd__error *error);
 

@@ -10,6 +10,7 @@
  *   GET    /v1/models                     list models
  *   PUT    /v1/models/{model}             create a model
  *   GET    /v1/models/{model}             describe a model
+ *   PATCH  /v1/models/{model}             change hyperparameters and training options
  *   DELETE /v1/models/{model}             delete a model
  *   POST   /v1/models/{model}/push        apply gradients, return fresh weights
  *   GET    /v1/models/{model}/weights     read weights
@@ -132,6 +133,31 @@ static void handle_describe_model(const paramd__http_request *request, const cha
     paramd__model_release(model);
 }
 
+static void handle_patch_model(const paramd__http_request *request, const char *model_name,
+                               paramd__http_response *response)
+{
+    paramd__model *model = find_model(request, model_name, response);
+    if (model == NULL)
+        return;
+    json_t *body = parse_body(request, response);
+    if (body == NULL) {
+        paramd__model_release(model);
+        return;
+    }
+    paramd__error error = {0};
+    paramd__model_patch patch;
+    int result = paramd__json_parse_model_patch(body, model, &patch, &error);
+    if (result == PARAMD_OK)
+        result = paramd__core_patch_model(request->http->server, model, &patch, &error);
+    paramd__json_model_patch_free(&patch);
+    json_decref(body);
+    if (result == PARAMD_OK)
+        respond_json(response, 200, paramd__json_describe_model(model));
+    else
+        paramd__http_error_response(response, &error);
+    paramd__model_release(model);
+}
+
 static void handle_delete_model(const paramd__http_request *request, const char *model_name,
                                 paramd__http_response *response)
 {
@@ -222,32 +248,29 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     json_t *value;
     json_object_foreach(body, key, value) {
         if (strcmp(key, "grads") != 0 && strcmp(key, "worker") != 0 &&
-            strcmp(key, "loss") != 0 && strcmp(key, "grad_norm") != 0) {
+            strcmp(key, "loss") != 0 && strcmp(key, "grad_norm") != 0 &&
+            strcmp(key, "loss_scale") != 0) {
             result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
-                                       "%.100s: unknown field (expected grads, worker, loss and "
-                                       "grad_norm)",
+                                       "%.100s: unknown field (expected grads, worker, loss, "
+                                       "grad_norm and loss_scale)",
                                        key);
             goto done;
         }
     }
-    const json_t *loss_value = json_object_get(body, "loss");
-    double loss = NAN;
-    if (loss_value && !json_is_null(loss_value)) {
-        if (!json_is_number(loss_value)) {
-            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST, "loss: must be a number");
+    /* Optional numbers: loss, grad_norm, loss_scale (NAN when absent). */
+    paramd__push_options options = {NAN, NAN, NAN};
+    static const char *const number_keys[] = {"loss", "grad_norm", "loss_scale"};
+    double *numbers[] = {&options.loss, &options.grad_norm, &options.loss_scale};
+    for (size_t k = 0; k < sizeof number_keys / sizeof number_keys[0]; k++) {
+        const json_t *number = json_object_get(body, number_keys[k]);
+        if (number == NULL || json_is_null(number))
+            continue;
+        if (!json_is_number(number)) {
+            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST, "%s: must be a number",
+                                       number_keys[k]);
             goto done;
         }
-        loss = json_number_value(loss_value);
-    }
-    const json_t *grad_norm_value = json_object_get(body, "grad_norm");
-    double grad_norm = NAN;
-    if (grad_norm_value && !json_is_null(grad_norm_value)) {
-        if (!json_is_number(grad_norm_value)) {
-            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
-                                       "grad_norm: must be a number");
-            goto done;
-        }
-        grad_norm = json_number_value(grad_norm_value);
+        *numbers[k] = json_number_value(number);
     }
     const json_t *worker = json_object_get(body, "worker");
     if (worker && (!json_is_string(worker) || !paramd__model_name_valid(json_string_value(worker)))) {
@@ -284,6 +307,8 @@ static void handle_push(const paramd__http_request *request, const char *model_n
         result = tensor_batch_add(&batch, tensor, encoding, &error);
         batch.items[batch.count - 1].grad = grad;
         batch.items[batch.count - 1].grad_count = grad_count;
+        /* The decoded gradient is the batch's own: the core may work in it. */
+        batch.items[batch.count - 1].grad_writable = true;
         if (result != PARAMD_OK)
             goto done;
     }
@@ -291,13 +316,12 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     json_decref(body);
     body = NULL;
     paramd__push_outcome outcome;
-    result = paramd__core_push(request->http->server, model, batch.items, batch.count, loss,
-                               grad_norm, &outcome, &error);
+    result = paramd__core_push_ex(request->http->server, model, batch.items, batch.count,
+                                  &options, &outcome, &error);
     if (result == PARAMD_OK) {
         size_t length;
-        char *text = paramd__json_write_push_reply(outcome.step, outcome.lr, outcome.grad_norm,
-                                                   batch.items,
-                                                   batch.encodings, batch.count, &length);
+        char *text = paramd__json_write_push_reply(&outcome, batch.items, batch.encodings,
+                                                   batch.count, &length);
         if (text == NULL) {
             respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while building the response");
         } else {
@@ -329,6 +353,8 @@ static void read_tensors(const paramd__http_request *request, const char *model_
     paramd__float_encoding encoding = PARAMD__ENCODING_JSON;
     const char *encoding_name =
         MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, "encoding");
+    const char *dtype =
+        MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, "dtype");
     if (encoding_name && strcmp(encoding_name, "b64") == 0) {
         encoding = PARAMD__ENCODING_BASE64;
     } else if (encoding_name && strcmp(encoding_name, "json") != 0) {
@@ -336,6 +362,23 @@ static void read_tensors(const paramd__http_request *request, const char *model_
                                    "encoding: must be \"json\" or \"b64\", got \"%.100s\"",
                                    encoding_name);
         goto done;
+    }
+    /* dtype=float16|bfloat16|float32 chooses the base64 element type (and
+     * implies encoding=b64). */
+    if (dtype) {
+        if (encoding_name && encoding == PARAMD__ENCODING_JSON) {
+            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
+                                       "dtype: only with encoding=b64 (JSON numbers are "
+                                       "float32)");
+            goto done;
+        }
+        if (paramd__encoding_from_dtype(dtype, &encoding) != PARAMD_OK) {
+            result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
+                                       "dtype: must be \"float32\", \"float16\" or "
+                                       "\"bfloat16\", got \"%.100s\"",
+                                       dtype);
+            goto done;
+        }
     }
     const char *selection =
         MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, "tensors");
@@ -453,6 +496,7 @@ static const route routes[] = {
     {ROUTE_EXACT, "/v1/models", NULL, "GET", handle_list_models},
     {ROUTE_MODEL, "/v1/models/", NULL, "PUT", handle_create_model},
     {ROUTE_MODEL, "/v1/models/", NULL, "GET", handle_describe_model},
+    {ROUTE_MODEL, "/v1/models/", NULL, "PATCH", handle_patch_model},
     {ROUTE_MODEL, "/v1/models/", NULL, "DELETE", handle_delete_model},
     {ROUTE_MODEL_SUFFIX, "/v1/models/", "/push", "POST", handle_push},
     {ROUTE_MODEL_SUFFIX, "/v1/models/", "/weights", "GET", handle_weights},

@@ -3,8 +3,10 @@
 #include "json_api.h"
 
 #include "base64.h"
+#include "half.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +19,74 @@
  * Float arrays
  * ------------------------------------------------------------------------- */
 
+const char *paramd__encoding_dtype(paramd__float_encoding encoding)
+{
+    switch (encoding) {
+    case PARAMD__ENCODING_BASE64_FLOAT16:
+        return "float16";
+    case PARAMD__ENCODING_BASE64_BFLOAT16:
+        return "bfloat16";
+    default:
+        return "float32";
+    }
+}
+
+int paramd__encoding_from_dtype(const char *dtype, paramd__float_encoding *encoding)
+{
+    static const paramd__float_encoding encodings[] = {
+        PARAMD__ENCODING_BASE64, PARAMD__ENCODING_BASE64_FLOAT16,
+        PARAMD__ENCODING_BASE64_BFLOAT16};
+    for (size_t i = 0; i < sizeof encodings / sizeof encodings[0]; i++)
+        if (strcmp(dtype, paramd__encoding_dtype(encodings[i])) == 0) {
+            *encoding = encodings[i];
+            return PARAMD_OK;
+        }
+    return PARAMD_E_BAD_ENCODING;
+}
+
+/* Bytes per element on the wire. */
+static size_t element_size(paramd__float_encoding encoding)
+{
+    return encoding == PARAMD__ENCODING_BASE64_FLOAT16 ||
+                   encoding == PARAMD__ENCODING_BASE64_BFLOAT16
+               ? 2
+               : sizeof(float);
+}
+
+/* Base64 text in chunks of this many characters decodes to (and 16-bit
+ * values encode from) chunks of 3/4 as many bytes, with no padding between
+ * chunks: a stack buffer per chunk, no tensor-sized temporary. */
+#define BASE64_CHUNK_CHARACTERS 4096
+#define BASE64_CHUNK_BYTES (BASE64_CHUNK_CHARACTERS / 4 * 3)
+
+/* Decodes base64 of 16-bit values (float16 or bfloat16) into count floats. */
+static bool decode_base64_halves(const char *text, size_t length, size_t bytes,
+                                 paramd__float_encoding encoding, float *values)
+{
+    unsigned char chunk[BASE64_CHUNK_BYTES];
+    size_t written = 0;
+    for (size_t position = 0; position < length; position += BASE64_CHUNK_CHARACTERS) {
+        size_t characters = length - position < BASE64_CHUNK_CHARACTERS
+                                ? length - position
+                                : BASE64_CHUNK_CHARACTERS;
+        bool last = position + characters == length;
+        long long got = paramd_base64_decode(text + position, characters, chunk, sizeof chunk);
+        /* Padding is only allowed at the very end: every other chunk must
+         * decode to a full chunk of bytes. */
+        if (got < 0 || (size_t)got != (last ? bytes - written : BASE64_CHUNK_BYTES))
+            return false;
+        if (encoding == PARAMD__ENCODING_BASE64_FLOAT16)
+            paramd_float16_decode(chunk, values + written / 2, (size_t)got / 2);
+        else
+            paramd_bfloat16_decode(chunk, values + written / 2, (size_t)got / 2);
+        written += (size_t)got;
+    }
+    return written == bytes;
+}
+
 static int decode_base64_floats(const json_t *object, const char *field, float **values,
-                                size_t *count, paramd__error *error)
+                                size_t *count, paramd__float_encoding *encoding,
+                                paramd__error *error)
 {
     const char *key;
     json_t *member;
@@ -30,9 +98,11 @@ static int decode_base64_floats(const json_t *object, const char *field, float *
     }
     const json_t *dtype = json_object_get(object, "dtype");
     const json_t *data = json_object_get(object, "b64");
-    if (!json_is_string(dtype) || strcmp(json_string_value(dtype), "float32") != 0)
+    if (!json_is_string(dtype) ||
+        paramd__encoding_from_dtype(json_string_value(dtype), encoding) != PARAMD_OK)
         return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
-                                 "%s.dtype: must be \"float32\"", field);
+                                 "%s.dtype: must be \"float32\", \"float16\" or \"bfloat16\"",
+                                 field);
     if (!json_is_string(data))
         return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
                                  "%s.b64: must be a base64 string", field);
@@ -48,17 +118,21 @@ static int decode_base64_floats(const json_t *object, const char *field, float *
                                  "%s.b64: not valid padded base64 (length %zu is not a "
                                  "multiple of 4)",
                                  field, length);
-    if (bytes % sizeof(float) != 0)
+    size_t size = element_size(*encoding);
+    if (bytes % size != 0)
         return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
-                                 "%s.b64: %zu bytes is not a whole number of float32 values",
-                                 field, bytes);
-    size_t decoded = bytes / sizeof(float);
+                                 "%s.b64: %zu bytes is not a whole number of %s values", field,
+                                 bytes, paramd__encoding_dtype(*encoding));
+    size_t decoded = bytes / size;
     float *buffer = NULL;
     if (decoded > 0) {
         buffer = paramd__float_array_alloc(decoded);
         if (buffer == NULL)
             return paramd__error_set(error, PARAMD_E_NO_MEMORY, "%s: out of memory", field);
-        if (paramd_base64_decode(text, length, buffer, bytes) != (long long)bytes) {
+        bool valid = size == sizeof(float)
+                         ? paramd_base64_decode(text, length, buffer, bytes) == (long long)bytes
+                         : decode_base64_halves(text, length, bytes, *encoding, buffer);
+        if (!valid) {
             paramd__float_array_free(buffer, decoded);
             return paramd__error_set(error, PARAMD_E_BAD_ENCODING,
                                      "%s.b64: not valid padded base64", field);
@@ -73,14 +147,13 @@ int paramd__json_decode_floats(const json_t *value, const char *field, float **v
                                size_t *count, paramd__float_encoding *encoding,
                                paramd__error *error)
 {
-    if (json_is_object(value)) {
-        *encoding = PARAMD__ENCODING_BASE64;
-        return decode_base64_floats(value, field, values, count, error);
-    }
+    if (json_is_object(value))
+        return decode_base64_floats(value, field, values, count, encoding, error);
     if (!json_is_array(value))
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "%s: must be an array of numbers or "
-                                 "{\"dtype\": \"float32\", \"b64\": ...}",
+                                 "{\"dtype\": \"float32\" (or \"float16\", \"bfloat16\"), "
+                                 "\"b64\": ...}",
                                  field);
     *encoding = PARAMD__ENCODING_JSON;
     size_t length = json_array_size(value);
@@ -112,21 +185,49 @@ int paramd__json_decode_floats(const json_t *value, const char *field, float **v
     return PARAMD_OK;
 }
 
+/* Writes count values as base64 in `encoding` to text (the caller provides
+ * base64_length(encoding, count) characters). */
+static void encode_base64_values(const float *values, size_t count,
+                                 paramd__float_encoding encoding, char *text)
+{
+    if (element_size(encoding) == sizeof(float)) {
+        paramd_base64_encode(values, count * sizeof(float), text);
+        return;
+    }
+    unsigned char chunk[BASE64_CHUNK_BYTES];
+    const size_t per_chunk = BASE64_CHUNK_BYTES / 2;
+    for (size_t begin = 0; begin < count; begin += per_chunk) {
+        size_t n = count - begin < per_chunk ? count - begin : per_chunk;
+        if (encoding == PARAMD__ENCODING_BASE64_FLOAT16)
+            paramd_float16_encode(values + begin, chunk, n);
+        else
+            paramd_bfloat16_encode(values + begin, chunk, n);
+        paramd_base64_encode(chunk, 2 * n, text);
+        text += paramd_base64_encoded_length(2 * n);
+    }
+}
+
+static size_t base64_length(paramd__float_encoding encoding, size_t count)
+{
+    return paramd_base64_encoded_length(count * element_size(encoding));
+}
+
 json_t *paramd__json_encode_floats(const float *values, size_t count,
                                    paramd__float_encoding encoding)
 {
-    if (encoding == PARAMD__ENCODING_BASE64) {
-        size_t length = paramd_base64_encoded_length(count * sizeof(float));
+    if (encoding != PARAMD__ENCODING_JSON) {
+        size_t length = base64_length(encoding, count);
         char *text = malloc(length + 1);
         if (text == NULL)
             return NULL;
-        paramd_base64_encode(values, count * sizeof(float), text);
+        encode_base64_values(values, count, encoding, text);
         text[length] = '\0';
         json_t *string = json_stringn_nocheck(text, length);
         free(text);
         if (string == NULL)
             return NULL;
-        json_t *object = json_pack("{s:s,s:o}", "dtype", "float32", "b64", string);
+        json_t *object =
+            json_pack("{s:s,s:o}", "dtype", paramd__encoding_dtype(encoding), "b64", string);
         return object;
     }
     json_t *array = json_array();
@@ -147,7 +248,7 @@ static char *write_tensor_reply(uint64_t step, const char *header, const char *k
                                 const paramd__float_encoding *encodings, size_t count,
                                 size_t *length)
 {
-    static const char base64_open[] = "{\"dtype\":\"float32\",\"b64\":\"";
+    static const char base64_open[] = "{\"dtype\":\"bfloat16\",\"b64\":\"";
     char **arrays = calloc(count ? count : 1, sizeof *arrays);
     if (arrays == NULL)
         return NULL;
@@ -156,9 +257,8 @@ static char *write_tensor_reply(uint64_t step, const char *header, const char *k
     char *text = NULL;
     for (size_t i = 0; i < count; i++) {
         total += strlen(items[i].tensor->name) + 4;
-        if (encodings[i] == PARAMD__ENCODING_BASE64) {
-            total += sizeof base64_open + 2 +
-                     paramd_base64_encoded_length(paramd__tensor_io_count(&items[i]) * sizeof(float));
+        if (encodings[i] != PARAMD__ENCODING_JSON) {
+            total += sizeof base64_open + 2 + base64_length(encodings[i], paramd__tensor_io_count(&items[i]));
         } else {
             json_t *array = paramd__json_encode_floats(items[i].weights, paramd__tensor_io_count(&items[i]),
                                                        PARAMD__ENCODING_JSON);
@@ -178,12 +278,12 @@ static char *write_tensor_reply(uint64_t step, const char *header, const char *k
     for (size_t i = 0; i < count; i++) {
         n += (size_t)snprintf(text + n, total - n, "%s\"%s\":", i ? "," : "",
                               items[i].tensor->name);
-        if (encodings[i] == PARAMD__ENCODING_BASE64) {
-            memcpy(text + n, base64_open, sizeof base64_open - 1);
-            n += sizeof base64_open - 1;
-            size_t bytes = paramd__tensor_io_count(&items[i]) * sizeof(float);
-            paramd_base64_encode(items[i].weights, bytes, text + n);
-            n += paramd_base64_encoded_length(bytes);
+        if (encodings[i] != PARAMD__ENCODING_JSON) {
+            n += (size_t)snprintf(text + n, total - n, "{\"dtype\":\"%s\",\"b64\":\"",
+                                  paramd__encoding_dtype(encodings[i]));
+            encode_base64_values(items[i].weights, paramd__tensor_io_count(&items[i]), encodings[i],
+                                 text + n);
+            n += base64_length(encodings[i], paramd__tensor_io_count(&items[i]));
             memcpy(text + n, "\"}", 2);
             n += 2;
         } else {
@@ -218,23 +318,85 @@ static void format_double(char *buffer, size_t size, double value)
     }
 }
 
-char *paramd__json_write_push_reply(uint64_t step, double lr, double grad_norm,
+/* A growing text buffer for reply headers. */
+typedef struct text_buffer {
+    char *text;
+    size_t length, capacity;
+    bool failed;
+} text_buffer;
+
+static void text_append(text_buffer *buffer, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void text_append(text_buffer *buffer, const char *format, ...)
+{
+    if (buffer->failed)
+        return;
+    for (;;) {
+        va_list arguments;
+        va_start(arguments, format);
+        size_t room = buffer->capacity - buffer->length;
+        int n = vsnprintf(buffer->text ? buffer->text + buffer->length : NULL, room, format,
+                          arguments);
+        va_end(arguments);
+        if (n < 0) {
+            buffer->failed = true;
+            return;
+        }
+        if ((size_t)n < room) {
+            buffer->length += (size_t)n;
+            return;
+        }
+        size_t capacity = 2 * buffer->capacity + (size_t)n + 64;
+        char *text = realloc(buffer->text, capacity);
+        if (text == NULL) {
+            buffer->failed = true;
+            return;
+        }
+        buffer->text = text;
+        buffer->capacity = capacity;
+    }
+}
+
+char *paramd__json_write_push_reply(const paramd__push_outcome *outcome,
                                     const paramd__tensor_io *items,
                                     const paramd__float_encoding *encodings, size_t count,
                                     size_t *length)
 {
-    char number[40], header[128];
-    format_double(number, sizeof number, lr);
-    int n = snprintf(header, sizeof header, "\"lr\":%s,", number);
-    if (!isnan(grad_norm)) {
+    text_buffer header = {0};
+    char number[40];
+    format_double(number, sizeof number, outcome->lr);
+    text_append(&header, "\"lr\":%s,", number);
+    if (!isnan(outcome->grad_norm)) {
         /* An overflowing norm (possible for large norm_type) is not JSON. */
-        if (isfinite(grad_norm))
-            format_double(number, sizeof number, grad_norm);
+        if (isfinite(outcome->grad_norm))
+            format_double(number, sizeof number, outcome->grad_norm);
         else
             strcpy(number, "null");
-        snprintf(header + n, sizeof header - (size_t)n, "\"grad_norm\":%s,", number);
+        text_append(&header, "\"grad_norm\":%s,", number);
     }
-    return write_tensor_reply(step, header, "weights", items, encodings, count, length);
+    if (outcome->has_loss_scale) {
+        /* The float32 scale, exactly ("%.9g" round-trips every float32). */
+        text_append(&header, "\"loss_scale\":%.9g,", (double)outcome->loss_scale);
+    }
+    if (outcome->skipped)
+        text_append(&header, "\"skipped\":true,\"reason\":\"%s\",", outcome->skip_reason);
+    if (outcome->zeroed > 0)
+        text_append(&header, "\"zeroed\":%zu,", outcome->zeroed);
+    if (outcome->accumulate_steps > 0) {
+        /* Tensor names need no escaping (model.h restricts their characters). */
+        text_append(&header, "\"accumulated\":{");
+        for (size_t i = 0; i < count; i++)
+            text_append(&header, "%s\"%s\":%u", i ? "," : "", items[i].tensor->name,
+                        (unsigned)items[i].accumulated);
+        text_append(&header, "},\"of\":%u,", (unsigned)outcome->accumulate_steps);
+    }
+    char *text = NULL;
+    if (!header.failed)
+        text = write_tensor_reply(outcome->step, header.text ? header.text : "", "weights",
+                                  items, encodings, count, length);
+    free(header.text);
+    return text;
 }
 
 char *paramd__json_write_state(uint64_t step, const char *slot, const paramd__tensor_io *items,
@@ -334,14 +496,21 @@ static int set_hyperparameters(const json_t *object, const char *prefix, const c
                                      "%s: %s has no hyperparameter named \"%.100s\"", field,
                                      type->name, key);
         double numbers[3];
-        int result = json_hyperparameter_numbers(spec, value, field, numbers, error);
-        if (result != PARAMD_OK)
-            return result;
-        result = paramd__optimizer_config_set(config, spec, numbers, field, error);
+        int parsed = paramd__json_hyperparameter_value(value, spec, field, numbers, error);
+        if (parsed != PARAMD_OK)
+            return parsed;
+        int result = paramd__optimizer_config_set(config, spec, numbers, field, error);
         if (result != PARAMD_OK)
             return result;
     }
     return PARAMD_OK;
+}
+
+int paramd__json_hyperparameter_value(const json_t *value,
+                                      const paramd__hyperparameter_spec *spec,
+                                      const char *field, double values[3], paramd__error *error)
+{
+    return json_hyperparameter_numbers(spec, value, field, values, error);
 }
 
 int paramd__json_parse_optimizer(const json_t *object, paramd__optimizer_config *config,
@@ -716,12 +885,17 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)body, key, value) {
-        if (strcmp(key, "optimizer") != 0 && strcmp(key, "tensors") != 0 &&
-            strcmp(key, "param_groups") != 0 && strcmp(key, "schedule") != 0 &&
-            strcmp(key, "clip") != 0)
+        static const char *const known[] = {"optimizer", "tensors", "param_groups", "schedule",
+                                            "clip", "nonfinite", "loss_scale", "accumulate",
+                                            "grad_noise"};
+        size_t k = 0;
+        while (k < sizeof known / sizeof known[0] && strcmp(key, known[k]) != 0)
+            k++;
+        if (k == sizeof known / sizeof known[0])
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                      "%.100s: unknown field (expected optimizer, tensors, "
-                                     "param_groups, schedule and clip)",
+                                     "param_groups, schedule, clip, nonfinite, loss_scale, "
+                                     "accumulate and grad_noise)",
                                      key);
     }
     int result = paramd__json_parse_optimizer(json_object_get(body, "optimizer"),
@@ -741,6 +915,26 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
         if (result != PARAMD_OK)
             return result;
     }
+    const json_t *member = json_object_get(body, "nonfinite");
+    if (member && (result = paramd__json_parse_nonfinite(member, &spec->nonfinite, error)))
+        return result;
+    member = json_object_get(body, "loss_scale");
+    if (member && !json_is_null(member)) {
+        bool init_scale_given;
+        result = paramd__json_parse_loss_scale(member, &spec->loss_scale, &init_scale_given,
+                                               error);
+        if (result != PARAMD_OK)
+            return result;
+        spec->has_loss_scale = true;
+    }
+    member = json_object_get(body, "accumulate");
+    if (member && !json_is_null(member) &&
+        (result = paramd__json_parse_accumulate(member, &spec->accumulate, error)))
+        return result;
+    member = json_object_get(body, "grad_noise");
+    if (member && !json_is_null(member) &&
+        (result = paramd__json_parse_grad_noise(member, &spec->grad_noise, error)))
+        return result;
     const json_t *tensors = json_object_get(body, "tensors");
     if (!json_is_array(tensors) || json_array_size(tensors) == 0)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
@@ -784,7 +978,8 @@ static json_t *shape_json(const paramd__tensor *tensor)
     return shape;
 }
 
-json_t *paramd__json_describe_model(paramd__model *model)
+/* paramd__json_describe_model under the model's config_lock (read). */
+static json_t *describe_model_locked(paramd__model *model)
 {
     char created[32];
     struct tm utc;
@@ -825,6 +1020,23 @@ json_t *paramd__json_describe_model(paramd__model *model)
     }
     if (description && model->clip.mode != PARAMD__CLIP_NONE)
         json_object_set_new(description, "clip", paramd__json_clip(&model->clip));
+    if (description) {
+        json_object_set_new(description, "nonfinite",
+                            json_string(paramd__nonfinite_policy_name(model->nonfinite)));
+        json_object_set_new(description, "nonfinite_counts",
+                            paramd__json_nonfinite_counts(&model->nonfinite_counts));
+    }
+    if (description && model->has_loss_scale) {
+        pthread_mutex_lock(&model->loss_scale_lock);
+        paramd__loss_scale state = model->loss_scale;
+        pthread_mutex_unlock(&model->loss_scale_lock);
+        json_object_set_new(description, "loss_scale",
+                            paramd__json_loss_scale(&model->loss_scale_config, &state));
+    }
+    if (description && model->accumulate.steps > 0)
+        json_object_set_new(description, "accumulate", paramd__json_accumulate(&model->accumulate));
+    if (description && model->grad_noise.enabled)
+        json_object_set_new(description, "grad_noise", paramd__json_grad_noise(&model->grad_noise));
     if (description && model->param_group_count > 0) {
         /* Like torch's state_dict()["param_groups"]: every hyperparameter of
          * each group, and its tensors. */
@@ -843,6 +1055,14 @@ json_t *paramd__json_describe_model(paramd__model *model)
         }
         json_object_set_new(description, "param_groups", groups);
     }
+    return description;
+}
+
+json_t *paramd__json_describe_model(paramd__model *model)
+{
+    pthread_rwlock_rdlock(&model->config_lock);
+    json_t *description = describe_model_locked(model);
+    pthread_rwlock_unlock(&model->config_lock);
     return description;
 }
 

@@ -15,19 +15,31 @@
 #include <jansson.h>
 
 /* How an array of floats travels: a JSON array of numbers, or
- * {"dtype": "float32", "b64": "<base64 of little-endian float32>"}. */
+ * {"dtype": "float32" | "float16" | "bfloat16", "b64": "<base64 of the
+ * little-endian values>"}.  16-bit values are converted exactly to float32
+ * on the way in and rounded to nearest even on the way out (proto/half.h). */
 typedef enum paramd__float_encoding {
     PARAMD__ENCODING_JSON = 0,
-    PARAMD__ENCODING_BASE64 = 1,
+    PARAMD__ENCODING_BASE64 = 1,          /* float32 */
+    PARAMD__ENCODING_BASE64_FLOAT16 = 2,  /* IEEE binary16 */
+    PARAMD__ENCODING_BASE64_BFLOAT16 = 3, /* bfloat16 */
 } paramd__float_encoding;
+
+/* "float32", "float16" or "bfloat16" (JSON arrays count as "float32"). */
+const char *paramd__encoding_dtype(paramd__float_encoding encoding);
+
+/* The base64 encoding of a dtype name; PARAMD_E_BAD_ENCODING if unknown. */
+int paramd__encoding_from_dtype(const char *dtype, paramd__float_encoding *encoding);
 
 /* Flags for json_dumps: compact, and 9 significant digits, which round-trip
  * every float32 exactly. */
 #define PARAMD__JSON_DUMP_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(9))
 
-/* Decodes floats in either encoding into a new buffer (free with
- * paramd__float_array_free(values, count); NULL when count is 0).  Numbers that do not fit in
- * float32 are refused with PARAMD_E_NON_FINITE. */
+/* Decodes floats in any encoding into a new buffer (free with
+ * paramd__float_array_free(values, count); NULL when count is 0) and says
+ * which encoding it was.  JSON numbers that do not fit in float32 are
+ * refused with PARAMD_E_NON_FINITE; base64 may carry any value, NaN and
+ * infinities included (the core decides what to do with them). */
 int paramd__json_decode_floats(const json_t *value, const char *field, float **values,
                                size_t *count, paramd__float_encoding *encoding,
                                paramd__error *error);
@@ -55,7 +67,8 @@ json_t *paramd__json_hyperparameter(const paramd__hyperparameter_spec *spec, con
 /* {"name": "AdamW", "lr": 0.001, "betas": [0.9, 0.999], ...} */
 json_t *paramd__json_optimizer(const paramd__optimizer_config *config);
 
-/* The full description of a model (GET /v1/models/{model}). */
+/* The full description of a model (GET /v1/models/{model}), read under its
+ * config_lock, so it shows one consistent configuration. */
 json_t *paramd__json_describe_model(paramd__model *model);
 
 /* One line of the model list (GET /v1/models). */
@@ -81,12 +94,68 @@ int paramd__json_parse_clip(const json_t *object, paramd__clip_config *config,
 /* The clip configuration with every default, as the model description shows it. */
 json_t *paramd__json_clip(const paramd__clip_config *config);
 
-/* The reply to a push: {"step": N, "lr": <the lr used>, "grad_norm": <the
- * norm before clipping; only when grad_norm is not NAN>, "weights": {...}}. */
-char *paramd__json_write_push_reply(uint64_t step, double lr, double grad_norm,
+/* The reply to a push: {"step": N, "lr": <the lr used>, then, only where
+ * they apply, "grad_norm": <the norm before clipping>, "loss_scale": <the
+ * scale for the next loss>, "skipped": true and "reason": "nonfinite" |
+ * "loss_scale", "zeroed": <entries zeroed>, "accumulated": {"name": i, ...}
+ * and "of": k; then "weights": {...}}. */
+char *paramd__json_write_push_reply(const paramd__push_outcome *outcome,
                                     const paramd__tensor_io *items,
                                     const paramd__float_encoding *encodings, size_t count,
                                     size_t *length);
+
+/* Reads one hyperparameter's JSON value (a number, a boolean, or a pair of
+ * numbers, as spec says) into values, without range checks; errors name
+ * `field`. */
+int paramd__json_hyperparameter_value(const json_t *value,
+                                      const paramd__hyperparameter_spec *spec,
+                                      const char *field, double values[3], paramd__error *error);
+
+/* ---------------------------------------------------------------------------
+ * Training options (json_training.c)
+ * ------------------------------------------------------------------------- */
+
+/* "nonfinite": "error" | "skip" | "zero". */
+int paramd__json_parse_nonfinite(const json_t *value, paramd__nonfinite_policy *policy,
+                                 paramd__error *error);
+
+/* "loss_scale": "dynamic" (GradScaler's defaults) or {"init_scale",
+ * "growth_factor", "backoff_factor", "growth_interval"} with defaults filled
+ * in; *init_scale_given says whether init_scale was given. */
+int paramd__json_parse_loss_scale(const json_t *value, paramd__loss_scale_config *config,
+                                  bool *init_scale_given, paramd__error *error);
+
+/* "accumulate": k (mean) or {"steps": k, "mode": "mean" | "sum"}. */
+int paramd__json_parse_accumulate(const json_t *value, paramd__accumulate_config *config,
+                                  paramd__error *error);
+
+/* "grad_noise": {"eta": required, "gamma": 0.55, "seed": 0}. */
+int paramd__json_parse_grad_noise(const json_t *value, paramd__grad_noise_config *config,
+                                  paramd__error *error);
+
+/* Descriptions with every default filled in; the loss scale's also shows
+ * the running scale and growth tracker when state is not NULL. */
+json_t *paramd__json_loss_scale(const paramd__loss_scale_config *config,
+                                const paramd__loss_scale *state);
+json_t *paramd__json_accumulate(const paramd__accumulate_config *config);
+json_t *paramd__json_grad_noise(const paramd__grad_noise_config *config);
+json_t *paramd__json_nonfinite_counts(paramd__nonfinite_counters *counts);
+
+/* ---------------------------------------------------------------------------
+ * Runtime changes (json_patch.c)
+ * ------------------------------------------------------------------------- */
+
+/* Parses a PATCH /v1/models/{model} body into a patch for `model` (whose
+ * optimizer type and group count, which never change, decide the shapes):
+ *   {"optimizer": {hyperparameter: value, ...},
+ *    "param_groups": [{hyperparameter: value, ...}, ...]   (one per group),
+ *    "clip": {...} | null, "schedule": {...} | null, "nonfinite": "...",
+ *    "grad_noise": {...} | null, "loss_scale": ... | null}
+ * Types are checked here, ranges and combinations by the core.  Free with
+ * paramd__json_model_patch_free. */
+int paramd__json_parse_model_patch(const json_t *body, const paramd__model *model,
+                                   paramd__model_patch *patch, paramd__error *error);
+void paramd__json_model_patch_free(paramd__model_patch *patch);
 
 /* The same for optimizer state: {"step": N, "slot": "<slot>", "state": {...}}.
  * `slot` must need no escaping (it is a state slot name from the table). */

@@ -1,5 +1,5 @@
 /* model.c - see model.h. */
-#define _DEFAULT_SOURCE
+#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: a writer-preferring config_lock */
 #include "model.h"
 
 #include "log.h"
@@ -76,13 +76,17 @@ static int resolve_param_groups(const paramd__model_spec *spec, int *group_of,
 
 static void model_free(paramd__model *model)
 {
-    for (size_t i = 0; i < model->tensor_count; i++)
+    for (size_t i = 0; i < model->tensor_count; i++) {
+        if (model->extras)
+            paramd__float_array_free(model->extras[i].accumulated, model->tensors[i]->count);
         paramd__tensor_destroy(model->tensors[i]);
-    free(model->tensors);
-    if (model->schedules) {
-        free(model->schedules);
-        pthread_mutex_destroy(&model->schedule_lock);
     }
+    free(model->extras);
+    free(model->tensors);
+    free(model->schedules);
+    pthread_mutex_destroy(&model->schedule_lock);
+    pthread_mutex_destroy(&model->loss_scale_lock);
+    pthread_rwlock_destroy(&model->config_lock);
     free(model->param_groups);
     paramd__dictionary_free(&model->tensor_index);
     free(model->name);
@@ -107,12 +111,28 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     if (model == NULL)
         goto out_of_memory;
     paramd__dictionary_init(&model->tensor_index);
+    pthread_mutex_init(&model->schedule_lock, NULL);
+    pthread_mutex_init(&model->loss_scale_lock, NULL);
+    pthread_rwlockattr_t attributes;
+    pthread_rwlockattr_init(&attributes);
+    pthread_rwlockattr_setkind_np(&attributes, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&model->config_lock, &attributes);
+    pthread_rwlockattr_destroy(&attributes);
     model->name = strdup(spec->name);
     model->tensors = calloc(spec->tensor_count, sizeof *model->tensors);
-    if (model->name == NULL || model->tensors == NULL)
+    model->extras = calloc(spec->tensor_count, sizeof *model->extras);
+    if (model->name == NULL || model->tensors == NULL || model->extras == NULL)
         goto out_of_memory;
     model->optimizer = spec->optimizer;
     model->clip = spec->clip;
+    model->nonfinite = spec->nonfinite;
+    model->grad_noise = spec->grad_noise;
+    model->accumulate = spec->accumulate;
+    model->has_loss_scale = spec->has_loss_scale;
+    if (spec->has_loss_scale) {
+        model->loss_scale_config = spec->loss_scale;
+        paramd__loss_scale_init(&model->loss_scale, &spec->loss_scale);
+    }
     model->created = time(NULL);
     if (spec->param_group_count > 0) {
         model->param_groups = calloc(spec->param_group_count, sizeof *model->param_groups);
@@ -130,7 +150,6 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         model->schedules = calloc(count, sizeof *model->schedules);
         if (model->schedules == NULL)
             goto out_of_memory;
-        pthread_mutex_init(&model->schedule_lock, NULL);
         model->has_schedule = true;
         model->schedule_config = spec->schedule;
         for (size_t k = 0; k < count; k++) {
@@ -182,17 +201,8 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         int group = group_of ? group_of[i] : -1;
         const paramd__optimizer_config *config =
             group >= 0 ? &model->param_groups[group] : &model->optimizer;
-        /* A schedule that cycles momentum (CyclicLR, OneCycleLR) turns it on
-         * even when the optimizer's is 0, as torch does: the tensor must then
-         * hold the momentum buffer from the start. */
-        paramd__optimizer_config allocation = *config;
-        if (model->has_schedule &&
-            paramd__schedule_cycles_momentum(&model->schedules[group + 1])) {
-            const paramd__hyperparameter_spec *momentum =
-                paramd__optimizer_find_hyperparameter(config->type, "momentum");
-            if (momentum && allocation.values[momentum->slot] == 0)
-                allocation.values[momentum->slot] = 1.0;
-        }
+        paramd__optimizer_config allocation = paramd__model_state_config(
+            config, model->has_schedule ? &model->schedules[group + 1] : NULL);
         paramd__tensor *tensor = paramd__tensor_create(
             tensor_spec->name, tensor_spec->dimension_count, tensor_spec->shape, &allocation,
             error);
@@ -210,6 +220,12 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
             paramd__initializer_fill(&tensor_spec->initializer, tensor->values, count);
         model->parameter_count += count;
         model->memory_bytes += paramd__tensor_memory_bytes(tensor);
+        if (paramd__accumulate_enabled(&model->accumulate)) {
+            model->extras[tensor->position].accumulated = paramd__float_array_alloc(count);
+            if (model->extras[tensor->position].accumulated == NULL)
+                goto out_of_memory;
+            model->memory_bytes += count * sizeof(float);
+        }
     }
     free(group_of);
     return model;
@@ -221,6 +237,19 @@ fail:
     if (model)
         model_free(model);
     return NULL;
+}
+
+paramd__optimizer_config paramd__model_state_config(const paramd__optimizer_config *config,
+                                                    const paramd__schedule *schedule)
+{
+    paramd__optimizer_config allocation = *config;
+    if (schedule && paramd__schedule_cycles_momentum(schedule)) {
+        const paramd__hyperparameter_spec *momentum =
+            paramd__optimizer_find_hyperparameter(config->type, "momentum");
+        if (momentum && allocation.values[momentum->slot] == 0)
+            allocation.values[momentum->slot] = 1.0;
+    }
+    return allocation;
 }
 
 paramd__tensor *paramd__model_find_tensor(const paramd__model *model, const char *name)

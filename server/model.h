@@ -6,15 +6,30 @@
  * front end takes its own reference with paramd__registry_acquire for the
  * duration of a request and drops it with paramd__model_release, so a model
  * deleted while a push is running is freed only when that push finishes.
- * A model's name, configuration and tensor list never change after creation;
- * tensor contents are guarded by each tensor's lock.
+ *
+ * A model's name, tensor list, optimizer type, parameter-group membership
+ * and accumulation never change after creation.  Its other configuration
+ * (hyperparameters, clip, schedule, nonfinite, grad_noise, loss_scale) may
+ * change at run time through paramd__core_patch_model, which holds
+ * config_lock for writing; everything that reads that configuration (a push,
+ * a description) holds config_lock for reading for as long as it uses it, so
+ * it sees one consistent configuration.  The lock prefers writers, so a
+ * stream of pushes cannot starve a change; a reader must never take it
+ * twice.  Running state has locks of its own, always taken after
+ * config_lock: tensor contents (values, optimizer state, step, and the
+ * tensor's paramd__tensor_extra) by each tensor's lock, schedules by
+ * schedule_lock, the loss scale by loss_scale_lock.
  */
 #ifndef PARAMD_SERVER_MODEL_H
 #define PARAMD_SERVER_MODEL_H
 
+#include "accumulate.h"
 #include "clip.h"
 #include "dictionary.h"
+#include "grad_noise.h"
 #include "initializer.h"
+#include "loss_scale.h"
+#include "nonfinite.h"
 #include "optimizer.h"
 #include "schedule.h"
 #include "tensor.h"
@@ -23,6 +38,24 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <time.h>
+
+/* What a model keeps per tensor for the push pipeline besides the tensor
+ * itself (indexed by tensor->position), guarded by the tensor's lock. */
+typedef struct paramd__tensor_extra {
+    float *accumulated;         /* the window's sum (tensor->count floats) when the
+                                   model accumulates, else NULL */
+    uint32_t accumulated_count; /* gradients in the current window */
+    uint64_t noise_draws;       /* pushes that drew gradient noise for the tensor */
+} paramd__tensor_extra;
+
+/* How many pushes met non-finite gradients, by what happened to them. */
+typedef struct paramd__nonfinite_counters {
+    atomic_uint_fast64_t refused;       /* policy "error" */
+    atomic_uint_fast64_t skipped;       /* policy "skip" */
+    atomic_uint_fast64_t zeroed;        /* policy "zero": pushes ... */
+    atomic_uint_fast64_t zeroed_values; /* ... and the entries they zeroed */
+    atomic_uint_fast64_t loss_scale_skipped; /* loss-scale overflows */
+} paramd__nonfinite_counters;
 
 typedef struct paramd__model {
     char *name;
@@ -53,6 +86,19 @@ typedef struct paramd__model {
     paramd__error schedule_error;
     /* Gradient clipping (issue 4, item 2); mode PARAMD__CLIP_NONE for none. */
     paramd__clip_config clip;
+    /* Guards the configuration (see the top of this file). */
+    pthread_rwlock_t config_lock;
+    paramd__nonfinite_policy nonfinite;      /* issue 4, item 3 */
+    paramd__grad_noise_config grad_noise;    /* item 6; enabled false for none */
+    paramd__accumulate_config accumulate;    /* item 5; fixed at creation */
+    /* Dynamic loss scaling (item 4): the configuration (under config_lock)
+     * and the running scale (under loss_scale_lock). */
+    bool has_loss_scale;
+    paramd__loss_scale_config loss_scale_config;
+    paramd__loss_scale loss_scale;
+    pthread_mutex_t loss_scale_lock;
+    paramd__tensor_extra *extras;            /* tensor_count entries */
+    paramd__nonfinite_counters nonfinite_counts;
 } paramd__model;
 
 /* How one tensor of a new model gets its initial values: `values` when
@@ -86,6 +132,11 @@ typedef struct paramd__model_spec {
     bool has_schedule;
     paramd__schedule_config schedule;
     paramd__clip_config clip;         /* mode PARAMD__CLIP_NONE: no clipping */
+    paramd__nonfinite_policy nonfinite;
+    bool has_loss_scale;
+    paramd__loss_scale_config loss_scale;
+    paramd__accumulate_config accumulate; /* steps 0: none */
+    paramd__grad_noise_config grad_noise; /* enabled false: none */
 } paramd__model_spec;
 
 /* True when `name` is a valid model name: 1 to 128 characters from
@@ -101,6 +152,14 @@ bool paramd__tensor_name_valid(const char *name);
 paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__error *error);
 
 paramd__tensor *paramd__model_find_tensor(const paramd__model *model, const char *name);
+
+/* The configuration whose state slots a tensor with optimizer configuration
+ * `config` holds: `config` itself, except that a schedule cycling momentum
+ * (CyclicLR, OneCycleLR; `schedule` may be NULL) turns momentum on even
+ * where it is 0, as torch does, so the tensor needs the momentum buffer from
+ * the start. */
+paramd__optimizer_config paramd__model_state_config(const paramd__optimizer_config *config,
+                                                    const paramd__schedule *schedule);
 
 void paramd__model_retain(paramd__model *model);
 

@@ -838,8 +838,10 @@ class PushValidationTests(ServerTestCase):
                             400, "bad_encoding", "grads.w")
         self.grads_rejected({"w": {"dtype": "float64", "b64": base64.b64encode(b"\0" * 24).decode()}},
                             400, "bad_encoding", "grads.w")
-        self.grads_rejected({"w": {"dtype": "float16", "b64": base64.b64encode(b"\0" * 12).decode()}},
+        self.grads_rejected({"w": {"dtype": "float16", "b64": base64.b64encode(b"\0" * 5).decode()}},
                             400, "bad_encoding", "grads.w")
+        self.grads_rejected({"w": {"dtype": "bfloat16", "b64": base64.b64encode(b"\0" * 8).decode()}},
+                            400, "shape_mismatch", "grads.w")
 
     def test_missing_model(self):
         response = self.request("POST", "/v1/models/no-such-model-x/push", {"grads": {"w": [1, 2, 3]}})
@@ -896,7 +898,7 @@ class RoutingTests(ServerTestCase):
         self.assertNotIn("POST", re.split(r"[,\s]+", headers["allow"]))
 
     def test_method_not_allowed_on_resources(self):
-        cases = [("POST", "/v1/models/some-model", {"GET", "PUT", "DELETE"}),
+        cases = [("POST", "/v1/models/some-model", {"GET", "PUT", "PATCH", "DELETE"}),
                  ("GET", "/v1/models/some-model/push", {"POST"}),
                  ("DELETE", "/v1/models/some-model/weights", {"GET"}),
                  ("POST", "/livez", {"GET"}),

@@ -535,8 +535,13 @@ END_TEST
 
 START_TEST(test_decode_base64_errors)
 {
-    expect_decode_error("{\"dtype\": \"float16\", \"b64\": \"AACAPw==\"}", PARAMD_E_BAD_ENCODING,
+    expect_decode_error("{\"dtype\": \"float64\", \"b64\": \"AACAPw==\"}", PARAMD_E_BAD_ENCODING,
                         "grad.dtype");
+    /* 3 bytes: not whole float16 or bfloat16 values. */
+    expect_decode_error("{\"dtype\": \"float16\", \"b64\": \"AQID\"}", PARAMD_E_BAD_ENCODING,
+                        "grad.b64");
+    expect_decode_error("{\"dtype\": \"bfloat16\", \"b64\": \"AQ==\"}", PARAMD_E_BAD_ENCODING,
+                        "grad.b64");
     expect_decode_error("{\"dtype\": \"FLOAT32\", \"b64\": \"AACAPw==\"}", PARAMD_E_BAD_ENCODING,
                         "grad.dtype");
     expect_decode_error("{\"b64\": \"AACAPw==\"}", PARAMD_E_BAD_ENCODING, "grad.dtype");
