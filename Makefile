@@ -24,7 +24,7 @@ endif
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PACKAGES = libmicrohttpd jansson openblas
+PACKAGES = libmicrohttpd jansson openblas libuv
 PYTHON = /usr/bin/python3
 
 # -std=c11 also makes gcc round every float operation separately

@@ -560,6 +560,13 @@ void paramd__frame_end(paramd__writer *writer, size_t frame_start)
             writer->data[frame_start + 4 + (size_t)i] = (uint8_t)(length >> (8 * i));
 }
 
+void paramd__frame_set_length(uint8_t *frame, size_t frame_size)
+{
+    size_t length = frame_size - PARAMD_FRAME_HEADER_SIZE;
+    for (int i = 0; i < 4; i++)
+        frame[4 + i] = (uint8_t)(length >> (8 * i));
+}
+
 void paramd__put_item_header(paramd__writer *writer, uint32_t tensor_id, uint8_t dtype,
                              uint64_t offset, uint64_t count)
 {

@@ -268,6 +268,11 @@ uint8_t *paramd__put_reserve(paramd__writer *writer, size_t length);
 size_t paramd__frame_begin(paramd__writer *writer, uint8_t opcode, uint64_t request_id);
 void paramd__frame_end(paramd__writer *writer, size_t frame_start);
 
+/* Sets the length field of the frame at `frame` (frame_size bytes in all,
+ * header included): for a reply whose leading fields are written again once
+ * known, after its items. */
+void paramd__frame_set_length(uint8_t *frame, size_t frame_size);
+
 /* Item header (tensor, dtype, range); the caller writes the data after it
  * with paramd__put_bytes or paramd__put_reserve. */
 void paramd__put_item_header(paramd__writer *writer, uint32_t tensor_id, uint8_t dtype,

@@ -12,6 +12,7 @@
 #include "http.h"
 #include "log.h"
 #include "parallel.h"
+#include "tcp.h"
 
 #include <cblas.h>
 #include <errno.h>
@@ -39,6 +40,7 @@ typedef struct options {
     address tcp;
     char data_dir[PATH_MAX];
     size_t max_body_bytes;
+    uint64_t max_frame_bytes;
     unsigned max_connections;
     unsigned idle_timeout_seconds;
     int threads;
@@ -141,6 +143,16 @@ static int parse_max_body_size(options *target, const char *value, char *message
     return 0;
 }
 
+static int parse_max_frame_size(options *target, const char *value, char *message, size_t size)
+{
+    unsigned long long bytes;
+    /* The frame header's length is 32 bits, and a multiple of 8. */
+    if (parse_size(value, 1024, 0xfffffff8ULL, &bytes, message, size) != 0)
+        return -1;
+    target->max_frame_bytes = bytes & ~7ULL;
+    return 0;
+}
+
 static int parse_max_connections(options *target, const char *value, char *message, size_t size)
 {
     unsigned long long count;
@@ -187,15 +199,17 @@ static const option_spec option_table[] = {
     {"http", "HOST:PORT", "127.0.0.1:8470", "HTTP/JSON API address (port 0: any free port)",
      parse_http},
     {"tcp", "HOST:PORT", "127.0.0.1:8471",
-     "binary protocol address (accepted and checked; served from the binary-protocol release)",
-     parse_tcp},
+     "binary protocol address (proto/PROTOCOL.md; port 0: any free port)", parse_tcp},
     {"data-dir", "DIR", "./var", "directory for checkpoints; created if missing, locked while "
                                  "paramd runs",
      parse_data_dir},
     {"max-body-size", "BYTES", "512M", "largest request body; larger ones get 413 unread",
      parse_max_body_size},
-    {"max-connections", "N", "256", "simultaneous HTTP connections", parse_max_connections},
-    {"idle-timeout", "SECONDS", "300", "close HTTP connections idle this long",
+    {"max-frame-size", "BYTES", "1G", "largest binary-protocol frame payload; larger ones "
+                                      "close the connection", parse_max_frame_size},
+    {"max-connections", "N", "256", "simultaneous connections, for HTTP and for the binary "
+                                    "protocol each", parse_max_connections},
+    {"idle-timeout", "SECONDS", "300", "close connections (HTTP or binary) idle this long",
      parse_idle_timeout},
     {"threads", "N", "0", "threads per large-tensor update (0: one per core)", parse_threads},
     {"log-level", "LEVEL", "info", "debug, info, warn or error", parse_log_level},
@@ -368,22 +382,46 @@ int main(int argc, char **argv)
         close(lock);
         return 1;
     }
+    paramd__tcp_server tcp;
+    paramd__tcp_options tcp_options = {
+        .host = settings.tcp.host,
+        .port = settings.tcp.port,
+        .max_frame_bytes = settings.max_frame_bytes,
+        .connection_limit = settings.max_connections,
+        .idle_timeout_seconds = settings.idle_timeout_seconds,
+    };
+    if (paramd__tcp_start(&tcp, &server, &tcp_options, &error) != PARAMD_OK) {
+        paramd__log_error("%s", error.message);
+        paramd__http_stop(&http);
+        paramd__parallel_stop();
+        paramd__server_destroy(&server);
+        close(lock);
+        return 1;
+    }
     const char *bracket_open = strchr(settings.http.host, ':') ? "[" : "";
     const char *bracket_close = strchr(settings.http.host, ':') ? "]" : "";
-    paramd__log_always(PARAMD__LOG_INFO, "paramd %s listening: http=%s%s%s:%u tcp=%s:%u (binary protocol not served "
-                     "yet) data_dir=%s pid=%ld update_threads=%d",
-                     PARAMD_VERSION_STRING, bracket_open, settings.http.host, bracket_close,
-                     http.bound_port, settings.tcp.host, settings.tcp.port, settings.data_dir,
-                     (long)getpid(), paramd__parallel_width());
+    const char *tcp_open = strchr(settings.tcp.host, ':') ? "[" : "";
+    const char *tcp_close = strchr(settings.tcp.host, ':') ? "]" : "";
+    paramd__log_always(PARAMD__LOG_INFO,
+                       "paramd %s listening: http=%s%s%s:%u tcp=%s%s%s:%u data_dir=%s pid=%ld "
+                       "update_threads=%d",
+                       PARAMD_VERSION_STRING, bracket_open, settings.http.host, bracket_close,
+                       http.bound_port, tcp_open, settings.tcp.host, tcp_close, tcp.bound_port,
+                       settings.data_dir, (long)getpid(), paramd__parallel_width());
     if (strcmp(settings.http.host, "127.0.0.1") != 0 && strcmp(settings.http.host, "::1") != 0)
         paramd__log_warn("the HTTP API listens on %s, beyond this machine, with no "
                          "authentication; anyone who can reach it can change models",
                          settings.http.host);
+    if (strcmp(settings.tcp.host, "127.0.0.1") != 0 && strcmp(settings.tcp.host, "::1") != 0)
+        paramd__log_warn("the binary protocol listens on %s, beyond this machine, with no "
+                         "authentication or encryption; keep it on a private network",
+                         settings.tcp.host);
 
     int received = 0;
     while (sigwait(&shutdown_signals, &received) != 0) {
     }
     paramd__log_info("received %s, shutting down", received == SIGINT ? "SIGINT" : "SIGTERM");
+    paramd__tcp_stop(&tcp);
     paramd__http_stop(&http);
     paramd__parallel_stop();
     size_t model_count = 0;

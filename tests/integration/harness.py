@@ -31,6 +31,7 @@ import time
 
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LISTENING_PATTERN = re.compile(r"http=([0-9.]+):(\d+)")
+TCP_PATTERN = re.compile(r"tcp=([0-9.]+):(\d+)")
 
 # Generous limits: the suite must also pass against an AddressSanitizer build.
 START_TIMEOUT = 60.0
@@ -182,6 +183,7 @@ class Server:
         self.process = None
         self.host = None
         self.port = None
+        self.tcp_port = None
         self.log_lines = []
         self._log_condition = threading.Condition()
         self._drain_thread = None
@@ -211,6 +213,8 @@ class Server:
                     match = LISTENING_PATTERN.search(line)
                     if match:
                         self.host, self.port = match.group(1), int(match.group(2))
+                        tcp = TCP_PATTERN.search(line)
+                        self.tcp_port = int(tcp.group(2)) if tcp else None
                         return self
                 if self._drain_done:
                     break

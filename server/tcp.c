@@ -1,0 +1,552 @@
+/*
+ * tcp.c - the binary protocol's transport on libuv: listener, connections,
+ * framing, flow control and timeouts.  See tcp.h for the threading model.
+ *
+ * A connection's input buffer holds the bytes read and not yet handled.
+ * Frames are cut off its front with paramd__frame_parse; a payload is
+ * handed to the handler in place (no copy), which is why the buffer never
+ * moves while a request runs: the connection stops reading while a worker
+ * thread has it, and compacts the buffer only between requests.  Once a
+ * frame's header has arrived, the buffer is grown to hold the whole frame,
+ * so a large push is read straight into its final place.
+ *
+ * Replies of requests handled on the loop thread are collected and written
+ * with one write per batch of input; a worker's reply is written when it
+ * completes.  libuv writes in order, so replies leave in request order.  A
+ * client that does not read its replies stops being read from once
+ * PARAMD__TCP_MAX_PENDING_WRITE bytes are queued for it.
+ */
+#define _DEFAULT_SOURCE
+#include "tcp.h"
+
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_CHUNK (64u * 1024u)              /* least free space offered to a read */
+#define PARAMD__TCP_MAX_PENDING_WRITE (64u << 20) /* queued reply bytes before reading pauses */
+
+typedef struct connection {
+    uv_tcp_t handle;               /* first: the handle's address is the connection's */
+    uv_timer_t idle_timer;
+    paramd__tcp_server *tcp;
+    paramd__tcp_session session;
+    uint8_t *input;                /* input_capacity bytes; [0, input_size) read */
+    size_t input_size, input_capacity;
+    size_t frame_needed;           /* bytes the frame at the front needs, once known */
+    /* Replies of loop-thread requests, written once a batch is handled. */
+    uint8_t *batch;
+    size_t batch_size, batch_capacity;
+    size_t pending_write_bytes;    /* queued with uv_write, not yet written */
+    bool reading;
+    bool busy;                     /* a worker thread is handling a request */
+    bool closing;
+    bool close_after_write;        /* a frame could not be delimited: close once replied */
+    int open_handles;              /* handle and timer; freed when both are closed */
+    /* The request on a worker thread. */
+    uv_work_t work;
+    paramd__frame_header work_header;
+    const uint8_t *work_payload;
+    size_t work_frame_size;
+    paramd__tcp_reply work_reply;
+    bool work_ok;
+} connection;
+
+typedef struct write_request {
+    uv_write_t request;
+    connection *owner;
+    uint8_t *data;
+    size_t size;
+} write_request;
+
+static void process_input(connection *c);
+static void close_connection(connection *c);
+
+/* ---------------------------------------------------------------------------
+ * Closing
+ * ------------------------------------------------------------------------- */
+
+static void free_connection(connection *c)
+{
+    free(c->input);
+    free(c->batch);
+    free(c);
+}
+
+static void on_handle_closed(uv_handle_t *handle)
+{
+    connection *c = handle->data;
+    if (--c->open_handles == 0)
+        free_connection(c);
+}
+
+/* Closes the connection; a request running on a worker thread finishes
+ * first (after_work then finds it closing and frees what is left). */
+static void close_connection(connection *c)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->tcp->connection_count--;
+    uv_timer_stop(&c->idle_timer);
+    if (c->busy)
+        return; /* after_work closes the handles */
+    uv_close((uv_handle_t *)&c->idle_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->handle, on_handle_closed);
+}
+
+/* ---------------------------------------------------------------------------
+ * Writing
+ * ------------------------------------------------------------------------- */
+
+static void update_reading(connection *c);
+
+static void on_written(uv_write_t *request, int status)
+{
+    write_request *w = (write_request *)request;
+    connection *c = w->owner;
+    c->pending_write_bytes -= w->size;
+    free(w->data);
+    free(w);
+    if (c->closing)
+        return;
+    if (status < 0 || (c->close_after_write && c->pending_write_bytes == 0)) {
+        if (status < 0)
+            paramd__log_debug("tcp %s: write failed: %s", c->session.peer, uv_strerror(status));
+        close_connection(c);
+        return;
+    }
+    update_reading(c);
+}
+
+/* Queues data (malloc'ed; ownership passes) for writing. */
+static void send_bytes(connection *c, uint8_t *data, size_t size)
+{
+    if (c->closing || size == 0) {
+        free(data);
+        return;
+    }
+    write_request *w = malloc(sizeof *w);
+    if (w == NULL) {
+        free(data);
+        close_connection(c);
+        return;
+    }
+    w->owner = c;
+    w->data = data;
+    w->size = size;
+    uv_buf_t buffer = uv_buf_init((char *)data, (unsigned)size);
+    c->pending_write_bytes += size;
+    int result = uv_write(&w->request, (uv_stream_t *)&c->handle, &buffer, 1, on_written);
+    if (result < 0) {
+        c->pending_write_bytes -= size;
+        free(data);
+        free(w);
+        close_connection(c);
+    }
+}
+
+static void flush_batch(connection *c);
+
+/* Appends a small reply to the batch; sends a large one (or any, when the
+ * batch cannot grow) on its own, after what is batched. */
+static void queue_reply(connection *c, paramd__tcp_reply *reply)
+{
+    if (reply->size < READ_CHUNK && c->batch_size + reply->size > c->batch_capacity) {
+        size_t capacity = 2 * c->batch_capacity;
+        if (capacity < c->batch_size + reply->size)
+            capacity = c->batch_size + reply->size;
+        if (capacity < READ_CHUNK)
+            capacity = READ_CHUNK;
+        uint8_t *grown = realloc(c->batch, capacity);
+        if (grown) {
+            c->batch = grown;
+            c->batch_capacity = capacity;
+        }
+    }
+    if (reply->size >= READ_CHUNK || c->batch_size + reply->size > c->batch_capacity) {
+        flush_batch(c);
+        send_bytes(c, reply->data, reply->size);
+        reply->data = NULL;
+        return;
+    }
+    memcpy(c->batch + c->batch_size, reply->data, reply->size);
+    c->batch_size += reply->size;
+    free(reply->data);
+    reply->data = NULL;
+}
+
+static void flush_batch(connection *c)
+{
+    if (c->batch_size == 0)
+        return;
+    send_bytes(c, c->batch, c->batch_size);
+    c->batch = NULL;
+    c->batch_size = c->batch_capacity = 0;
+}
+
+/* An ERROR reply, then closing once it is written: for bytes that are not a
+ * frame, after which the stream cannot be re-synchronised. */
+static void fail_stream(connection *c, uint64_t request_id, int code, const char *why)
+{
+    paramd__log_info("tcp %s: %s; closing the connection", c->session.peer, why);
+    paramd__tcp_reply reply;
+    paramd__tcp_error_reply(request_id, code, why, &reply);
+    c->close_after_write = true;
+    if (reply.data) {
+        queue_reply(c, &reply);
+        flush_batch(c);
+    }
+    if (c->pending_write_bytes == 0)
+        close_connection(c);
+}
+
+/* ---------------------------------------------------------------------------
+ * Reading
+ * ------------------------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buffer)
+{
+    (void)suggested;
+    connection *c = handle->data;
+    size_t wanted = c->input_size + READ_CHUNK;
+    if (c->frame_needed > wanted)
+        wanted = c->frame_needed; /* a large frame: read it in place */
+    if (wanted > c->input_capacity) {
+        uint8_t *grown = realloc(c->input, wanted);
+        if (grown == NULL) {
+            *buffer = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+            return;
+        }
+        c->input = grown;
+        c->input_capacity = wanted;
+    }
+    size_t room = c->input_capacity - c->input_size;
+    *buffer = uv_buf_init((char *)c->input + c->input_size, room > UINT32_MAX ? UINT32_MAX
+                                                                             : (unsigned)room);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buffer)
+{
+    (void)buffer;
+    connection *c = stream->data;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            paramd__log_debug("tcp %s: read failed: %s", c->session.peer, uv_strerror((int)nread));
+        close_connection(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    c->input_size += (size_t)nread;
+    if (c->tcp->options.idle_timeout_seconds)
+        uv_timer_again(&c->idle_timer);
+    process_input(c);
+}
+
+/* Reads when the connection can take more: not closing, no request on a
+ * worker thread, and not too many replies waiting to be written. */
+static void update_reading(connection *c)
+{
+    bool want = !c->closing && !c->busy && !c->close_after_write &&
+                c->pending_write_bytes < PARAMD__TCP_MAX_PENDING_WRITE;
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->handle, on_alloc, on_read) == 0)
+            c->reading = true;
+        process_input(c); /* frames may be waiting from before the pause */
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->handle);
+        c->reading = false;
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Requests
+ * ------------------------------------------------------------------------- */
+
+static void run_work(uv_work_t *work)
+{
+    connection *c = work->data;
+    c->work_ok = paramd__tcp_handle(&c->session, &c->work_header, c->work_payload,
+                                    &c->work_reply);
+}
+
+static void after_work(uv_work_t *work, int status)
+{
+    (void)status;
+    connection *c = work->data;
+    c->busy = false;
+    atomic_fetch_add(&c->tcp->requests, 1);
+    if (c->closing) {
+        free(c->work_reply.data);
+        uv_close((uv_handle_t *)&c->idle_timer, on_handle_closed);
+        uv_close((uv_handle_t *)&c->handle, on_handle_closed);
+        return;
+    }
+    /* The frame is done with: drop it from the front of the input. */
+    memmove(c->input, c->input + c->work_frame_size, c->input_size - c->work_frame_size);
+    c->input_size -= c->work_frame_size;
+    if (!c->work_ok || c->work_reply.data == NULL) {
+        close_connection(c);
+        return;
+    }
+    queue_reply(c, &c->work_reply);
+    flush_batch(c);
+    update_reading(c); /* resumes reading, and handles frames already read */
+}
+
+/* Handles every complete frame at the front of the input, in order, until
+ * one goes to a worker thread or the input runs out. */
+static void process_input(connection *c)
+{
+    size_t consumed = 0;
+    while (!c->busy && !c->closing && !c->close_after_write) {
+        paramd__frame_header header;
+        char why[200] = "";
+        long long frame = paramd__frame_parse(c->input + consumed, c->input_size - consumed,
+                                              c->tcp->options.max_frame_bytes, &header, why,
+                                              sizeof why);
+        if (frame < 0) {
+            bool have_header = c->input_size - consumed >= PARAMD_FRAME_HEADER_SIZE;
+            fail_stream(c, have_header ? header.request_id : 0, (int)frame, why);
+            break;
+        }
+        if (frame == 0) {
+            c->frame_needed = c->input_size - consumed >= PARAMD_FRAME_HEADER_SIZE
+                                  ? PARAMD_FRAME_HEADER_SIZE + (size_t)header.length
+                                  : 0;
+            break;
+        }
+        c->frame_needed = 0;
+        const uint8_t *payload = c->input + consumed + PARAMD_FRAME_HEADER_SIZE;
+        if (paramd__tcp_request_cost(&header, payload) >= PARAMD__TCP_HEAVY_BYTES) {
+            /* Drop the frames handled so far, so that this one starts the
+             * buffer and stays put while the worker reads it. */
+            memmove(c->input, c->input + consumed, c->input_size - consumed);
+            c->input_size -= consumed;
+            consumed = 0;
+            c->busy = true;
+            c->work.data = c;
+            c->work_header = header;
+            c->work_payload = c->input + PARAMD_FRAME_HEADER_SIZE;
+            c->work_frame_size = (size_t)frame;
+            c->work_reply = (paramd__tcp_reply){NULL, 0};
+            flush_batch(c);
+            update_reading(c);
+            if (uv_queue_work(&c->tcp->loop, &c->work, run_work, after_work) != 0) {
+                c->busy = false;
+                close_connection(c);
+            }
+            return;
+        }
+        paramd__tcp_reply reply = {NULL, 0};
+        bool ok = paramd__tcp_handle(&c->session, &header, payload, &reply);
+        atomic_fetch_add(&c->tcp->requests, 1);
+        consumed += (size_t)frame;
+        if (!ok || reply.data == NULL) {
+            free(reply.data);
+            close_connection(c);
+            break;
+        }
+        queue_reply(c, &reply);
+    }
+    if (c->closing)
+        return;
+    if (consumed > 0) {
+        memmove(c->input, c->input + consumed, c->input_size - consumed);
+        c->input_size -= consumed;
+    }
+    /* A large buffer left over from a large frame is given back. */
+    if (c->input_size == 0 && c->input_capacity > 4 * READ_CHUNK) {
+        free(c->input);
+        c->input = NULL;
+        c->input_capacity = 0;
+    }
+    flush_batch(c);
+    update_reading(c);
+}
+
+/* ---------------------------------------------------------------------------
+ * Accepting
+ * ------------------------------------------------------------------------- */
+
+static void on_idle_timeout(uv_timer_t *timer)
+{
+    connection *c = timer->data;
+    if (c->busy)
+        return; /* a request is running: the connection is not idle */
+    paramd__log_debug("tcp %s: idle for %u s, closing", c->session.peer,
+                      c->tcp->options.idle_timeout_seconds);
+    close_connection(c);
+}
+
+static void describe_peer(uv_tcp_t *handle, char *buffer, size_t size)
+{
+    struct sockaddr_storage address;
+    int length = sizeof address;
+    snprintf(buffer, size, "?");
+    if (uv_tcp_getpeername(handle, (struct sockaddr *)&address, &length) != 0)
+        return;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (address.ss_family == AF_INET) {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&address;
+        uv_ip4_name(v4, host, sizeof host);
+        port = ntohs(v4->sin_port);
+    } else if (address.ss_family == AF_INET6) {
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&address;
+        uv_ip6_name(v6, host, sizeof host);
+        port = ntohs(v6->sin6_port);
+    }
+    snprintf(buffer, size, "%s:%d", host, port);
+}
+
+static void on_refused_closed(uv_handle_t *handle)
+{
+    free(handle);
+}
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    paramd__tcp_server *tcp = listener->data;
+    if (status < 0)
+        return;
+    if (tcp->connection_count >= tcp->options.connection_limit) {
+        /* Accept and close at once, so the client sees a clear end rather
+         * than a hanging connect. */
+        uv_tcp_t *refused = malloc(sizeof *refused);
+        if (refused && uv_tcp_init(&tcp->loop, refused) == 0 &&
+            uv_accept(listener, (uv_stream_t *)refused) == 0) {
+            atomic_fetch_add(&tcp->refused_connections, 1);
+            paramd__log_warn("tcp: connection refused: the limit of %u connections is reached",
+                             tcp->options.connection_limit);
+            uv_close((uv_handle_t *)refused, on_refused_closed);
+        } else {
+            free(refused);
+        }
+        return;
+    }
+    connection *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    c->tcp = tcp;
+    c->session.tcp = tcp;
+    if (uv_tcp_init(&tcp->loop, &c->handle) != 0) {
+        free(c);
+        return;
+    }
+    c->handle.data = c;
+    c->open_handles = 1;
+    if (uv_accept(listener, (uv_stream_t *)&c->handle) != 0) {
+        uv_close((uv_handle_t *)&c->handle, on_handle_closed);
+        return;
+    }
+    uv_timer_init(&tcp->loop, &c->idle_timer);
+    c->idle_timer.data = c;
+    c->open_handles = 2;
+    tcp->connection_count++;
+    uv_tcp_nodelay(&c->handle, 1);
+    describe_peer(&c->handle, c->session.peer, sizeof c->session.peer);
+    if (tcp->options.idle_timeout_seconds) {
+        uint64_t timeout = (uint64_t)tcp->options.idle_timeout_seconds * 1000;
+        uv_timer_start(&c->idle_timer, on_idle_timeout, timeout, timeout);
+    }
+    paramd__log_debug("tcp %s: connected", c->session.peer);
+    update_reading(c);
+}
+
+/* ---------------------------------------------------------------------------
+ * Server thread
+ * ------------------------------------------------------------------------- */
+
+static void close_every_handle(uv_handle_t *handle, void *argument)
+{
+    (void)argument;
+    if (uv_is_closing(handle))
+        return;
+    if (handle->type == UV_TCP && handle->data && handle->data != handle->loop->data) {
+        close_connection(handle->data); /* a connection: closes its timer too */
+        return;
+    }
+    if (handle->type == UV_TIMER)
+        return; /* a connection's timer, closed with it */
+    uv_close(handle, NULL);
+}
+
+static void on_stop(uv_async_t *async)
+{
+    paramd__tcp_server *tcp = async->data;
+    uv_walk(&tcp->loop, close_every_handle, NULL);
+}
+
+static void *serve(void *argument)
+{
+    paramd__tcp_server *tcp = argument;
+    uv_run(&tcp->loop, UV_RUN_DEFAULT);
+    return NULL;
+}
+
+int paramd__tcp_start(paramd__tcp_server *tcp, paramd__server *server,
+                      const paramd__tcp_options *options, paramd__error *error)
+{
+    memset(tcp, 0, sizeof *tcp);
+    tcp->server = server;
+    tcp->options = *options;
+    if (tcp->options.max_frame_bytes == 0)
+        tcp->options.max_frame_bytes = UINT32_MAX;
+    atomic_init(&tcp->requests, 0);
+    atomic_init(&tcp->refused_connections, 0);
+    if (uv_loop_init(&tcp->loop) != 0)
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "--tcp: cannot start an event loop");
+    tcp->loop.data = tcp;
+    struct sockaddr_storage address;
+    if (uv_ip4_addr(options->host, options->port, (struct sockaddr_in *)&address) != 0 &&
+        uv_ip6_addr(options->host, options->port, (struct sockaddr_in6 *)&address) != 0) {
+        uv_loop_close(&tcp->loop);
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "--tcp: \"%s\" is not a numeric IPv4 or IPv6 address",
+                                 options->host);
+    }
+    uv_tcp_init(&tcp->loop, &tcp->listener);
+    tcp->listener.data = tcp;
+    int result = uv_tcp_bind(&tcp->listener, (const struct sockaddr *)&address, 0);
+    if (result == 0)
+        result = uv_listen((uv_stream_t *)&tcp->listener, 511, on_connection);
+    if (result != 0) {
+        uv_close((uv_handle_t *)&tcp->listener, NULL);
+        uv_run(&tcp->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&tcp->loop);
+        return paramd__error_set(error, PARAMD_E_UNAVAILABLE, "--tcp: cannot listen on %s:%u: %s",
+                                 options->host, options->port, uv_strerror(result));
+    }
+    struct sockaddr_storage bound;
+    int length = sizeof bound;
+    tcp->bound_port = options->port;
+    if (uv_tcp_getsockname(&tcp->listener, (struct sockaddr *)&bound, &length) == 0)
+        tcp->bound_port = ntohs(bound.ss_family == AF_INET6
+                                    ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                    : ((struct sockaddr_in *)&bound)->sin_port);
+    uv_async_init(&tcp->loop, &tcp->stop_signal, on_stop);
+    tcp->stop_signal.data = tcp;
+    if (pthread_create(&tcp->thread, NULL, serve, tcp) != 0) {
+        uv_close((uv_handle_t *)&tcp->listener, NULL);
+        uv_close((uv_handle_t *)&tcp->stop_signal, NULL);
+        uv_run(&tcp->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&tcp->loop);
+        return paramd__error_set(error, PARAMD_E_NO_MEMORY, "--tcp: cannot start its thread");
+    }
+    tcp->running = true;
+    return PARAMD_OK;
+}
+
+void paramd__tcp_stop(paramd__tcp_server *tcp)
+{
+    if (!tcp->running)
+        return;
+    uv_async_send(&tcp->stop_signal);
+    pthread_join(tcp->thread, NULL);
+    uv_loop_close(&tcp->loop);
+    tcp->running = false;
+}

@@ -1,0 +1,98 @@
+/*
+ * tcp.h - the binary protocol front end on libuv (proto/PROTOCOL.md).
+ *
+ * tcp.c owns the listener, the connections, their buffers, limits and
+ * timers; tcp_handlers.c owns what each request does: it decodes the
+ * payload with proto/frame.h, validates it, calls the same core functions
+ * as the HTTP front end, and encodes the reply.
+ *
+ * One event-loop thread serves every connection.  A connection's requests
+ * run one at a time, in order, so replies leave in request order; a request
+ * that moves a lot of data (a large push, pull or model creation) runs on
+ * libuv's worker threads while the loop goes on serving the other
+ * connections, and its connection stops reading until it is done.  Small
+ * requests run on the loop thread, which keeps round trips short.
+ */
+#ifndef PARAMD_SERVER_TCP_H
+#define PARAMD_SERVER_TCP_H
+
+#include "core.h"
+#include "frame.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct paramd__tcp_options {
+    const char *host;              /* numeric IPv4 or IPv6 address */
+    unsigned short port;           /* 0: any free port */
+    uint64_t max_frame_bytes;      /* largest payload accepted */
+    unsigned connection_limit;     /* simultaneous connections; more are refused */
+    unsigned idle_timeout_seconds; /* a connection silent this long is closed; 0: never */
+} paramd__tcp_options;
+
+typedef struct paramd__tcp_server {
+    paramd__server *server;
+    paramd__tcp_options options;
+    unsigned short bound_port;
+    uv_loop_t loop;
+    uv_tcp_t listener;
+    uv_async_t stop_signal;
+    pthread_t thread;
+    bool running;
+    unsigned connection_count;        /* loop thread only */
+    atomic_uint_fast64_t requests;    /* frames answered */
+    atomic_uint_fast64_t refused_connections;
+} paramd__tcp_server;
+
+/* Binds and listens on the caller's thread (so that an address in use is
+ * reported here), then serves on a thread of its own.  Returns PARAMD_OK or
+ * fills *error. */
+int paramd__tcp_start(paramd__tcp_server *tcp, paramd__server *server,
+                      const paramd__tcp_options *options, paramd__error *error);
+
+/* Stops accepting, closes every connection once its request in flight (if
+ * any) has finished, and joins the thread. */
+void paramd__tcp_stop(paramd__tcp_server *tcp);
+
+/* ---------------------------------------------------------------------------
+ * Interface between tcp.c and tcp_handlers.c
+ * ------------------------------------------------------------------------- */
+
+/* Per-connection protocol state, touched by one request at a time. */
+typedef struct paramd__tcp_session {
+    paramd__tcp_server *tcp;
+    bool hello_done;
+    char peer[64];   /* "address:port", for logs */
+    char client[64]; /* the name HELLO gave, for logs */
+} paramd__tcp_session;
+
+/* A reply to send: a malloc'ed buffer of whole frames. */
+typedef struct paramd__tcp_reply {
+    uint8_t *data;
+    size_t size;
+} paramd__tcp_reply;
+
+/* Requests moving at least this many bytes run on a worker thread. */
+#define PARAMD__TCP_HEAVY_BYTES (256u * 1024u)
+
+/* Roughly how many bytes a request moves (its payload, or for a PULL the
+ * weights it asks for): tcp.c runs it on a worker thread from
+ * PARAMD__TCP_HEAVY_BYTES on.  Model creation always counts as heavy (it
+ * may allocate and initialise gigabytes). */
+uint64_t paramd__tcp_request_cost(const paramd__frame_header *header, const uint8_t *payload);
+
+/* Handles one complete frame and fills *reply (never empty: a failed
+ * request gets an ERROR frame).  Safe to call from any thread, for one
+ * request of a session at a time.  Returns false only when memory for the
+ * reply itself ran out (tcp.c then closes the connection). */
+bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header *header,
+                        const uint8_t *payload, paramd__tcp_reply *reply);
+
+/* An ERROR frame for request_id (reply->data NULL if memory ran out). */
+void paramd__tcp_error_reply(uint64_t request_id, int code, const char *message,
+                             paramd__tcp_reply *reply);
+
+#endif

@@ -1,0 +1,660 @@
+/*
+ * tcp_handlers.c - what each request of the binary protocol does.
+ *
+ * Every handler decodes its payload with proto/frame.h, checks what the
+ * protocol itself defines (ids, ranges, dtypes), and calls the core - the
+ * same paramd__core_* and paramd__json_* functions the HTTP handlers call -
+ * for every semantic check and every change.  Replies are encoded into a
+ * buffer of their own (paramd__tcp_reply); a request that fails gets one
+ * ERROR frame carrying the core's code and message.
+ *
+ * Data moves without copies where it can: a float32 gradient is read where
+ * it lies in the connection's input buffer, and a PUSHPULL's float32 weights
+ * are written by the core straight into the reply.  float16 and bfloat16
+ * go through a float32 buffer (proto/half.h).
+ */
+#include "tcp.h"
+
+#include "half.h"
+#include "json_api.h"
+#include "log.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define SERVER_NAME "paramd " PARAMD_VERSION_STRING
+
+/* ---------------------------------------------------------------------------
+ * Replies
+ * ------------------------------------------------------------------------- */
+
+void paramd__tcp_error_reply(uint64_t request_id, int code, const char *message,
+                             paramd__tcp_reply *reply)
+{
+    paramd__writer writer;
+    paramd__writer_init(&writer, NULL, 0);
+    paramd__encode_error(&writer, request_id, code, 0, message);
+    reply->size = writer.size;
+    reply->data = malloc(writer.size);
+    if (reply->data) {
+        paramd__writer_init(&writer, reply->data, reply->size);
+        paramd__encode_error(&writer, request_id, code, 0, message);
+    }
+}
+
+static bool reply_error(const paramd__frame_header *header, const paramd__error *error,
+                        paramd__tcp_reply *reply)
+{
+    paramd__tcp_error_reply(header->request_id, error->code, error->message, reply);
+    return reply->data != NULL;
+}
+
+/* A JSON document as the reply to `opcode` (consumes `document`). */
+static bool reply_json(const paramd__frame_header *header, json_t *document,
+                       paramd__tcp_reply *reply)
+{
+    char *text = document ? json_dumps(document, PARAMD__JSON_DUMP_FLAGS) : NULL;
+    json_decref(document);
+    if (text == NULL) {
+        paramd__error error;
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "out of memory while building the reply");
+        return reply_error(header, &error, reply);
+    }
+    size_t length = strlen(text);
+    paramd__writer writer;
+    paramd__writer_init(&writer, NULL, 0);
+    uint8_t opcode = header->opcode | PARAMD_OP_REPLY;
+    paramd__encode_json_reply(&writer, opcode, header->request_id, text, length);
+    reply->size = writer.size;
+    reply->data = malloc(writer.size);
+    if (reply->data) {
+        paramd__writer_init(&writer, reply->data, reply->size);
+        paramd__encode_json_reply(&writer, opcode, header->request_id, text, length);
+    }
+    free(text);
+    return reply->data != NULL;
+}
+
+/* A wire string as a C string in `buffer`; false when it is longer than
+ * `maximum` or holds a NUL (then it cannot be a valid name). */
+static bool wire_name(paramd__wire_string name, char *buffer, size_t maximum)
+{
+    if (name.length > maximum || memchr(name.data, '\0', name.length))
+        return false;
+    memcpy(buffer, name.data, name.length);
+    buffer[name.length] = '\0';
+    return true;
+}
+
+static int decode_failed(int code, const char *why, paramd__error *error)
+{
+    return paramd__error_set(error, code, "%s", why);
+}
+
+/* The model a request names by id, referenced; NULL with *error. */
+static paramd__model *model_by_id(paramd__tcp_session *session, uint32_t id,
+                                  paramd__error *error)
+{
+    paramd__model *model = paramd__registry_acquire_id(&session->tcp->server->registry, id);
+    if (model == NULL)
+        paramd__error_set(error, PARAMD_E_MODEL_NOT_FOUND,
+                          "model_id %u: no such model (deleted? LOOKUP it again)", (unsigned)id);
+    return model;
+}
+
+/* ---------------------------------------------------------------------------
+ * HELLO, LOOKUP
+ * ------------------------------------------------------------------------- */
+
+static bool handle_hello(paramd__tcp_session *session, const paramd__frame_header *header,
+                         const uint8_t *payload, paramd__tcp_reply *reply)
+{
+    paramd__error error = {0};
+    char why[200];
+    paramd__hello_request hello;
+    int result = paramd__decode_hello(payload, header->length, &hello, why, sizeof why);
+    if (result != PARAMD_OK)
+        return decode_failed(result, why, &error), reply_error(header, &error, reply);
+    if (hello.min_version > PARAMD_PROTOCOL_VERSION || hello.max_version < PARAMD_PROTOCOL_VERSION) {
+        paramd__error_set(&error, PARAMD_E_UNSUPPORTED_VERSION,
+                          "HELLO: the client speaks versions %u to %u, this server only %d",
+                          hello.min_version, hello.max_version, PARAMD_PROTOCOL_VERSION);
+        return reply_error(header, &error, reply);
+    }
+    size_t length = hello.client.length < sizeof session->client - 1 ? hello.client.length
+                                                                       : sizeof session->client - 1;
+    for (size_t i = 0; i < length; i++) {
+        char c = hello.client.data[i];
+        session->client[i] = c >= ' ' && c <= '~' ? c : '?';
+    }
+    session->client[length] = '\0';
+    session->hello_done = true;
+    paramd__log_debug("tcp %s: HELLO from \"%s\"", session->peer, session->client);
+    paramd__writer writer;
+    uint8_t buffer[128];
+    paramd__writer_init(&writer, buffer, sizeof buffer);
+    paramd__encode_hello_reply(&writer, header->request_id, session->tcp->options.max_frame_bytes,
+                               SERVER_NAME);
+    reply->data = malloc(writer.size);
+    reply->size = writer.size;
+    if (reply->data)
+        memcpy(reply->data, buffer, writer.size);
+    return reply->data != NULL;
+}
+
+static void encode_lookup(paramd__writer *writer, uint64_t request_id, paramd__model *model,
+                          paramd__tensor **tensors, uint32_t count)
+{
+    size_t start = paramd__encode_lookup_reply_begin(writer, request_id, model->id, count,
+                                                     atomic_load(&model->step));
+    for (uint32_t i = 0; i < count; i++)
+        paramd__put_lookup_entry(writer, (uint32_t)tensors[i]->position, PARAMD_DTYPE_FLOAT32,
+                                 (uint8_t)tensors[i]->dimension_count, tensors[i]->shape,
+                                 tensors[i]->count, tensors[i]->name);
+    paramd__frame_end(writer, start);
+}
+
+static bool handle_lookup(paramd__tcp_session *session, const paramd__frame_header *header,
+                          const uint8_t *payload, paramd__tcp_reply *reply)
+{
+    paramd__error error = {0};
+    char why[200], name[PARAMD__MAX_NAME_LENGTH + 1];
+    paramd__lookup_request lookup;
+    int result = paramd__decode_lookup(payload, header->length, &lookup, why, sizeof why);
+    if (result != PARAMD_OK)
+        return decode_failed(result, why, &error), reply_error(header, &error, reply);
+    paramd__model *model = NULL;
+    if (!wire_name(lookup.model, name, 128)) {
+        paramd__error_set(&error, PARAMD_E_MODEL_NOT_FOUND,
+                          "LOOKUP: model \"%.*s\" not found", (int)lookup.model.length,
+                          lookup.model.data);
+        return reply_error(header, &error, reply);
+    }
+    if (paramd__core_find_model(session->tcp->server, name, &model, &error) != PARAMD_OK)
+        return reply_error(header, &error, reply);
+    uint32_t count = lookup.tensor_count ? lookup.tensor_count : (uint32_t)model->tensor_count;
+    paramd__tensor **tensors = lookup.tensor_count ? calloc(count, sizeof *tensors) : model->tensors;
+    bool ok = false;
+    if (tensors == NULL) {
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "LOOKUP: out of memory");
+        goto done;
+    }
+    size_t position = 0;
+    for (uint32_t i = 0; i < lookup.tensor_count; i++) {
+        paramd__wire_string wire = paramd__lookup_next_name(&lookup, &position);
+        tensors[i] = wire_name(wire, name, PARAMD__MAX_NAME_LENGTH)
+                         ? paramd__model_find_tensor(model, name)
+                         : NULL;
+        if (tensors[i] == NULL) {
+            paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
+                              "LOOKUP: model \"%s\" has no tensor \"%.*s\"", model->name,
+                              (int)wire.length, wire.data);
+            goto done;
+        }
+    }
+    paramd__writer writer;
+    paramd__writer_init(&writer, NULL, 0);
+    encode_lookup(&writer, header->request_id, model, tensors, count);
+    reply->size = writer.size;
+    reply->data = malloc(writer.size);
+    if (reply->data == NULL) {
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "LOOKUP: out of memory for the reply");
+        goto done;
+    }
+    paramd__writer_init(&writer, reply->data, reply->size);
+    encode_lookup(&writer, header->request_id, model, tensors, count);
+    ok = true;
+done:
+    if (tensors != model->tensors)
+        free(tensors);
+    paramd__model_release(model);
+    return ok ? true : reply_error(header, &error, reply);
+}
+
+/* ---------------------------------------------------------------------------
+ * PUSH, PUSHPULL
+ * ------------------------------------------------------------------------- */
+
+/* Decodes a 16-bit gradient into floats (malloc'ed). */
+static float *widen(const paramd__wire_item *item)
+{
+    float *values = malloc(item->count ? item->count * sizeof(float) : sizeof(float));
+    if (values == NULL)
+        return NULL;
+    if (item->dtype == PARAMD_DTYPE_FLOAT16)
+        paramd_float16_decode(item->data, values, item->count);
+    else
+        paramd_bfloat16_decode(item->data, values, item->count);
+    return values;
+}
+
+/* Writes float32 weights as `dtype` at `out`. */
+static void narrow(const float *weights, uint8_t dtype, uint8_t *out, size_t count)
+{
+    if (dtype == PARAMD_DTYPE_FLOAT16)
+        paramd_float16_encode(weights, out, count);
+    else if (dtype == PARAMD_DTYPE_BFLOAT16)
+        paramd_bfloat16_encode(weights, out, count);
+    else
+        memcpy(out, weights, count * sizeof(float));
+}
+
+/* A tensor of a request, by id, with a range check: a push must cover the
+ * whole tensor; a pull any part of it. */
+static paramd__tensor *item_tensor(paramd__model *model, const paramd__wire_item *item,
+                                   uint32_t index, bool whole, const char *operation,
+                                   paramd__error *error)
+{
+    if (item->tensor_id >= model->tensor_count) {
+        paramd__error_set(error, PARAMD_E_TENSOR_NOT_FOUND,
+                          "%s item %u: tensor_id %u: model \"%s\" has %zu tensors", operation,
+                          (unsigned)index, (unsigned)item->tensor_id, model->name,
+                          model->tensor_count);
+        return NULL;
+    }
+    paramd__tensor *tensor = model->tensors[item->tensor_id];
+    if (whole && (item->offset != 0 || item->count != tensor->count)) {
+        paramd__error_set(error, PARAMD_E_BAD_RANGE,
+                          "%s item %u (%s): a push covers the whole tensor, offset 0 and count "
+                          "%zu; got offset %llu, count %llu",
+                          operation, (unsigned)index, tensor->name, tensor->count,
+                          (unsigned long long)item->offset, (unsigned long long)item->count);
+        return NULL;
+    }
+    if (!whole && (item->offset > tensor->count || item->count > tensor->count - item->offset)) {
+        paramd__error_set(error, PARAMD_E_BAD_RANGE,
+                          "%s item %u (%s): range [%llu, %llu) is outside the tensor's %zu "
+                          "elements",
+                          operation, (unsigned)index, tensor->name,
+                          (unsigned long long)item->offset,
+                          (unsigned long long)(item->offset + item->count), tensor->count);
+        return NULL;
+    }
+    return tensor;
+}
+
+/* One tensor of a push or pull as it travels: where its gradient came from
+ * and where its weights go. */
+typedef struct wire_slot {
+    uint8_t dtype;
+    float *owned_grad;     /* widened 16-bit gradient, or NULL */
+    float *owned_weights;  /* float32 weights to narrow into the reply, or NULL */
+    uint8_t *reply_data;   /* the item's data in the reply */
+} wire_slot;
+
+static bool handle_push(paramd__tcp_session *session, const paramd__frame_header *header,
+                        const uint8_t *payload, paramd__tcp_reply *reply)
+{
+    bool with_weights = header->opcode == PARAMD_OP_PUSHPULL;
+    const char *operation = with_weights ? "PUSHPULL" : "PUSH";
+    paramd__error error = {0};
+    char why[200];
+    paramd__push_request push;
+    int result = paramd__decode_push(payload, header->length, &push, why, sizeof why);
+    if (result != PARAMD_OK)
+        return decode_failed(result, why, &error), reply_error(header, &error, reply);
+    paramd__model *model = model_by_id(session, push.model_id, &error);
+    if (model == NULL)
+        return reply_error(header, &error, reply);
+    uint32_t count = push.items.remaining;
+    paramd__tensor_io *items = calloc(count ? count : 1, sizeof *items);
+    wire_slot *slots = calloc(count ? count : 1, sizeof *slots);
+    uint8_t *buffer = NULL;
+    bool ok = false;
+    if (items == NULL || slots == NULL) {
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
+        goto done;
+    }
+    /* Gradients, and the reply's size. */
+    size_t items_bytes = 0;
+    paramd__item_cursor cursor = push.items;
+    paramd__wire_item item;
+    for (uint32_t i = 0; paramd__next_item(&cursor, &item); i++) {
+        paramd__tensor *tensor = item_tensor(model, &item, i, true, operation, &error);
+        if (tensor == NULL)
+            goto done;
+        items[i].tensor = tensor;
+        items[i].grad_count = (size_t)item.count;
+        slots[i].dtype = item.dtype;
+        if (item.dtype == PARAMD_DTYPE_FLOAT32) {
+            /* In place: the input buffer is this request's and is dropped
+             * after it, so the core may also work in it. */
+            items[i].grad = (const float *)(const void *)item.data;
+            items[i].grad_writable = true;
+        } else {
+            slots[i].owned_grad = widen(&item);
+            if (slots[i].owned_grad == NULL) {
+                paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
+                goto done;
+            }
+            items[i].grad = slots[i].owned_grad;
+            items[i].grad_writable = true;
+        }
+        if (with_weights)
+            items_bytes += paramd__item_size(item.dtype, item.count);
+    }
+    /* The reply, allocated before anything changes; float32 weights are
+     * written by the core into it directly. */
+    size_t reply_size = paramd__push_reply_size(with_weights ? items_bytes : 0);
+    buffer = malloc(reply_size);
+    if (buffer == NULL) {
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory for a %zu-byte reply",
+                          operation, reply_size);
+        goto done;
+    }
+    paramd__writer writer;
+    paramd__writer_init(&writer, buffer, reply_size);
+    size_t start = paramd__encode_push_reply_begin(&writer, header->opcode, header->request_id, 0,
+                                                   0, 0, 0, 0, with_weights ? count : 0);
+    for (uint32_t i = 0; with_weights && i < count; i++) {
+        paramd__put_item_header(&writer, (uint32_t)items[i].tensor->position, slots[i].dtype, 0,
+                                items[i].tensor->count);
+        slots[i].reply_data = paramd__put_reserve(
+            &writer, items[i].tensor->count * paramd__dtype_size(slots[i].dtype));
+        if (slots[i].dtype == PARAMD_DTYPE_FLOAT32) {
+            items[i].weights = (float *)(void *)slots[i].reply_data;
+        } else {
+            slots[i].owned_weights = malloc(items[i].tensor->count * sizeof(float) + sizeof(float));
+            if (slots[i].owned_weights == NULL) {
+                paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
+                goto done;
+            }
+            items[i].weights = slots[i].owned_weights;
+        }
+    }
+    paramd__frame_end(&writer, start);
+    paramd__push_options options = {push.loss, push.grad_norm, NAN};
+    paramd__push_outcome outcome;
+    result = paramd__core_push_ex(session->tcp->server, model, items, count, &options, &outcome,
+                                  &error);
+    if (result != PARAMD_OK)
+        goto done;
+    for (uint32_t i = 0; with_weights && i < count; i++)
+        if (slots[i].owned_weights)
+            narrow(slots[i].owned_weights, slots[i].dtype, slots[i].reply_data,
+                   items[i].tensor->count);
+    uint32_t flags = outcome.skipped ? PARAMD_PUSH_SKIPPED : 0;
+    for (uint32_t i = 0; i < count && outcome.accumulate_steps; i++)
+        if (items[i].accumulated < outcome.accumulate_steps)
+            flags |= PARAMD_PUSH_ACCUMULATED;
+    /* The header fields, now known, over the placeholders. */
+    paramd__writer head;
+    paramd__writer_init(&head, buffer, reply_size);
+    paramd__encode_push_reply_begin(&head, header->opcode, header->request_id, outcome.step,
+                                    outcome.lr, outcome.grad_norm,
+                                    outcome.has_loss_scale ? (double)outcome.loss_scale : NAN,
+                                    flags, with_weights ? count : 0);
+    paramd__frame_set_length(buffer, reply_size);
+    reply->data = buffer;
+    reply->size = reply_size;
+    buffer = NULL;
+    ok = true;
+done:
+    for (uint32_t i = 0; slots && i < count; i++) {
+        free(slots[i].owned_grad);
+        free(slots[i].owned_weights);
+    }
+    free(buffer);
+    free(slots);
+    free(items);
+    paramd__model_release(model);
+    return ok ? true : reply_error(header, &error, reply);
+}
+
+/* ---------------------------------------------------------------------------
+ * PULL
+ * ------------------------------------------------------------------------- */
+
+static bool handle_pull(paramd__tcp_session *session, const paramd__frame_header *header,
+                        const uint8_t *payload, paramd__tcp_reply *reply)
+{
+    paramd__error error = {0};
+    char why[200];
+    paramd__pull_request pull;
+    int result = paramd__decode_pull(payload, header->length, &pull, why, sizeof why);
+    if (result != PARAMD_OK)
+        return decode_failed(result, why, &error), reply_error(header, &error, reply);
+    if (pull.items.remaining == 0) {
+        paramd__error_set(&error, PARAMD_E_BAD_REQUEST, "PULL: name at least one range");
+        return reply_error(header, &error, reply);
+    }
+    paramd__model *model = model_by_id(session, pull.model_id, &error);
+    if (model == NULL)
+        return reply_error(header, &error, reply);
+    uint32_t count = pull.items.remaining;
+    paramd__tensor_io *items = calloc(count, sizeof *items);
+    wire_slot *slots = calloc(count, sizeof *slots);
+    uint8_t *buffer = NULL;
+    bool ok = false;
+    if (items == NULL || slots == NULL) {
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "PULL: out of memory");
+        goto done;
+    }
+    size_t items_bytes = 0;
+    paramd__item_cursor cursor = pull.items;
+    paramd__wire_item item;
+    for (uint32_t i = 0; paramd__next_item(&cursor, &item); i++) {
+        paramd__tensor *tensor = item_tensor(model, &item, i, false, "PULL", &error);
+        if (tensor == NULL)
+            goto done;
+        items[i].tensor = tensor;
+        items[i].range_offset = (size_t)item.offset;
+        items[i].weights_count = (size_t)item.count;
+        slots[i].dtype = item.dtype;
+        items_bytes += paramd__item_size(item.dtype, item.count);
+    }
+    size_t reply_size = paramd__pull_reply_size(items_bytes);
+    buffer = malloc(reply_size);
+    if (buffer == NULL) {
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "PULL: out of memory for a %zu-byte reply",
+                          reply_size);
+        goto done;
+    }
+    paramd__writer writer;
+    paramd__writer_init(&writer, buffer, reply_size);
+    size_t start = paramd__encode_pull_reply_begin(&writer, header->request_id, 0, count);
+    for (uint32_t i = 0; i < count; i++) {
+        paramd__put_item_header(&writer, (uint32_t)items[i].tensor->position, slots[i].dtype,
+                                items[i].range_offset, items[i].weights_count);
+        slots[i].reply_data =
+            paramd__put_reserve(&writer, items[i].weights_count * paramd__dtype_size(slots[i].dtype));
+        if (slots[i].dtype == PARAMD_DTYPE_FLOAT32) {
+            items[i].weights = (float *)(void *)slots[i].reply_data;
+        } else {
+            slots[i].owned_weights = malloc(items[i].weights_count * sizeof(float) + sizeof(float));
+            if (slots[i].owned_weights == NULL) {
+                paramd__error_set(&error, PARAMD_E_NO_MEMORY, "PULL: out of memory");
+                goto done;
+            }
+            items[i].weights = slots[i].owned_weights;
+        }
+    }
+    paramd__frame_end(&writer, start);
+    uint64_t step;
+    result = paramd__core_pull(session->tcp->server, model, items, count, &step, &error);
+    if (result != PARAMD_OK)
+        goto done;
+    for (uint32_t i = 0; i < count; i++)
+        if (slots[i].owned_weights)
+            narrow(slots[i].owned_weights, slots[i].dtype, slots[i].reply_data,
+                   items[i].weights_count);
+    paramd__writer head;
+    paramd__writer_init(&head, buffer, reply_size);
+    paramd__encode_pull_reply_begin(&head, header->request_id, step, count);
+    paramd__frame_set_length(buffer, reply_size);
+    reply->data = buffer;
+    reply->size = reply_size;
+    buffer = NULL;
+    ok = true;
+done:
+    for (uint32_t i = 0; slots && i < count; i++)
+        free(slots[i].owned_weights);
+    free(buffer);
+    free(slots);
+    free(items);
+    paramd__model_release(model);
+    return ok ? true : reply_error(header, &error, reply);
+}
+
+/* ---------------------------------------------------------------------------
+ * Control plane: STATS, LIST, CREATE, DELETE, ECHO
+ * ------------------------------------------------------------------------- */
+
+static json_t *server_stats(paramd__tcp_session *session)
+{
+    paramd__server *server = session->tcp->server;
+    size_t models;
+    paramd__model **list = paramd__registry_list(&server->registry, &models);
+    for (size_t i = 0; i < models; i++)
+        paramd__model_release(list[i]);
+    free(list);
+    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:{s:I, s:I, s:I}}", "server", SERVER_NAME,
+                     "uptime_seconds", (json_int_t)(time(NULL) - server->started), "models",
+                     (json_int_t)models, "pushes", (json_int_t)atomic_load(&server->pushes),
+                     "pulls", (json_int_t)atomic_load(&server->pulls), "tcp", "requests",
+                     (json_int_t)atomic_load(&session->tcp->requests), "connections",
+                     (json_int_t)session->tcp->connection_count, "refused_connections",
+                     (json_int_t)atomic_load(&session->tcp->refused_connections));
+}
+
+static bool handle_model_request(paramd__tcp_session *session, const paramd__frame_header *header,
+                                 const uint8_t *payload, paramd__tcp_reply *reply)
+{
+    paramd__error error = {0};
+    char why[200], name[129];
+    paramd__model_request request;
+    int result = header->opcode == PARAMD_OP_CREATE
+                     ? paramd__decode_create(payload, header->length, &request, why, sizeof why)
+                     : paramd__decode_model_name(payload, header->length, &request, why,
+                                                 sizeof why);
+    if (result != PARAMD_OK)
+        return decode_failed(result, why, &error), reply_error(header, &error, reply);
+    if (!wire_name(request.model, name, 128) ||
+        (request.model.length > 0 && !paramd__model_name_valid(name)) ||
+        (request.model.length == 0 && header->opcode != PARAMD_OP_STATS)) {
+        paramd__error_set(&error, PARAMD_E_BAD_NAME,
+                          "model: \"%.*s\" is not a model name (1 to 128 characters from "
+                          "A-Z a-z 0-9 . _ -, not starting with .)",
+                          (int)(request.model.length > 128 ? 128 : request.model.length),
+                          request.model.data ? request.model.data : "");
+        return reply_error(header, &error, reply);
+    }
+    switch (header->opcode) {
+    case PARAMD_OP_STATS: {
+        if (request.model.length == 0)
+            return reply_json(header, server_stats(session), reply);
+        paramd__model *model;
+        if (paramd__core_find_model(session->tcp->server, name, &model, &error) != PARAMD_OK)
+            return reply_error(header, &error, reply);
+        json_t *description = paramd__json_describe_model(model);
+        paramd__model_release(model);
+        return reply_json(header, description, reply);
+    }
+    case PARAMD_OP_CREATE: {
+        json_t *body = paramd__json_parse_body(request.json, request.json_length, &error);
+        json_t *description =
+            body ? paramd__json_create_model(session->tcp->server, name, body, &error) : NULL;
+        json_decref(body);
+        return description ? reply_json(header, description, reply)
+                           : reply_error(header, &error, reply);
+    }
+    default: /* DELETE */
+        if (paramd__core_delete_model(session->tcp->server, name, &error) != PARAMD_OK)
+            return reply_error(header, &error, reply);
+        reply->size = PARAMD_FRAME_HEADER_SIZE;
+        reply->data = malloc(reply->size);
+        if (reply->data) {
+            paramd__writer writer;
+            paramd__writer_init(&writer, reply->data, reply->size);
+            size_t start = paramd__frame_begin(&writer, PARAMD_OP_DELETE | PARAMD_OP_REPLY,
+                                               header->request_id);
+            paramd__frame_end(&writer, start);
+        }
+        return reply->data != NULL;
+    }
+}
+
+static bool handle_echo(const paramd__frame_header *header, const uint8_t *payload,
+                        paramd__tcp_reply *reply)
+{
+    reply->size = PARAMD_FRAME_HEADER_SIZE + header->length;
+    reply->data = malloc(reply->size);
+    if (reply->data == NULL)
+        return false;
+    paramd__writer writer;
+    paramd__writer_init(&writer, reply->data, reply->size);
+    size_t start = paramd__frame_begin(&writer, PARAMD_OP_ECHO | PARAMD_OP_REPLY,
+                                       header->request_id);
+    paramd__put_bytes(&writer, payload, header->length);
+    paramd__frame_end(&writer, start);
+    return true;
+}
+
+/* ---------------------------------------------------------------------------
+ * Dispatch
+ * ------------------------------------------------------------------------- */
+
+uint64_t paramd__tcp_request_cost(const paramd__frame_header *header, const uint8_t *payload)
+{
+    switch (header->opcode) {
+    case PARAMD_OP_CREATE:
+    case PARAMD_OP_DELETE:
+        return PARAMD__TCP_HEAVY_BYTES; /* allocates, initialises or frees a whole model */
+    case PARAMD_OP_PULL: {
+        paramd__pull_request pull;
+        if (paramd__decode_pull(payload, header->length, &pull, NULL, 0) != PARAMD_OK)
+            return 0;
+        uint64_t bytes = 0;
+        paramd__wire_item item;
+        while (paramd__next_item(&pull.items, &item))
+            bytes += item.count * paramd__dtype_size(item.dtype);
+        return bytes;
+    }
+    default:
+        return header->length;
+    }
+}
+
+bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header *header,
+                        const uint8_t *payload, paramd__tcp_reply *reply)
+{
+    reply->data = NULL;
+    reply->size = 0;
+    paramd__error error = {0};
+    if (header->opcode != PARAMD_OP_HELLO && !session->hello_done) {
+        paramd__error_set(&error, PARAMD_E_HELLO_REQUIRED,
+                          "opcode 0x%02x before HELLO: the first request must be HELLO",
+                          header->opcode);
+        return reply_error(header, &error, reply);
+    }
+    switch (header->opcode) {
+    case PARAMD_OP_HELLO:
+        return handle_hello(session, header, payload, reply);
+    case PARAMD_OP_LOOKUP:
+        return handle_lookup(session, header, payload, reply);
+    case PARAMD_OP_PUSH:
+    case PARAMD_OP_PUSHPULL:
+        return handle_push(session, header, payload, reply);
+    case PARAMD_OP_PULL:
+        return handle_pull(session, header, payload, reply);
+    case PARAMD_OP_STATS:
+    case PARAMD_OP_CREATE:
+    case PARAMD_OP_DELETE:
+        return handle_model_request(session, header, payload, reply);
+    case PARAMD_OP_LIST:
+        if (header->length != 0) {
+            paramd__error_set(&error, PARAMD_E_BAD_FRAME, "LIST: has no payload, got %u bytes",
+                              header->length);
+            return reply_error(header, &error, reply);
+        }
+        return reply_json(header, paramd__json_list_models(session->tcp->server), reply);
+    case PARAMD_OP_ECHO:
+        return handle_echo(header, payload, reply);
+    default:
+        paramd__error_set(&error, PARAMD_E_BAD_FRAME,
+                          "opcode 0x%02x: not a request (see proto/PROTOCOL.md)", header->opcode);
+        return reply_error(header, &error, reply);
+    }
+}
