@@ -83,8 +83,9 @@ test: $(BUILD)/paramd $(UNIT_BINARIES) $(BUILD)/paramd-bench
 bench: $(BUILD)/paramd-bench $(BUILD)/paramd
 	BUILD=$(BUILD) sh bench/run-bench.sh
 
-$(BUILD)/paramd-bench: bench/paramd-bench.c bench/http_bench.c bench/http_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
-	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -Ibench -o $@ bench/paramd-bench.c bench/http_bench.c \
+BENCH_SOURCES = bench/paramd-bench.c bench/http_bench.c bench/net_bench.c
+$(BUILD)/paramd-bench: $(BENCH_SOURCES) bench/http_bench.h bench/net_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -Ibench -o $@ $(BENCH_SOURCES) \
 	    $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_SERVER)
 
 goldens:

@@ -22,9 +22,12 @@
  *        paramd-bench optim --optimizer NAME --n N --threads T [--steps K] [--rows R]
  *                           [--no-torch]
  *        paramd-bench --http HOST:PORT [--connections N] [--large-elements N]
+ *        paramd-bench net [--n N] [--clients C] [--pipeline P] [--seconds S]
+ *                         [--tcp HOST:PORT] [--server-threads T]   (see net_bench.c)
  */
 #define _DEFAULT_SOURCE
 #include "http_bench.h"
+#include "net_bench.h"
 #include "kernel.h"
 #include "optimizer.h"
 #include "parallel.h"
@@ -429,10 +432,53 @@ static int optim_command(int argc, char **argv)
     return 0;
 }
 
+/* `paramd-bench net ...`: see net_bench.c. */
+static int net_command(int argc, char **argv)
+{
+    paramd__net_bench_options options = {
+        .address = NULL, .elements = 1024, .clients = 1, .pipeline = 1, .seconds = 3.0,
+        .server_threads = 0};
+    for (int i = 2; i < argc; i++) {
+        size_t value = 0;
+        if (strcmp(argv[i], "--n") == 0 && i + 1 < argc) {
+            parse_list(argv[++i], &options.elements, 1);
+        } else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc) {
+            parse_list(argv[++i], &value, 1);
+            options.clients = value > 0 && value <= 256 ? (int)value : 1;
+        } else if (strcmp(argv[i], "--pipeline") == 0 && i + 1 < argc) {
+            parse_list(argv[++i], &value, 1);
+            options.pipeline = value > 0 && value <= 4096 ? (int)value : 1;
+        } else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
+            options.seconds = atof(argv[++i]);
+        } else if (strcmp(argv[i], "--tcp") == 0 && i + 1 < argc) {
+            options.address = argv[++i];
+        } else if (strcmp(argv[i], "--server-threads") == 0 && i + 1 < argc) {
+            parse_list(argv[++i], &value, 1);
+            options.server_threads = (int)value;
+        } else {
+            fprintf(stderr,
+                    "Usage: paramd-bench net [--n N] [--clients C] [--pipeline P] [--seconds S]\n"
+                    "                        [--tcp HOST:PORT] [--server-threads T]\n"
+                    "Measures ECHO and PUSHPULL (AdamW, N float32 per request) round trips over "
+                    "the binary\nprotocol, C connections with P requests in flight each, S seconds "
+                    "each (default: N 1024,\nC 1, P 1, S 3).  Without --tcp it starts build/paramd "
+                    "on free ports.  Sizes take K and M.\n");
+            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+        }
+    }
+    if (options.elements == 0 || options.seconds <= 0) {
+        fprintf(stderr, "paramd-bench net: --n and --seconds must be positive\n");
+        return 2;
+    }
+    return paramd__net_bench(&options);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "optim") == 0)
         return optim_command(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "net") == 0)
+        return net_command(argc, argv);
     size_t sizes[8] = {1 << 20, 16 << 20, 64 << 20};
     int size_count = 3;
     size_t thread_counts[8] = {1, 0};

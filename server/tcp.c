@@ -40,6 +40,9 @@ typedef struct connection {
     uint8_t *batch;
     size_t batch_size, batch_capacity;
     size_t pending_write_bytes;    /* queued with uv_write, not yet written */
+    size_t last_frame_size;        /* of the frame handled last, to size the input buffer */
+    uint8_t *spare;                /* a written reply's buffer, kept for the next large reply */
+    size_t spare_capacity;
     bool reading;
     bool busy;                     /* a worker thread is handling a request */
     bool closing;
@@ -58,8 +61,11 @@ typedef struct write_request {
     uv_write_t request;
     connection *owner;
     uint8_t *data;
-    size_t size;
+    size_t size, capacity;
 } write_request;
+
+/* Reply buffers this large are kept for reuse (see paramd__tcp_session.spare). */
+#define SPARE_MINIMUM (1u << 20)
 
 static void process_input(connection *c);
 static void close_connection(connection *c);
@@ -72,7 +78,44 @@ static void free_connection(connection *c)
 {
     free(c->input);
     free(c->batch);
+    free(c->spare);
+    free(c->session.spare);
     free(c);
+}
+
+/* Keeps buffer (capacity bytes, no longer needed) as the spare if it is
+ * large and larger than the spare kept so far; frees what is not kept. */
+static void keep_spare(connection *c, uint8_t *buffer, size_t capacity)
+{
+    if (capacity >= SPARE_MINIMUM && !c->closing && capacity > c->spare_capacity) {
+        free(c->spare);
+        c->spare = buffer;
+        c->spare_capacity = capacity;
+    } else {
+        free(buffer);
+    }
+}
+
+/* Lends the spare to the session for one request, and takes back what the
+ * request left of it. */
+static void lend_spare(connection *c)
+{
+    if (c->session.spare == NULL) {
+        c->session.spare = c->spare;
+        c->session.spare_capacity = c->spare_capacity;
+        c->spare = NULL;
+        c->spare_capacity = 0;
+    }
+}
+
+static void take_back_spare(connection *c)
+{
+    uint8_t *spare = c->session.spare;
+    size_t capacity = c->session.spare_capacity;
+    c->session.spare = NULL;
+    c->session.spare_capacity = 0;
+    if (spare)
+        keep_spare(c, spare, capacity);
 }
 
 static void on_handle_closed(uv_handle_t *handle)
@@ -108,7 +151,7 @@ static void on_written(uv_write_t *request, int status)
     write_request *w = (write_request *)request;
     connection *c = w->owner;
     c->pending_write_bytes -= w->size;
-    free(w->data);
+    keep_spare(c, w->data, w->capacity);
     free(w);
     if (c->closing)
         return;
@@ -121,8 +164,8 @@ static void on_written(uv_write_t *request, int status)
     update_reading(c);
 }
 
-/* Queues data (malloc'ed; ownership passes) for writing. */
-static void send_bytes(connection *c, uint8_t *data, size_t size)
+/* Queues data (malloc'ed, capacity bytes; ownership passes) for writing. */
+static void send_bytes(connection *c, uint8_t *data, size_t size, size_t capacity)
 {
     if (c->closing || size == 0) {
         free(data);
@@ -137,6 +180,7 @@ static void send_bytes(connection *c, uint8_t *data, size_t size)
     w->owner = c;
     w->data = data;
     w->size = size;
+    w->capacity = capacity;
     uv_buf_t buffer = uv_buf_init((char *)data, (unsigned)size);
     c->pending_write_bytes += size;
     int result = uv_write(&w->request, (uv_stream_t *)&c->handle, &buffer, 1, on_written);
@@ -168,13 +212,13 @@ static void queue_reply(connection *c, paramd__tcp_reply *reply)
     }
     if (reply->size >= READ_CHUNK || c->batch_size + reply->size > c->batch_capacity) {
         flush_batch(c);
-        send_bytes(c, reply->data, reply->size);
+        send_bytes(c, reply->data, reply->size, reply->capacity);
         reply->data = NULL;
         return;
     }
     memcpy(c->batch + c->batch_size, reply->data, reply->size);
     c->batch_size += reply->size;
-    free(reply->data);
+    keep_spare(c, reply->data, reply->capacity);
     reply->data = NULL;
 }
 
@@ -182,7 +226,7 @@ static void flush_batch(connection *c)
 {
     if (c->batch_size == 0)
         return;
-    send_bytes(c, c->batch, c->batch_size);
+    send_bytes(c, c->batch, c->batch_size, c->batch_capacity);
     c->batch = NULL;
     c->batch_size = c->batch_capacity = 0;
 }
@@ -279,6 +323,8 @@ static void after_work(uv_work_t *work, int status)
     connection *c = work->data;
     c->busy = false;
     atomic_fetch_add(&c->tcp->requests, 1);
+    take_back_spare(c);
+    c->last_frame_size = c->work_frame_size;
     if (c->closing) {
         free(c->work_reply.data);
         uv_close((uv_handle_t *)&c->idle_timer, on_handle_closed);
@@ -332,19 +378,23 @@ static void process_input(connection *c)
             c->work_header = header;
             c->work_payload = c->input + PARAMD_FRAME_HEADER_SIZE;
             c->work_frame_size = (size_t)frame;
-            c->work_reply = (paramd__tcp_reply){NULL, 0};
+            c->work_reply = (paramd__tcp_reply){NULL, 0, 0};
             flush_batch(c);
             update_reading(c);
+            lend_spare(c);
             if (uv_queue_work(&c->tcp->loop, &c->work, run_work, after_work) != 0) {
                 c->busy = false;
                 close_connection(c);
             }
             return;
         }
-        paramd__tcp_reply reply = {NULL, 0};
+        paramd__tcp_reply reply = {NULL, 0, 0};
+        lend_spare(c);
         bool ok = paramd__tcp_handle(&c->session, &header, payload, &reply);
+        take_back_spare(c);
         atomic_fetch_add(&c->tcp->requests, 1);
         consumed += (size_t)frame;
+        c->last_frame_size = (size_t)frame;
         if (!ok || reply.data == NULL) {
             free(reply.data);
             close_connection(c);
@@ -358,8 +408,10 @@ static void process_input(connection *c)
         memmove(c->input, c->input + consumed, c->input_size - consumed);
         c->input_size -= consumed;
     }
-    /* A large buffer left over from a large frame is given back. */
-    if (c->input_size == 0 && c->input_capacity > 4 * READ_CHUNK) {
+    /* A large input buffer is kept while large frames keep coming, and
+     * given back once they stop. */
+    if (c->input_size == 0 && c->input_capacity > 4 * READ_CHUNK &&
+        c->last_frame_size < c->input_capacity / 4) {
         free(c->input);
         c->input = NULL;
         c->input_capacity = 0;

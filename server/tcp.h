@@ -67,13 +67,24 @@ typedef struct paramd__tcp_session {
     bool hello_done;
     char peer[64];   /* "address:port", for logs */
     char client[64]; /* the name HELLO gave, for logs */
+    /* A large reply buffer kept from an earlier reply, lent to the handler
+     * for one request (tcp.c hands it over and takes it back): a client that
+     * pushes a 64M-element tensor again and again reuses the same memory
+     * instead of faulting in 256 MB of fresh pages for every reply. */
+    uint8_t *spare;
+    size_t spare_capacity;
 } paramd__tcp_session;
 
 /* A reply to send: a malloc'ed buffer of whole frames. */
 typedef struct paramd__tcp_reply {
     uint8_t *data;
     size_t size;
+    size_t capacity; /* bytes allocated (at least size) */
 } paramd__tcp_reply;
+
+/* A buffer of at least `size` bytes for a reply: the session's spare when
+ * it is large enough, else a new one.  NULL if memory ran out. */
+uint8_t *paramd__tcp_reply_buffer(paramd__tcp_session *session, size_t size, size_t *capacity);
 
 /* Requests moving at least this many bytes run on a worker thread. */
 #define PARAMD__TCP_HEAVY_BYTES (256u * 1024u)

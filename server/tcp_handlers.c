@@ -30,13 +30,37 @@
  * Replies
  * ------------------------------------------------------------------------- */
 
+uint8_t *paramd__tcp_reply_buffer(paramd__tcp_session *session, size_t size, size_t *capacity)
+{
+    if (session->spare && session->spare_capacity >= size) {
+        uint8_t *buffer = session->spare;
+        *capacity = session->spare_capacity;
+        session->spare = NULL;
+        session->spare_capacity = 0;
+        return buffer;
+    }
+    *capacity = size;
+    return malloc(size ? size : 1);
+}
+
+/* A reply buffer a failed request did not use goes back to the session. */
+static void give_back(paramd__tcp_session *session, uint8_t *buffer, size_t capacity)
+{
+    if (buffer && session->spare == NULL) {
+        session->spare = buffer;
+        session->spare_capacity = capacity;
+    } else {
+        free(buffer);
+    }
+}
+
 void paramd__tcp_error_reply(uint64_t request_id, int code, const char *message,
                              paramd__tcp_reply *reply)
 {
     paramd__writer writer;
     paramd__writer_init(&writer, NULL, 0);
     paramd__encode_error(&writer, request_id, code, 0, message);
-    reply->size = writer.size;
+    reply->size = reply->capacity = writer.size;
     reply->data = malloc(writer.size);
     if (reply->data) {
         paramd__writer_init(&writer, reply->data, reply->size);
@@ -67,7 +91,7 @@ static bool reply_json(const paramd__frame_header *header, json_t *document,
     paramd__writer_init(&writer, NULL, 0);
     uint8_t opcode = header->opcode | PARAMD_OP_REPLY;
     paramd__encode_json_reply(&writer, opcode, header->request_id, text, length);
-    reply->size = writer.size;
+    reply->size = reply->capacity = writer.size;
     reply->data = malloc(writer.size);
     if (reply->data) {
         paramd__writer_init(&writer, reply->data, reply->size);
@@ -138,7 +162,7 @@ static bool handle_hello(paramd__tcp_session *session, const paramd__frame_heade
     paramd__encode_hello_reply(&writer, header->request_id, session->tcp->options.max_frame_bytes,
                                SERVER_NAME);
     reply->data = malloc(writer.size);
-    reply->size = writer.size;
+    reply->size = reply->capacity = writer.size;
     if (reply->data)
         memcpy(reply->data, buffer, writer.size);
     return reply->data != NULL;
@@ -197,7 +221,7 @@ static bool handle_lookup(paramd__tcp_session *session, const paramd__frame_head
     paramd__writer writer;
     paramd__writer_init(&writer, NULL, 0);
     encode_lookup(&writer, header->request_id, model, tensors, count);
-    reply->size = writer.size;
+    reply->size = reply->capacity = writer.size;
     reply->data = malloc(writer.size);
     if (reply->data == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "LOOKUP: out of memory for the reply");
@@ -302,6 +326,7 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
     paramd__tensor_io *items = calloc(count ? count : 1, sizeof *items);
     wire_slot *slots = calloc(count ? count : 1, sizeof *slots);
     uint8_t *buffer = NULL;
+    size_t capacity = 0;
     bool ok = false;
     if (items == NULL || slots == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
@@ -338,7 +363,7 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
     /* The reply, allocated before anything changes; float32 weights are
      * written by the core into it directly. */
     size_t reply_size = paramd__push_reply_size(with_weights ? items_bytes : 0);
-    buffer = malloc(reply_size);
+    buffer = paramd__tcp_reply_buffer(session, reply_size, &capacity);
     if (buffer == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory for a %zu-byte reply",
                           operation, reply_size);
@@ -389,6 +414,7 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
     paramd__frame_set_length(buffer, reply_size);
     reply->data = buffer;
     reply->size = reply_size;
+    reply->capacity = capacity;
     buffer = NULL;
     ok = true;
 done:
@@ -396,7 +422,7 @@ done:
         free(slots[i].owned_grad);
         free(slots[i].owned_weights);
     }
-    free(buffer);
+    give_back(session, buffer, capacity);
     free(slots);
     free(items);
     paramd__model_release(model);
@@ -427,6 +453,7 @@ static bool handle_pull(paramd__tcp_session *session, const paramd__frame_header
     paramd__tensor_io *items = calloc(count, sizeof *items);
     wire_slot *slots = calloc(count, sizeof *slots);
     uint8_t *buffer = NULL;
+    size_t capacity = 0;
     bool ok = false;
     if (items == NULL || slots == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "PULL: out of memory");
@@ -446,7 +473,7 @@ static bool handle_pull(paramd__tcp_session *session, const paramd__frame_header
         items_bytes += paramd__item_size(item.dtype, item.count);
     }
     size_t reply_size = paramd__pull_reply_size(items_bytes);
-    buffer = malloc(reply_size);
+    buffer = paramd__tcp_reply_buffer(session, reply_size, &capacity);
     if (buffer == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "PULL: out of memory for a %zu-byte reply",
                           reply_size);
@@ -486,12 +513,13 @@ static bool handle_pull(paramd__tcp_session *session, const paramd__frame_header
     paramd__frame_set_length(buffer, reply_size);
     reply->data = buffer;
     reply->size = reply_size;
+    reply->capacity = capacity;
     buffer = NULL;
     ok = true;
 done:
     for (uint32_t i = 0; slots && i < count; i++)
         free(slots[i].owned_weights);
-    free(buffer);
+    give_back(session, buffer, capacity);
     free(slots);
     free(items);
     paramd__model_release(model);
@@ -563,7 +591,7 @@ static bool handle_model_request(paramd__tcp_session *session, const paramd__fra
     default: /* DELETE */
         if (paramd__core_delete_model(session->tcp->server, name, &error) != PARAMD_OK)
             return reply_error(header, &error, reply);
-        reply->size = PARAMD_FRAME_HEADER_SIZE;
+        reply->size = reply->capacity = PARAMD_FRAME_HEADER_SIZE;
         reply->data = malloc(reply->size);
         if (reply->data) {
             paramd__writer writer;
@@ -576,11 +604,11 @@ static bool handle_model_request(paramd__tcp_session *session, const paramd__fra
     }
 }
 
-static bool handle_echo(const paramd__frame_header *header, const uint8_t *payload,
-                        paramd__tcp_reply *reply)
+static bool handle_echo(paramd__tcp_session *session, const paramd__frame_header *header,
+                        const uint8_t *payload, paramd__tcp_reply *reply)
 {
     reply->size = PARAMD_FRAME_HEADER_SIZE + header->length;
-    reply->data = malloc(reply->size);
+    reply->data = paramd__tcp_reply_buffer(session, reply->size, &reply->capacity);
     if (reply->data == NULL)
         return false;
     paramd__writer writer;
@@ -621,7 +649,7 @@ bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header
                         const uint8_t *payload, paramd__tcp_reply *reply)
 {
     reply->data = NULL;
-    reply->size = 0;
+    reply->size = reply->capacity = 0;
     paramd__error error = {0};
     if (header->opcode != PARAMD_OP_HELLO && !session->hello_done) {
         paramd__error_set(&error, PARAMD_E_HELLO_REQUIRED,
@@ -651,7 +679,7 @@ bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header
         }
         return reply_json(header, paramd__json_list_models(session->tcp->server), reply);
     case PARAMD_OP_ECHO:
-        return handle_echo(header, payload, reply);
+        return handle_echo(session, header, payload, reply);
     default:
         paramd__error_set(&error, PARAMD_E_BAD_FRAME,
                           "opcode 0x%02x: not a request (see proto/PROTOCOL.md)", header->opcode);
