@@ -247,13 +247,18 @@ static measurement measure(const bench_config *bench, size_t elements, size_t ro
     int pass_count = paramd__optimizer_memory_passes(&config, shape.dimension_count, shape.shape,
                                                      passes);
     probe_job probe = {.sink = 0};
-    int probe_arrays = 0;
+    /* The probe's passes run over the optimizer's own arrays, named by each
+     * pass ('p' weights, 'g' gradient, '0'-'7' state, 'x' and 'y' working
+     * arrays of the tensor's size, allocated here), so that both see the
+     * same placement in memory: fresh arrays can be 25% faster or slower on
+     * a VM, which would make the comparison meaningless. */
+    float *working[2] = {NULL, NULL};
     for (int p = 0; p < pass_count; p++)
-        probe_arrays = passes[p].reads > probe_arrays ? passes[p].reads : probe_arrays;
-    for (int a = 0; a < probe_arrays && a < PROBE_ARRAYS; a++) {
-        probe.arrays[a] = paramd__float_array_alloc(elements);
-        out_of_memory |= probe.arrays[a] == NULL;
-    }
+        for (const char *a = passes[p].arrays; *a; a++)
+            if ((*a == 'x' || *a == 'y') && working[*a - 'x'] == NULL) {
+                working[*a - 'x'] = paramd__float_array_alloc(elements);
+                out_of_memory |= working[*a - 'x'] == NULL;
+            }
     if (out_of_memory) {
         fprintf(stderr, "paramd-bench: out of memory for %zu elements\n", elements);
         exit(1);
@@ -273,6 +278,14 @@ static measurement measure(const bench_config *bench, size_t elements, size_t ro
         double start = now_seconds();
         for (int p = 0; p < pass_count; p++) {
             probe.pass = passes[p];
+            for (int a = 0; a < passes[p].reads && a < PROBE_ARRAYS; a++) {
+                char code = passes[p].arrays[a];
+                probe.arrays[a] = code == 'p'   ? arrays.param
+                                  : code == 'g' ? grad
+                                  : code == 'x' ? working[0]
+                                  : code == 'y' ? working[1]
+                                                : arrays.state[code - '0'];
+            }
             paramd__parallel_for(elements, 16, PARAMD__PARALLEL_STEP_MINIMUM, probe_range, &probe);
         }
         double middle = now_seconds();
@@ -293,8 +306,8 @@ static measurement measure(const bench_config *bench, size_t elements, size_t ro
     paramd__float_array_free(grad, elements);
     for (int s = 0; s < PARAMD__MAX_STATE_SLOTS; s++)
         paramd__float_array_free(arrays.state[s], state_lengths[s]);
-    for (int a = 0; a < PROBE_ARRAYS; a++)
-        paramd__float_array_free(probe.arrays[a], elements);
+    for (int w = 0; w < 2; w++)
+        paramd__float_array_free(working[w], elements);
     if (with_torch) {
         char command[512];
         snprintf(command, sizeof command,

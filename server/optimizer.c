@@ -246,10 +246,17 @@ int paramd__optimizer_memory_passes(const paramd__optimizer_config *config, int 
     const paramd__optimizer_type *type = config->type;
     if (type->memory_passes)
         return type->memory_passes(config, dimension_count, shape, passes);
-    int slots = 0;
+    /* The weights and each state slot written, the gradient read. */
+    paramd__memory_pass pass = {.reads = 2, .writes = 1, .arrays = "p"};
+    int length = 1;
     for (int s = 0; s < type->state_slot_count; s++)
-        slots += type->uses_state_slot(config, s);
-    passes[0] = (paramd__memory_pass){.reads = 2 + slots, .writes = 1 + slots};
+        if (type->uses_state_slot(config, s)) {
+            pass.arrays[length++] = (char)('0' + s);
+            pass.reads++;
+            pass.writes++;
+        }
+    pass.arrays[length] = 'g';
+    passes[0] = pass;
     return 1;
 }
 

@@ -134,9 +134,13 @@ typedef void (*paramd__tensor_step_function)(const paramd__optimizer_config *con
                                              size_t count, bool reference);
 
 /* One pass of a step over memory, for paramd-bench's bandwidth probe:
- * how many tensor-sized arrays it reads and writes. */
+ * how many tensor-sized arrays it reads and writes, and which: `arrays`
+ * names the `reads` arrays, those written (read, then written back) first,
+ * with 'p' the weights, 'g' the gradient, '0' to '7' the state slots and
+ * 'x', 'y' tensor-sized working arrays. */
 typedef struct paramd__memory_pass {
     int reads, writes;
+    char arrays[PARAMD__MAX_STATE_SLOTS + 4];
 } paramd__memory_pass;
 
 #define PARAMD__MAX_MEMORY_PASSES 6

@@ -541,13 +541,13 @@ static int adafactor_memory_passes(const paramd__optimizer_config *config, int d
 {
     (void)config, (void)shape;
     if (dimension_count >= 2) {
-        passes[0] = (paramd__memory_pass){.reads = 2, .writes = 0}; /* ||p||, row/column sums */
-        passes[1] = (paramd__memory_pass){.reads = 1, .writes = 0}; /* ||u|| */
-        passes[2] = (paramd__memory_pass){.reads = 2, .writes = 1}; /* apply */
+        passes[0] = (paramd__memory_pass){2, 0, "pg"}; /* ||p||, row and column sums */
+        passes[1] = (paramd__memory_pass){1, 0, "g"};  /* ||u|| */
+        passes[2] = (paramd__memory_pass){2, 1, "pg"}; /* apply */
         return 3;
     }
-    passes[0] = (paramd__memory_pass){.reads = 3, .writes = 1}; /* variance, norms */
-    passes[1] = (paramd__memory_pass){.reads = 3, .writes = 1}; /* apply */
+    passes[0] = (paramd__memory_pass){3, 1, "2pg"}; /* variance, norms */
+    passes[1] = (paramd__memory_pass){3, 1, "p2g"}; /* apply */
     return 2;
 }
 

@@ -212,8 +212,8 @@ static int lamb_memory_passes(const paramd__optimizer_config *config, int dimens
                               const int64_t *shape, paramd__memory_pass *passes)
 {
     (void)config, (void)dimension_count, (void)shape;
-    passes[0] = (paramd__memory_pass){.reads = 4, .writes = 2}; /* w, g, m, v -> m, v */
-    passes[1] = (paramd__memory_pass){.reads = 3, .writes = 1}; /* w, m, v -> w */
+    passes[0] = (paramd__memory_pass){4, 2, "01pg"}; /* w, g, m, v -> m, v */
+    passes[1] = (paramd__memory_pass){3, 1, "p01"};  /* w, m, v -> w */
     return 2;
 }
 

@@ -230,8 +230,8 @@ static int lars_memory_passes(const paramd__optimizer_config *config, int dimens
 {
     (void)dimension_count, (void)shape;
     int buffers = config->values[SLOT_MOMENTUM] != 0;
-    passes[0] = (paramd__memory_pass){.reads = 2, .writes = 0};
-    passes[1] = (paramd__memory_pass){.reads = 2 + buffers, .writes = 1 + buffers};
+    passes[0] = (paramd__memory_pass){2, 0, "pg"};
+    passes[1] = buffers ? (paramd__memory_pass){3, 2, "p0g"} : (paramd__memory_pass){2, 1, "pg"};
     return 2;
 }
 

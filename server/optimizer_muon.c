@@ -356,13 +356,13 @@ static int muon_memory_passes(const paramd__optimizer_config *config, int dimens
 {
     (void)shape;
     if (!orthogonalised(config, dimension_count)) {
-        passes[0] = (paramd__memory_pass){.reads = 4, .writes = 3}; /* AdamW */
+        passes[0] = (paramd__memory_pass){4, 3, "p12g"}; /* AdamW */
         return 1;
     }
     /* The Newton-Schulz products are compute-bound and not counted. */
-    passes[0] = (paramd__memory_pass){.reads = 2, .writes = 2}; /* g, buf -> buf, U */
-    passes[1] = (paramd__memory_pass){.reads = 1, .writes = 1}; /* U / ||U|| */
-    passes[2] = (paramd__memory_pass){.reads = 2, .writes = 1}; /* p, X -> p */
+    passes[0] = (paramd__memory_pass){3, 2, "0xg"}; /* g, buf -> buf, U */
+    passes[1] = (paramd__memory_pass){1, 1, "x"};   /* U / ||U|| */
+    passes[2] = (paramd__memory_pass){2, 1, "px"};  /* p, X -> p */
     return 3;
 }
 

@@ -566,6 +566,50 @@ START_TEST(test_state_follows_the_shape)
 }
 END_TEST
 
+
+/* Every optimizer describes its memory passes consistently: as many arrays
+ * named as it reads, only arrays that exist for that configuration. */
+START_TEST(test_memory_passes_name_real_arrays)
+{
+    static const int64_t matrix[2] = {64, 48}, vector[1] = {3072};
+    for (int t = 0; t < paramd__optimizer_type_count; t++) {
+        const paramd__optimizer_type *type = paramd__optimizer_types[t];
+        paramd__optimizer_config config;
+        paramd__optimizer_config_init(&config, type);
+        const paramd__hyperparameter_spec *lr = paramd__optimizer_find_hyperparameter(type, "lr");
+        double value[3] = {0.01};
+        paramd__optimizer_config_set(&config, lr, value, "lr", NULL);
+        for (int shaped = 0; shaped < 2; shaped++) {
+            int dimensions = shaped ? 2 : 1;
+            const int64_t *shape = shaped ? matrix : vector;
+            paramd__memory_pass passes[PARAMD__MAX_MEMORY_PASSES];
+            int count = paramd__optimizer_memory_passes(&config, dimensions, shape, passes);
+            ck_assert_int_ge(count, 1);
+            ck_assert_int_le(count, PARAMD__MAX_MEMORY_PASSES);
+            for (int p = 0; p < count; p++) {
+                ck_assert_msg((int)strlen(passes[p].arrays) == passes[p].reads,
+                              "%s pass %d: %d reads, arrays \"%s\"", type->name, p,
+                              passes[p].reads, passes[p].arrays);
+                ck_assert_int_le(passes[p].writes, passes[p].reads);
+                for (const char *a = passes[p].arrays; *a; a++) {
+                    bool known = *a == 'p' || *a == 'g' || *a == 'x' || *a == 'y' ||
+                                 (*a >= '0' && *a < '0' + type->state_slot_count);
+                    ck_assert_msg(known, "%s: unknown array '%c'", type->name, *a);
+                    if (*a >= '0' && *a <= '9')
+                        ck_assert_msg(paramd__optimizer_state_length(&config, *a - '0', dimensions,
+                                                                     shape, 3072) == 3072,
+                                      "%s pass %d names state %c, which this tensor does not "
+                                      "keep at full length",
+                                      type->name, p, *a);
+                }
+                /* The gradient is never written. */
+                ck_assert_ptr_null(memchr(passes[p].arrays, 'g', (size_t)passes[p].writes));
+            }
+        }
+    }
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *suite = suite_create("optimizer_table");
@@ -583,6 +627,7 @@ static Suite *make_suite(void)
     tcase_add_test(tcase, test_tensor_wise_defaults);
     tcase_add_test(tcase, test_integer_choice_and_triple);
     tcase_add_test(tcase, test_state_follows_the_shape);
+    tcase_add_test(tcase, test_memory_passes_name_real_arrays);
     suite_add_tcase(suite, tcase);
     return suite;
 }
