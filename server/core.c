@@ -56,7 +56,10 @@ int paramd__core_create_model(paramd__server *server, const paramd__model_spec *
         return paramd__error_set(error, PARAMD_E_MODEL_EXISTS, "model \"%s\" already exists",
                                  spec->name);
     }
-    paramd__model *model = paramd__model_create(spec, error);
+    paramd__model_spec placed = *spec;
+    placed.shard_map = server->shard_map;
+    placed.shard_id = server->shard_id;
+    paramd__model *model = paramd__model_create(&placed, error);
     if (model == NULL)
         return error->code;
     result = paramd__registry_add(&server->registry, model, error);
@@ -572,6 +575,14 @@ int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__t
         return result;
     if (!isnan(options->loss) && !isfinite(options->loss))
         return paramd__error_set(error, PARAMD_E_NON_FINITE, "loss: must be a finite number");
+    if (model->spans_shards && model->clip.mode == PARAMD__CLIP_NORM && !model->clip.per_tensor &&
+        isnan(options->grad_norm))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "grad_norm: required: model \"%s\" is spread over several "
+                                 "shards, so clipping by the total norm needs the norm over all "
+                                 "of them, which the client computes (the C and Python clients "
+                                 "send it)",
+                                 model->name);
     if (!isnan(options->grad_norm) && !(isfinite(options->grad_norm) && options->grad_norm >= 0))
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "grad_norm: must be a finite number >= 0");

@@ -20,6 +20,10 @@ typedef struct paramd__server {
     time_t started;
     atomic_uint_fast64_t pushes;  /* successful pushes, all models */
     atomic_uint_fast64_t pulls;   /* successful pulls, all models */
+    /* Sharding: the shard map this server is part of (NULL: none) and its
+     * id in it.  Set before serving, then read-only. */
+    const struct paramd_shard_map *shard_map;
+    uint32_t shard_id;
 } paramd__server;
 
 void paramd__server_init(paramd__server *server);

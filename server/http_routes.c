@@ -291,9 +291,9 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     json_object_foreach((json_t *)grads, key, value) {
         paramd__tensor *tensor = paramd__model_find_tensor(model, key);
         if (tensor == NULL) {
-            result = paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
-                                       "grads.%.200s: model \"%s\" has no such tensor", key,
-                                       model->name);
+            char field[256];
+            snprintf(field, sizeof field, "grads.%.200s", key);
+            result = paramd__model_missing_tensor(model, field, key, &error);
             goto done;
         }
         paramd__float_encoding encoding;
@@ -399,9 +399,7 @@ static void read_tensors(const paramd__http_request *request, const char *model_
              name = strtok_r(NULL, ",", &saved)) {
             paramd__tensor *tensor = paramd__model_find_tensor(model, name);
             if (tensor == NULL) {
-                result = paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
-                                           "tensors: model \"%s\" has no tensor \"%.200s\"",
-                                           model->name, name);
+                result = paramd__model_missing_tensor(model, "tensors", name, &error);
                 goto done;
             }
             bool duplicate = false;

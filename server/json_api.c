@@ -1001,6 +1001,13 @@ static json_t *describe_model_locked(paramd__model *model)
                                         "step", (json_int_t)step, "state", state);
         if (description && tensor->param_group >= 0)
             json_object_set_new(description, "param_group", json_integer(tensor->param_group));
+        if (description && tensor->count != tensor->full_count)
+            /* A shard's part of a split tensor: elements [offset, offset + numel). */
+            json_object_set_new(description, "range",
+                                json_pack("{s:I,s:I,s:I}", "offset",
+                                          (json_int_t)tensor->range_offset, "count",
+                                          (json_int_t)tensor->count, "of",
+                                          (json_int_t)tensor->full_count));
         json_array_append_new(tensors, description);
     }
     json_t *description = json_pack(
@@ -1018,6 +1025,11 @@ static json_t *describe_model_locked(paramd__model *model)
         json_object_set_new(description, "lr",
                             json_real(paramd__optimizer_config_get(&model->optimizer, "lr")));
     }
+    if (description && model->sharded)
+        json_object_set_new(description, "shard",
+                            json_pack("{s:I,s:I,s:I}", "id", (json_int_t)model->shard_id,
+                                      "shard_map_version", (json_int_t)model->shard_map_version,
+                                      "remote_tensors", (json_int_t)model->remote.count));
     if (description && model->clip.mode != PARAMD__CLIP_NONE)
         json_object_set_new(description, "clip", paramd__json_clip(&model->clip));
     if (description) {
@@ -1077,8 +1089,15 @@ json_t *paramd__json_model_summary(paramd__model *model)
 json_t *paramd__json_error(const paramd__error *error)
 {
     const char *message = error->message[0] ? error->message : paramd_strerror(error->code);
-    return json_pack("{s:{s:s,s:s}}", "error", "code", paramd_error_name(error->code), "message",
-                     message);
+    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", paramd_error_name(error->code),
+                             "message", message);
+    if (body && error->code == PARAMD_E_NOT_OWNER) {
+        /* What a client with a stale shard map needs to notice it. */
+        json_t *inner = json_object_get(body, "error");
+        json_object_set_new(inner, "shard_map_version", json_integer((json_int_t)error->shard_map_version));
+        json_object_set_new(inner, "owner", json_integer(error->owner));
+    }
+    return body;
 }
 
 /* ---------------------------------------------------------------------------

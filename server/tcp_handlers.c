@@ -71,7 +71,16 @@ void paramd__tcp_error_reply(uint64_t request_id, int code, const char *message,
 static bool reply_error(const paramd__frame_header *header, const paramd__error *error,
                         paramd__tcp_reply *reply)
 {
-    paramd__tcp_error_reply(header->request_id, error->code, error->message, reply);
+    paramd__writer writer;
+    paramd__writer_init(&writer, NULL, 0);
+    uint32_t version = error->code == PARAMD_E_NOT_OWNER ? (uint32_t)error->shard_map_version : 0;
+    paramd__encode_error(&writer, header->request_id, error->code, version, error->message);
+    reply->size = reply->capacity = writer.size;
+    reply->data = malloc(writer.size);
+    if (reply->data) {
+        paramd__writer_init(&writer, reply->data, reply->size);
+        paramd__encode_error(&writer, header->request_id, error->code, version, error->message);
+    }
     return reply->data != NULL;
 }
 
@@ -176,7 +185,7 @@ static void encode_lookup(paramd__writer *writer, uint64_t request_id, paramd__m
     for (uint32_t i = 0; i < count; i++)
         paramd__put_lookup_entry(writer, (uint32_t)tensors[i]->position, PARAMD_DTYPE_FLOAT32,
                                  (uint8_t)tensors[i]->dimension_count, tensors[i]->shape,
-                                 tensors[i]->count, tensors[i]->name);
+                                 tensors[i]->full_count, tensors[i]->name);
     paramd__frame_end(writer, start);
 }
 
@@ -208,13 +217,15 @@ static bool handle_lookup(paramd__tcp_session *session, const paramd__frame_head
     size_t position = 0;
     for (uint32_t i = 0; i < lookup.tensor_count; i++) {
         paramd__wire_string wire = paramd__lookup_next_name(&lookup, &position);
-        tensors[i] = wire_name(wire, name, PARAMD__MAX_NAME_LENGTH)
-                         ? paramd__model_find_tensor(model, name)
-                         : NULL;
+        bool valid = wire_name(wire, name, PARAMD__MAX_NAME_LENGTH);
+        tensors[i] = valid ? paramd__model_find_tensor(model, name) : NULL;
         if (tensors[i] == NULL) {
-            paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
-                              "LOOKUP: model \"%s\" has no tensor \"%.*s\"", model->name,
-                              (int)wire.length, wire.data);
+            if (valid)
+                paramd__model_missing_tensor(model, "LOOKUP", name, &error);
+            else
+                paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
+                                  "LOOKUP: model \"%s\" has no tensor \"%.*s\"", model->name,
+                                  (int)(wire.length > 255 ? 255 : wire.length), wire.data);
             goto done;
         }
     }
@@ -278,22 +289,40 @@ static paramd__tensor *item_tensor(paramd__model *model, const paramd__wire_item
                           model->tensor_count);
         return NULL;
     }
+    /* Ranges are in the whole tensor's elements; a shard holds
+     * [range_offset, range_offset + count) of it (all of it, unsharded). */
     paramd__tensor *tensor = model->tensors[item->tensor_id];
-    if (whole && (item->offset != 0 || item->count != tensor->count)) {
-        paramd__error_set(error, PARAMD_E_BAD_RANGE,
-                          "%s item %u (%s): a push covers the whole tensor, offset 0 and count "
-                          "%zu; got offset %llu, count %llu",
-                          operation, (unsigned)index, tensor->name, tensor->count,
-                          (unsigned long long)item->offset, (unsigned long long)item->count);
+    uint64_t first = tensor->range_offset, last = tensor->range_offset + tensor->count;
+    if (whole && (item->offset != first || item->count != tensor->count)) {
+        if (tensor->count == tensor->full_count)
+            paramd__error_set(error, PARAMD_E_BAD_RANGE,
+                              "%s item %u (%s): a push covers the whole tensor, offset 0 and "
+                              "count %zu; got offset %llu, count %llu",
+                              operation, (unsigned)index, tensor->name, tensor->count,
+                              (unsigned long long)item->offset, (unsigned long long)item->count);
+        else
+            paramd__error_set(error, PARAMD_E_NOT_OWNER,
+                              "%s item %u (%s): this shard holds elements [%llu, %llu) of the "
+                              "split tensor, and a push covers exactly them; got offset %llu, "
+                              "count %llu (shard map version %llu)",
+                              operation, (unsigned)index, tensor->name,
+                              (unsigned long long)first, (unsigned long long)last,
+                              (unsigned long long)item->offset, (unsigned long long)item->count,
+                              (unsigned long long)model->shard_map_version);
+        error->shard_map_version = model->shard_map_version;
         return NULL;
     }
-    if (!whole && (item->offset > tensor->count || item->count > tensor->count - item->offset)) {
-        paramd__error_set(error, PARAMD_E_BAD_RANGE,
-                          "%s item %u (%s): range [%llu, %llu) is outside the tensor's %zu "
-                          "elements",
+    if (!whole && (item->offset < first || item->offset > last || item->count > last - item->offset)) {
+        int code = item->offset + item->count <= tensor->full_count ? PARAMD_E_NOT_OWNER
+                                                                     : PARAMD_E_BAD_RANGE;
+        paramd__error_set(error, code,
+                          "%s item %u (%s): range [%llu, %llu) is outside the elements [%llu, "
+                          "%llu) held here (the tensor has %zu)",
                           operation, (unsigned)index, tensor->name,
                           (unsigned long long)item->offset,
-                          (unsigned long long)(item->offset + item->count), tensor->count);
+                          (unsigned long long)(item->offset + item->count),
+                          (unsigned long long)first, (unsigned long long)last, tensor->full_count);
+        error->shard_map_version = model->shard_map_version;
         return NULL;
     }
     return tensor;
@@ -374,8 +403,8 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
     size_t start = paramd__encode_push_reply_begin(&writer, header->opcode, header->request_id, 0,
                                                    0, 0, 0, 0, with_weights ? count : 0);
     for (uint32_t i = 0; with_weights && i < count; i++) {
-        paramd__put_item_header(&writer, (uint32_t)items[i].tensor->position, slots[i].dtype, 0,
-                                items[i].tensor->count);
+        paramd__put_item_header(&writer, (uint32_t)items[i].tensor->position, slots[i].dtype,
+                                items[i].tensor->range_offset, items[i].tensor->count);
         slots[i].reply_data = paramd__put_reserve(
             &writer, items[i].tensor->count * paramd__dtype_size(slots[i].dtype));
         if (slots[i].dtype == PARAMD_DTYPE_FLOAT32) {
@@ -467,7 +496,7 @@ static bool handle_pull(paramd__tcp_session *session, const paramd__frame_header
         if (tensor == NULL)
             goto done;
         items[i].tensor = tensor;
-        items[i].range_offset = (size_t)item.offset;
+        items[i].range_offset = (size_t)(item.offset - tensor->range_offset);
         items[i].weights_count = (size_t)item.count;
         slots[i].dtype = item.dtype;
         items_bytes += paramd__item_size(item.dtype, item.count);
@@ -484,7 +513,8 @@ static bool handle_pull(paramd__tcp_session *session, const paramd__frame_header
     size_t start = paramd__encode_pull_reply_begin(&writer, header->request_id, 0, count);
     for (uint32_t i = 0; i < count; i++) {
         paramd__put_item_header(&writer, (uint32_t)items[i].tensor->position, slots[i].dtype,
-                                items[i].range_offset, items[i].weights_count);
+                                items[i].tensor->range_offset + items[i].range_offset,
+                                items[i].weights_count);
         slots[i].reply_data =
             paramd__put_reserve(&writer, items[i].weights_count * paramd__dtype_size(slots[i].dtype));
         if (slots[i].dtype == PARAMD_DTYPE_FLOAT32) {

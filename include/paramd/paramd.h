@@ -43,7 +43,9 @@ extern "C" {
     XX(BAD_FRAME,          -18, "bad_frame",           "binary protocol frame is malformed") \
     XX(HELLO_REQUIRED,     -19, "hello_required",      "the first request must be HELLO") \
     XX(UNSUPPORTED_VERSION,-20, "unsupported_version", "no protocol version in common") \
-    XX(BAD_RANGE,          -21, "bad_range",           "range is outside the tensor or does not cover it")
+    XX(BAD_RANGE,          -21, "bad_range",           "range is outside the tensor or does not cover it") \
+    XX(NOT_OWNER,          -22, "not_owner",           "this shard does not hold that tensor (stale shard map?)") \
+    XX(TIMEOUT,            -23, "timeout",             "waited too long for other workers")
 
 typedef enum paramd_error_code {
     PARAMD_OK = 0,
