@@ -492,7 +492,7 @@ int paramd__net_bench(const paramd__net_bench_options *options)
     for (int c = 0; c < clients; c++) {
         paramd__writer_init(&writer, NULL, 0);
         size_t start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSHPULL, 100, model_id, 1, 0,
-                                                 0, 0, "bench");
+                                                 0, 0, 0, "bench");
         paramd__put_item_header(&writer, (uint32_t)c, PARAMD_DTYPE_FLOAT32, 0, n);
         paramd__put_bytes(&writer, NULL, n * sizeof(float));
         paramd__frame_end(&writer, start);
@@ -500,7 +500,7 @@ int paramd__net_bench(const paramd__net_bench_options *options)
         pushpull[c] = malloc(sizes[c]);
         paramd__writer_init(&writer, pushpull[c], sizes[c]);
         start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSHPULL, 100, model_id, 1, 0, 0, 0,
-                                          "bench");
+                                          0, "bench");
         paramd__put_item_header(&writer, (uint32_t)c, PARAMD_DTYPE_FLOAT32, 0, n);
         paramd__put_bytes(&writer, grad, n * sizeof(float));
         paramd__frame_end(&writer, start);

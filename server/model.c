@@ -83,6 +83,9 @@ static void free_remote(void *value, void *context)
 
 static void model_free(paramd__model *model)
 {
+    for (size_t i = 0; model->consistency_state.sums && i < model->tensor_count; i++)
+        paramd__float_array_free(model->consistency_state.sums[i], model->tensors[i]->count);
+    free(model->consistency_state.sums);
     for (size_t i = 0; i < model->tensor_count; i++) {
         if (model->extras)
             paramd__float_array_free(model->extras[i].accumulated, model->tensors[i]->count);
@@ -97,6 +100,8 @@ static void model_free(paramd__model *model)
     free(model->param_groups);
     paramd__dictionary_free(&model->tensor_index);
     paramd__dictionary_for_each(&model->remote, free_remote, NULL);
+    free(model->consistency_state.workers);
+    pthread_mutex_destroy(&model->consistency_state.lock);
     paramd__dictionary_free(&model->remote);
     free(model->name);
     free(model);
@@ -123,6 +128,12 @@ static int spanning_check(const paramd__model *model, bool split, paramd__error 
                                  "loss_scale: not available for a model spread over several "
                                  "shards (an overflow on one shard must skip the step on all of "
                                  "them); scale on the worker, as GradScaler does");
+    if (model->consistency.mode == PARAMD__CONSISTENCY_SYNC &&
+        model->clip.mode == PARAMD__CLIP_NORM && !model->clip.per_tensor)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "clip.max_norm: a sync model spread over several shards cannot "
+                                 "clip the averaged gradient by its total norm: no shard sees "
+                                 "all of it (clip on the workers, or per tensor)");
     if (model->nonfinite == PARAMD__NONFINITE_SKIP)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "nonfinite: \"skip\" is not available for a model spread over "
@@ -164,6 +175,7 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     }
     pthread_mutex_init(&model->schedule_lock, NULL);
     pthread_mutex_init(&model->loss_scale_lock, NULL);
+    pthread_mutex_init(&model->consistency_state.lock, NULL);
     pthread_rwlockattr_t attributes;
     pthread_rwlockattr_init(&attributes);
     pthread_rwlockattr_setkind_np(&attributes, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -179,6 +191,7 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     model->nonfinite = spec->nonfinite;
     model->grad_noise = spec->grad_noise;
     model->accumulate = spec->accumulate;
+    model->consistency = spec->consistency;
     model->has_loss_scale = spec->has_loss_scale;
     if (spec->has_loss_scale) {
         model->loss_scale_config = spec->loss_scale;

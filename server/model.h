@@ -24,6 +24,7 @@
 #define PARAMD_SERVER_MODEL_H
 
 #include "accumulate.h"
+#include "consistency.h"
 #include "clip.h"
 #include "dictionary.h"
 #include "grad_noise.h"
@@ -106,6 +107,10 @@ typedef struct paramd__model {
     paramd__nonfinite_policy nonfinite;      /* issue 4, item 3 */
     paramd__grad_noise_config grad_noise;    /* item 6; enabled false for none */
     paramd__accumulate_config accumulate;    /* item 5; fixed at creation */
+    /* How the pushes of many workers combine (issue 6; consistency.h):
+     * the configuration is fixed at creation, the state has its own lock. */
+    paramd__consistency_config consistency;
+    paramd__consistency_state consistency_state;
     /* Dynamic loss scaling (item 4): the configuration (under config_lock)
      * and the running scale (under loss_scale_lock). */
     bool has_loss_scale;
@@ -152,6 +157,7 @@ typedef struct paramd__model_spec {
     paramd__loss_scale_config loss_scale;
     paramd__accumulate_config accumulate; /* steps 0: none */
     paramd__grad_noise_config grad_noise; /* enabled false: none */
+    paramd__consistency_config consistency; /* mode async (zeroed): the default */
     /* The shard map of a sharded server and this server's id in it; NULL
      * for a server of its own.  Borrowed. */
     const struct paramd_shard_map *shard_map;
