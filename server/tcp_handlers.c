@@ -263,6 +263,14 @@ static paramd__tensor *item_tensor(paramd__model *model, const paramd__wire_item
                           (unsigned long long)item->offset, (unsigned long long)item->count);
         return NULL;
     }
+    /* core_pull reads a count of 0 as "the whole tensor", which would
+     * overrun the 0-element slot of the reply: an empty range is refused. */
+    if (!whole && item->count == 0) {
+        paramd__error_set(error, PARAMD_E_BAD_RANGE,
+                          "%s item %u (%s): count 0: a range has at least one element",
+                          operation, (unsigned)index, tensor->name);
+        return NULL;
+    }
     if (!whole && (item->offset > tensor->count || item->count > tensor->count - item->offset)) {
         paramd__error_set(error, PARAMD_E_BAD_RANGE,
                           "%s item %u (%s): range [%llu, %llu) is outside the tensor's %zu "
