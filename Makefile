@@ -155,8 +155,10 @@ install: all
 
 # Client tests (test_client*.c) also link the client library, before the
 # server's (both hold the proto/ codec; the first one wins), and libcurl.
-$(BUILD)/tests/test_client%: tests/unit/test_client%.c tests/unit/test_util.h $(BUILD)/libparamd.a \
-                             $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
+CLIENT_TEST_BINARIES = $(filter $(BUILD)/tests/test_client%,$(UNIT_BINARIES))
+$(CLIENT_TEST_BINARIES): $(BUILD)/tests/%: tests/unit/%.c tests/unit/test_util.h \
+                         tests/unit/client_harness.h $(BUILD)/libparamd.a \
+                         $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) $(shell $(PKG_CONFIG) --cflags check) -o $@ $< \
 	    $(BUILD)/libparamd.a $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_CHECK) \
