@@ -13,7 +13,7 @@
 # command to run and fails.
 set -eu
 
-BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev check"
+BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev check libcurl4-openssl-dev"
 TEST_PACKAGES="python3 curl"
 GOLDEN_PACKAGES="python3-torch python3-numpy"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"

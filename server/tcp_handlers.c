@@ -312,6 +312,14 @@ static paramd__tensor *item_tensor(paramd__model *model, const paramd__wire_item
         error->shard_map_version = model->shard_map_version;
         return NULL;
     }
+    /* core_pull reads a count of 0 as "the whole tensor", which would
+     * overrun the 0-element slot of the reply: an empty range is refused. */
+    if (!whole && item->count == 0) {
+        paramd__error_set(error, PARAMD_E_BAD_RANGE,
+                          "%s item %u (%s): count 0: a range has at least one element",
+                          operation, (unsigned)index, tensor->name);
+        return NULL;
+    }
     if (!whole && (item->offset < first || item->offset > last || item->count > last - item->offset)) {
         int code = item->offset + item->count <= tensor->full_count ? PARAMD_E_NOT_OWNER
                                                                      : PARAMD_E_BAD_RANGE;
