@@ -538,3 +538,28 @@ void paramd__core_push_expire(paramd__server *server, paramd__model *model,
     }
     pthread_mutex_unlock(&state->lock);
 }
+
+void paramd__core_push_withdraw(paramd__server *server, paramd__model *model,
+                                paramd__push_ticket *ticket)
+{
+    (void)server;
+    paramd__consistency_state *state = &model->consistency_state;
+    pthread_mutex_lock(&state->lock);
+    if (!ticket->done) {
+        for (paramd__push_ticket **link = &state->waiting; *link; link = &(*link)->next)
+            if (*link == ticket) {
+                *link = ticket->next;
+                break;
+            }
+        if (model->consistency.mode == PARAMD__CONSISTENCY_SYNC && state->round_workers > 0)
+            state->round_workers--;
+        paramd__error error = {0};
+        paramd__error_set(&error, PARAMD_E_UNAVAILABLE,
+                          "worker \"%s\" of model \"%s\" went away before its push was applied; "
+                          "the push was withdrawn",
+                          ticket->worker, model->name);
+        paramd__log_info("%s", error.message);
+        complete(ticket, PARAMD_E_UNAVAILABLE, &error, false);
+    }
+    pthread_mutex_unlock(&state->lock);
+}

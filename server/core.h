@@ -152,6 +152,15 @@ int paramd__core_push_submit(paramd__server *server, paramd__model *model,
 void paramd__core_push_expire(paramd__server *server, paramd__model *model,
                               paramd__push_ticket *ticket);
 
+/* Takes back a waiting ticket whose worker went away (its connection
+ * closed): a sync push leaves its round, which goes on waiting for the
+ * workers it still needs (a reconnecting worker may push again); an ssp
+ * push stops waiting.  The ticket ends done with PARAMD_E_UNAVAILABLE,
+ * without a notify; nothing changes in the model.  Does nothing to a
+ * ticket already done. */
+void paramd__core_push_withdraw(paramd__server *server, paramd__model *model,
+                                paramd__push_ticket *ticket);
+
 /* Copies the weights of each item that has a weights buffer (under each
  * tensor's lock): what a dropped or finished waiting push answers with. */
 void paramd__core_copy_weights(paramd__tensor_io *items, size_t item_count);

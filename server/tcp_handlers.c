@@ -345,6 +345,74 @@ typedef struct wire_slot {
     uint8_t *reply_data;   /* the item's data in the reply */
 } wire_slot;
 
+/* A push under way: everything its reply needs.  A push that waits for
+ * other workers (sync and ssp models) lives on in this form, owned by its
+ * connection (tcp.h), until the core completes its ticket. */
+struct paramd__tcp_waiting {
+    paramd__push_ticket ticket;
+    paramd__frame_header header;
+    paramd__model *model;          /* a reference, released when finished */
+    bool with_weights;
+    uint32_t count;
+    paramd__tensor_io *items;
+    wire_slot *slots;
+    uint8_t *buffer;               /* the reply, with placeholders in its header */
+    size_t reply_size, capacity;
+    char worker[PARAMD__WORKER_NAME_SIZE];
+};
+
+static void free_push(paramd__tcp_session *session, paramd__tcp_waiting *push)
+{
+    for (uint32_t i = 0; push->slots && i < push->count; i++) {
+        free(push->slots[i].owned_grad);
+        free(push->slots[i].owned_weights);
+    }
+    give_back(session, push->buffer, push->capacity);
+    free(push->slots);
+    free(push->items);
+    paramd__model_release(push->model);
+    free(push);
+}
+
+/* Turns a done push into its reply (the weights, or an ERROR frame), and
+ * frees it. */
+static bool finish_push(paramd__tcp_session *session, paramd__tcp_waiting *push,
+                        paramd__tcp_reply *reply)
+{
+    paramd__push_ticket *ticket = &push->ticket;
+    if (ticket->result != PARAMD_OK) {
+        paramd__error error = ticket->error;
+        paramd__frame_header header = push->header;
+        free_push(session, push);
+        return reply_error(&header, &error, reply);
+    }
+    const paramd__push_outcome *outcome = &ticket->outcome;
+    for (uint32_t i = 0; push->with_weights && i < push->count; i++)
+        if (push->slots[i].owned_weights)
+            narrow(push->slots[i].owned_weights, push->slots[i].dtype, push->slots[i].reply_data,
+                   push->items[i].tensor->count);
+    uint32_t flags = outcome->skipped ? PARAMD_PUSH_SKIPPED : 0;
+    if (outcome->dropped)
+        flags |= PARAMD_PUSH_DROPPED;
+    for (uint32_t i = 0; i < push->count && outcome->accumulate_steps; i++)
+        if (push->items[i].accumulated < outcome->accumulate_steps)
+            flags |= PARAMD_PUSH_ACCUMULATED;
+    /* The header fields, now known, over the placeholders. */
+    paramd__writer head;
+    paramd__writer_init(&head, push->buffer, push->reply_size);
+    paramd__encode_push_reply_begin(&head, push->header.opcode, push->header.request_id,
+                                    outcome->step, outcome->lr, outcome->grad_norm,
+                                    outcome->has_loss_scale ? (double)outcome->loss_scale : NAN,
+                                    flags, push->with_weights ? push->count : 0);
+    paramd__frame_set_length(push->buffer, push->reply_size);
+    reply->data = push->buffer;
+    reply->size = push->reply_size;
+    reply->capacity = push->capacity;
+    push->buffer = NULL;
+    free_push(session, push);
+    return true;
+}
+
 static bool handle_push(paramd__tcp_session *session, const paramd__frame_header *header,
                         const uint8_t *payload, paramd__tcp_reply *reply)
 {
@@ -352,44 +420,62 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
     const char *operation = with_weights ? "PUSHPULL" : "PUSH";
     paramd__error error = {0};
     char why[200];
-    paramd__push_request push;
-    int result = paramd__decode_push(payload, header->length, &push, why, sizeof why);
+    paramd__push_request request;
+    int result = paramd__decode_push(payload, header->length, &request, why, sizeof why);
     if (result != PARAMD_OK)
         return decode_failed(result, why, &error), reply_error(header, &error, reply);
-    paramd__model *model = model_by_id(session, push.model_id, &error);
+    char worker[PARAMD__WORKER_NAME_SIZE];
+    if (!wire_name(request.worker, worker, sizeof worker - 1) ||
+        (worker[0] && !paramd__model_name_valid(worker))) {
+        paramd__error_set(&error, PARAMD_E_BAD_NAME,
+                          "%s: worker: must be 1 to 128 characters from A-Z a-z 0-9 . _ -",
+                          operation);
+        return reply_error(header, &error, reply);
+    }
+    paramd__model *model = model_by_id(session, request.model_id, &error);
     if (model == NULL)
         return reply_error(header, &error, reply);
-    uint32_t count = push.items.remaining;
-    paramd__tensor_io *items = calloc(count ? count : 1, sizeof *items);
-    wire_slot *slots = calloc(count ? count : 1, sizeof *slots);
-    uint8_t *buffer = NULL;
-    size_t capacity = 0;
-    bool ok = false;
+    uint32_t count = request.items.remaining;
+    paramd__tcp_waiting *push = calloc(1, sizeof *push);
+    if (push == NULL) {
+        paramd__model_release(model);
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
+        return reply_error(header, &error, reply);
+    }
+    push->header = *header;
+    push->model = model;
+    push->with_weights = with_weights;
+    push->count = count;
+    push->items = calloc(count ? count : 1, sizeof *push->items);
+    push->slots = calloc(count ? count : 1, sizeof *push->slots);
+    paramd__tensor_io *items = push->items;
+    wire_slot *slots = push->slots;
     if (items == NULL || slots == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
-        goto done;
+        goto failed;
     }
     /* Gradients, and the reply's size. */
     size_t items_bytes = 0;
-    paramd__item_cursor cursor = push.items;
+    paramd__item_cursor cursor = request.items;
     paramd__wire_item item;
     for (uint32_t i = 0; paramd__next_item(&cursor, &item); i++) {
         paramd__tensor *tensor = item_tensor(model, &item, i, true, operation, &error);
         if (tensor == NULL)
-            goto done;
+            goto failed;
         items[i].tensor = tensor;
         items[i].grad_count = (size_t)item.count;
         slots[i].dtype = item.dtype;
         if (item.dtype == PARAMD_DTYPE_FLOAT32) {
             /* In place: the input buffer is this request's and is dropped
-             * after it, so the core may also work in it. */
+             * after it (not before the push is done, if it waits), so the
+             * core may also work in it. */
             items[i].grad = (const float *)(const void *)item.data;
             items[i].grad_writable = true;
         } else {
             slots[i].owned_grad = widen(&item);
             if (slots[i].owned_grad == NULL) {
                 paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
-                goto done;
+                goto failed;
             }
             items[i].grad = slots[i].owned_grad;
             items[i].grad_writable = true;
@@ -399,15 +485,15 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
     }
     /* The reply, allocated before anything changes; float32 weights are
      * written by the core into it directly. */
-    size_t reply_size = paramd__push_reply_size(with_weights ? items_bytes : 0);
-    buffer = paramd__tcp_reply_buffer(session, reply_size, &capacity);
-    if (buffer == NULL) {
+    push->reply_size = paramd__push_reply_size(with_weights ? items_bytes : 0);
+    push->buffer = paramd__tcp_reply_buffer(session, push->reply_size, &push->capacity);
+    if (push->buffer == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory for a %zu-byte reply",
-                          operation, reply_size);
-        goto done;
+                          operation, push->reply_size);
+        goto failed;
     }
     paramd__writer writer;
-    paramd__writer_init(&writer, buffer, reply_size);
+    paramd__writer_init(&writer, push->buffer, push->reply_size);
     size_t start = paramd__encode_push_reply_begin(&writer, header->opcode, header->request_id, 0,
                                                    0, 0, 0, 0, with_weights ? count : 0);
     for (uint32_t i = 0; with_weights && i < count; i++) {
@@ -421,49 +507,58 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
             slots[i].owned_weights = malloc(items[i].tensor->count * sizeof(float) + sizeof(float));
             if (slots[i].owned_weights == NULL) {
                 paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
-                goto done;
+                goto failed;
             }
             items[i].weights = slots[i].owned_weights;
         }
     }
     paramd__frame_end(&writer, start);
-    paramd__push_options options = {push.loss, push.grad_norm, NAN};
-    paramd__push_outcome outcome;
-    result = paramd__core_push_ex(session->tcp->server, model, items, count, &options, &outcome,
-                                  &error);
-    if (result != PARAMD_OK)
-        goto done;
-    for (uint32_t i = 0; with_weights && i < count; i++)
-        if (slots[i].owned_weights)
-            narrow(slots[i].owned_weights, slots[i].dtype, slots[i].reply_data,
-                   items[i].tensor->count);
-    uint32_t flags = outcome.skipped ? PARAMD_PUSH_SKIPPED : 0;
-    for (uint32_t i = 0; i < count && outcome.accumulate_steps; i++)
-        if (items[i].accumulated < outcome.accumulate_steps)
-            flags |= PARAMD_PUSH_ACCUMULATED;
-    /* The header fields, now known, over the placeholders. */
-    paramd__writer head;
-    paramd__writer_init(&head, buffer, reply_size);
-    paramd__encode_push_reply_begin(&head, header->opcode, header->request_id, outcome.step,
-                                    outcome.lr, outcome.grad_norm,
-                                    outcome.has_loss_scale ? (double)outcome.loss_scale : NAN,
-                                    flags, with_weights ? count : 0);
-    paramd__frame_set_length(buffer, reply_size);
-    reply->data = buffer;
-    reply->size = reply_size;
-    reply->capacity = capacity;
-    buffer = NULL;
-    ok = true;
-done:
-    for (uint32_t i = 0; slots && i < count; i++) {
-        free(slots[i].owned_grad);
-        free(slots[i].owned_weights);
+    memcpy(push->worker, worker, sizeof worker);
+    push->ticket = (paramd__push_ticket){
+        .items = items,
+        .item_count = count,
+        .options = {request.loss, request.grad_norm, NAN, 0},
+        .worker = push->worker,
+        .has_version = (request.flags & PARAMD_PUSH_HAS_VERSION) != 0,
+        .version = request.version,
+        .notify = paramd__tcp_waiting_notify,
+        .context = session,
+    };
+    result = paramd__core_push_submit(session->tcp->server, model, &push->ticket);
+    if (result == PARAMD__PUSH_WAITING) {
+        /* The connection holds on to the push (and to this frame) until
+         * the core calls notify: see tcp.c. */
+        reply->waiting = push;
+        return true;
     }
-    give_back(session, buffer, capacity);
-    free(slots);
-    free(items);
-    paramd__model_release(model);
-    return ok ? true : reply_error(header, &error, reply);
+    return finish_push(session, push, reply);
+failed:
+    free_push(session, push);
+    return reply_error(header, &error, reply);
+}
+
+double paramd__tcp_waiting_deadline(const paramd__tcp_waiting *push)
+{
+    return push->ticket.deadline;
+}
+
+void paramd__tcp_waiting_expire(paramd__tcp_session *session, paramd__tcp_waiting *push)
+{
+    paramd__core_push_expire(session->tcp->server, push->model, &push->ticket);
+}
+
+void paramd__tcp_waiting_withdraw(paramd__tcp_session *session, paramd__tcp_waiting *push)
+{
+    paramd__core_push_withdraw(session->tcp->server, push->model, &push->ticket);
+}
+
+bool paramd__tcp_waiting_finish(paramd__tcp_session *session, paramd__tcp_waiting *push,
+                                paramd__tcp_reply *reply)
+{
+    reply->data = NULL;
+    reply->size = reply->capacity = 0;
+    reply->waiting = NULL;
+    return finish_push(session, push, reply);
 }
 
 /* ---------------------------------------------------------------------------
@@ -688,6 +783,7 @@ bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header
 {
     reply->data = NULL;
     reply->size = reply->capacity = 0;
+    reply->waiting = NULL;
     paramd__error error = {0};
     if (header->opcode != PARAMD_OP_HELLO && !session->hello_done) {
         paramd__error_set(&error, PARAMD_E_HELLO_REQUIRED,
