@@ -175,6 +175,32 @@ static void apply(paramd__server *server, paramd__model *model, paramd__push_tic
     complete(ticket, result, &error, waited);
 }
 
+/* A worker's new push takes the place of its push still waiting, if any:
+ * that one ends with PARAMD_E_UNAVAILABLE (notified).  This is how a worker
+ * that crashed or lost its connection after pushing, and pushes again once
+ * it is back, rejoins the step instead of being refused (its connection's
+ * end is not always seen: an HTTP server does not watch idle sockets).
+ * Returns whether a push was replaced. */
+static bool supersede(paramd__model *model, paramd__push_ticket *ticket)
+{
+    paramd__consistency_state *state = &model->consistency_state;
+    for (paramd__push_ticket **link = &state->waiting; *link; link = &(*link)->next) {
+        paramd__push_ticket *old = *link;
+        if (strcmp(old->worker, ticket->worker) != 0)
+            continue;
+        *link = old->next;
+        paramd__error error = {0};
+        paramd__error_set(&error, PARAMD_E_UNAVAILABLE,
+                          "worker \"%s\" of model \"%s\" pushed again before this push was "
+                          "applied; the newer push took its place",
+                          ticket->worker, model->name);
+        paramd__log_info("%s", error.message);
+        complete(old, PARAMD_E_UNAVAILABLE, &error, true);
+        return true;
+    }
+    return false;
+}
+
 /* ---------------------------------------------------------------------------
  * async
  * ------------------------------------------------------------------------- */
@@ -347,14 +373,8 @@ static int submit_sync(paramd__server *server, paramd__model *model, paramd__pus
         complete(ticket, PARAMD_OK, NULL, false);
         pthread_mutex_unlock(&state->lock);
         return PARAMD_OK;
-    } else {
-        for (paramd__push_ticket *t = state->waiting; t; t = t->next)
-            if (strcmp(t->worker, ticket->worker) == 0)
-                result = paramd__error_set(
-                    &ticket->error, PARAMD_E_BAD_REQUEST,
-                    "worker: \"%s\" already pushed for step %llu of model \"%s\"; its next push "
-                    "belongs to the next step, after this one's reply",
-                    ticket->worker, (unsigned long long)step, model->name);
+    } else if (supersede(model, ticket)) {
+        state->round_workers--;
     }
     if (result != PARAMD_OK) {
         complete(ticket, result, NULL, false);
@@ -439,15 +459,7 @@ static int submit_ssp(paramd__server *server, paramd__model *model, paramd__push
         pthread_mutex_unlock(&state->lock);
         return result;
     }
-    for (paramd__push_ticket *t = state->waiting; t && result == PARAMD_OK; t = t->next)
-        if (strcmp(t->worker, ticket->worker) == 0)
-            result = paramd__error_set(&ticket->error, PARAMD_E_BAD_REQUEST,
-                                       "worker: \"%s\" already has a push waiting", ticket->worker);
-    if (result != PARAMD_OK) {
-        complete(ticket, result, NULL, false);
-        pthread_mutex_unlock(&state->lock);
-        return result;
-    }
+    supersede(model, ticket);
     int answer = PARAMD__PUSH_WAITING;
     if (may_proceed(model, worker)) {
         apply(server, model, ticket, false);

@@ -13,10 +13,13 @@
  *          than the model's step) is dropped and told so.  A step that does
  *          not fill up within `timeout` seconds is abandoned: every push
  *          waiting for it fails with PARAMD_E_TIMEOUT, and nothing changes.
- *   ssp    with K workers and staleness s: a worker may run at most s
- *          pushes ahead of the slowest of the K; a push that would run
- *          further ahead waits (up to `timeout`) until the slowest catches
- *          up, then is applied.
+ *   ssp    with K workers and staleness s (stale synchronous parallel, Ho
+ *          et al. 2013): a worker's clock is the number of its pushes
+ *          applied; a worker at clock c may push while c <= slowest + s,
+ *          the slowest being the least clock of the K (0 until all K have
+ *          pushed).  A push that would break that waits (up to `timeout`)
+ *          until the slowest catches up, then is applied.  s = 0 is
+ *          lockstep: no worker starts a push more than one ahead.
  *
  * Workers name themselves (`worker`) and may say which model step their
  * gradients were computed at (`version`, the `step` of the reply that gave

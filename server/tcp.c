@@ -17,8 +17,8 @@
  * PARAMD__TCP_MAX_PENDING_WRITE bytes are queued for it.
  *
  * A push that waits for other workers (tcp.h) holds its connection like a
- * request on a worker thread does - no reading, the input buffer in place -
- * with a timer for its deadline.  The core completes it from whichever
+ * request on a worker thread does - its input buffer in place, no request
+ * handled after it - with a timer for its deadline.  The core completes it from whichever
  * thread finished the step; that thread puts the connection on the
  * server's ready list and wakes the loop, which writes the reply and goes
  * on with the connection's next request.
@@ -282,6 +282,13 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buffer)
 {
     (void)suggested;
     connection *c = handle->data;
+    if (c->waiting) {
+        /* The buffer must not move: only the room it already has. */
+        size_t room = c->input_capacity - c->input_size;
+        *buffer = uv_buf_init((char *)c->input + c->input_size,
+                              room > UINT32_MAX ? UINT32_MAX : (unsigned)room);
+        return;
+    }
     size_t wanted = c->input_size + READ_CHUNK;
     if (c->frame_needed > wanted)
         wanted = c->frame_needed; /* a large frame: read it in place */
@@ -314,19 +321,28 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buffer)
     c->input_size += (size_t)nread;
     if (c->tcp->options.idle_timeout_seconds)
         uv_timer_again(&c->idle_timer);
+    if (c->waiting) {
+        update_reading(c); /* stops once the room is used up */
+        return;
+    }
     process_input(c);
 }
 
 /* Reads when the connection can take more: not closing, no request on a
- * worker thread, and not too many replies waiting to be written. */
+ * worker thread, and not too many replies waiting to be written.  While a
+ * push waits, reading goes on into the room left in the input buffer (it
+ * must not move), so that a worker that goes away is noticed and its push
+ * withdrawn; frames read then are handled once the push is finished. */
 static void update_reading(connection *c)
 {
-    bool want = !c->closing && !c->busy && !c->waiting && !c->close_after_write &&
-                c->pending_write_bytes < PARAMD__TCP_MAX_PENDING_WRITE;
+    bool want = !c->closing && !c->busy && !c->close_after_write &&
+                c->pending_write_bytes < PARAMD__TCP_MAX_PENDING_WRITE &&
+                (!c->waiting || c->input_size < c->input_capacity);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->handle, on_alloc, on_read) == 0)
             c->reading = true;
-        process_input(c); /* frames may be waiting from before the pause */
+        if (!c->waiting)
+            process_input(c); /* frames may be waiting from before the pause */
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->handle);
         c->reading = false;
@@ -533,8 +549,9 @@ static void finish_waiting(connection *c)
         return;
     }
     queue_reply(c, &reply);
-    flush_batch(c);
-    update_reading(c); /* resumes reading, and handles frames already read */
+    /* Frames read while it waited come next (process_input also resumes
+     * reading and writes the replies). */
+    process_input(c);
 }
 
 /* A closing connection's waiting push: withdrawn, and its reply dropped. */
@@ -571,7 +588,7 @@ static void begin_waiting(connection *c, paramd__tcp_waiting *waiting, size_t by
     if (c->closing)
         return; /* the caller discards it */
     flush_batch(c);   /* the replies before it go out now */
-    update_reading(c); /* stops reading */
+    update_reading(c); /* reads on only into the room the input buffer has */
     if (c->ready_early) {
         finish_waiting(c);
         return;
