@@ -107,6 +107,8 @@ int paramd_shard_map_parse(const char *text, size_t length, paramd_shard_map *ma
     }
     map->shard_count = (uint32_t)count;
     bool *seen = calloc(count, sizeof *seen);
+    if (seen == NULL)
+        result = fail(why, why_size, PARAMD_E_NO_MEMORY, "shard map: out of memory");
     for (size_t i = 0; i < count && result == PARAMD_OK; i++) {
         const json_t *shard = json_array_get(shards, i);
         if (!json_is_object(shard)) {

@@ -30,8 +30,8 @@
  *         [floor(k * count / n), floor((k + 1) * count / n))
  *     of the tensor's elements in row-major order, n the number of shards.
  *
- * The parser allocates (the map's shard list) and is fuzzed like the frame
- * decoders; every error names the field.
+ * The parser (jansson) allocates the map's shard list; every error names
+ * the field (tests/unit/test_shard_map.c tries each).
  */
 #ifndef PARAMD_PROTO_SHARD_MAP_H
 #define PARAMD_PROTO_SHARD_MAP_H
