@@ -28,7 +28,7 @@ endif
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PACKAGES = libmicrohttpd jansson openblas libuv
+PACKAGES = libmicrohttpd jansson openblas lapacke libuv
 # paramctl speaks HTTP with libcurl and reads JSON with jansson.
 PARAMCTL_PACKAGES = jansson libcurl
 PREFIX ?= /usr/local

@@ -249,6 +249,16 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         if (paramd__tensor_check_shape(tensor_spec->dimension_count, tensor_spec->shape, &count,
                                        field, error) != PARAMD_OK)
             goto fail;
+        if (!tensor_spec->has_values) {
+            /* Checked on every shard, for tensors held elsewhere too. */
+            paramd__initializer initializer = tensor_spec->initializer;
+            paramd__initializer_set_shape(&initializer, tensor_spec->dimension_count,
+                                          tensor_spec->shape);
+            char init_field[64];
+            snprintf(init_field, sizeof init_field, "tensors[%zu].init", i);
+            if (paramd__initializer_validate(&initializer, init_field, error) != PARAMD_OK)
+                goto fail;
+        }
         if (tensor_spec->has_values && tensor_spec->value_count != count) {
             paramd__error_set(error, PARAMD_E_SHAPE_MISMATCH,
                               "tensors[%zu].values: shape holds %zu elements, got %zu values", i,
@@ -307,11 +317,16 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         model->tensors[model->tensor_count++] = tensor;
         if (paramd__dictionary_insert(&model->tensor_index, tensor->name, tensor) != 0)
             goto out_of_memory;
-        if (tensor_spec->has_values)
+        if (tensor_spec->has_values) {
             memcpy(tensor->values, tensor_spec->values + offset, held * sizeof(float));
-        else
-            paramd__initializer_fill_range(&tensor_spec->initializer, tensor->values, offset,
-                                           held);
+        } else {
+            paramd__initializer initializer = tensor_spec->initializer;
+            paramd__initializer_set_shape(&initializer, tensor_spec->dimension_count,
+                                          tensor_spec->shape);
+            if (paramd__initializer_fill_range(&initializer, tensor->values, offset, held) !=
+                PARAMD_OK)
+                goto out_of_memory;
+        }
         model->parameter_count += held;
         model->memory_bytes += paramd__tensor_memory_bytes(tensor);
         if (paramd__accumulate_enabled(&model->accumulate)) {

@@ -183,6 +183,17 @@ int paramd__optimizer_config_set(paramd__optimizer_config *config,
                                  const paramd__hyperparameter_spec *spec, const double *values,
                                  const char *field, paramd__error *error)
 {
+    int result = paramd__hyperparameter_check(spec, values, field, error);
+    if (result != PARAMD_OK)
+        return result;
+    for (int i = 0; i < paramd__hyperparameter_width(spec->kind); i++)
+        config->values[spec->slot + i] = values[i];
+    return PARAMD_OK;
+}
+
+int paramd__hyperparameter_check(const paramd__hyperparameter_spec *spec, const double *values,
+                                 const char *field, paramd__error *error)
+{
     int count = paramd__hyperparameter_width(spec->kind);
     for (int i = 0; i < count; i++) {
         if (!in_range(spec, values[i])) {
@@ -203,8 +214,6 @@ int paramd__optimizer_config_set(paramd__optimizer_config *config,
                                      "%s: must be in %s, got %.17g", field, range, values[i]);
         }
     }
-    for (int i = 0; i < count; i++)
-        config->values[spec->slot + i] = values[i];
     return PARAMD_OK;
 }
 

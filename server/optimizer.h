@@ -222,6 +222,11 @@ const paramd__hyperparameter_spec *paramd__optimizer_common_hyperparameter(
 void paramd__optimizer_config_init(paramd__optimizer_config *config,
                                    const paramd__optimizer_type *type);
 
+/* Checks values (paramd__hyperparameter_width(spec->kind) of them) against
+ * spec's range or choices; errors name `field` and the valid range. */
+int paramd__hyperparameter_check(const paramd__hyperparameter_spec *spec, const double *values,
+                                 const char *field, paramd__error *error);
+
 /* Sets one hyperparameter after checking its range.  `values` holds one
  * number (two for a pair); booleans are 0 or 1.  The error message is
  * prefixed with `field` (e.g. "optimizer.lr").  Changes nothing on error. */
