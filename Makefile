@@ -183,9 +183,10 @@ $(BUILD)/paramd-bench: $(BENCH_SOURCES) bench/http_bench.h bench/net_bench.h $(B
 	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -Ibench -o $@ $(BENCH_SOURCES) \
 	    $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_SERVER)
 
+# Every golden generator (each writes its own directory under tests/conformance).
 goldens:
 	sh deploy/install-deps.sh --goldens
-	$(PYTHON) tests/conformance/generate_goldens.py
+	set -e; for script in tests/conformance/generate_*.py; do $(PYTHON) $$script; done
 
 # libFuzzer needs clang; deploy/install-deps.sh --fuzz installs it.
 CLANG ?= clang
