@@ -2,6 +2,7 @@
 #include "core.h"
 
 #include "clip.h"
+#include "lbfgs.h"
 #include "log.h"
 #include "tensor.h"
 
@@ -604,6 +605,8 @@ int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__t
         !(options->loss_scale > 0 && options->loss_scale <= FLT_MAX))
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "loss_scale: must be a number > 0 that fits in float32");
+    if (model->lbfgs) /* a closure evaluation, not a step: lbfgs.h */
+        return paramd__lbfgs_push(model, items, item_count, options->loss, outcome, error);
     push_gradient *gradients = calloc(item_count, sizeof *gradients);
     if (gradients == NULL)
         return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");

@@ -2,6 +2,8 @@
 #define _DEFAULT_SOURCE
 #include "json_api.h"
 
+#include "lbfgs.h"
+
 #include "base64.h"
 #include "half.h"
 
@@ -387,6 +389,11 @@ char *paramd__json_write_push_reply(const paramd__push_outcome *outcome,
         text_append(&header, "\"staleness\":%llu,", (unsigned long long)outcome->staleness);
     if (outcome->zeroed > 0)
         text_append(&header, "\"zeroed\":%zu,", outcome->zeroed);
+    if (outcome->has_lbfgs)
+        text_append(&header, "\"lbfgs\":{\"step_done\":%s,\"n_iter\":%llu,\"func_evals\":%llu},",
+                    outcome->lbfgs_step_done ? "true" : "false",
+                    (unsigned long long)outcome->lbfgs_iterations,
+                    (unsigned long long)outcome->lbfgs_evaluations);
     if (outcome->accumulate_steps > 0) {
         /* Tensor names need no escaping (model.h restricts their characters). */
         text_append(&header, "\"accumulated\":{");
@@ -432,6 +439,10 @@ static int json_hyperparameter_numbers(const paramd__hyperparameter_spec *spec,
         return PARAMD_OK;
     case PARAMD__HYPERPARAMETER_INTEGER:
         /* 5.0 is accepted as 5; 5.5 gets the range check's message. */
+        if (json_is_null(value) && (spec->flags & PARAMD__HYPERPARAMETER_NULL_IS_DEFAULT)) {
+            numbers[0] = spec->default_value[0];
+            return PARAMD_OK;
+        }
         if (!json_is_number(value))
             return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
                                      "%s: must be an integer", field);
@@ -553,6 +564,9 @@ json_t *paramd__json_hyperparameter(const paramd__hyperparameter_spec *spec, con
     case PARAMD__HYPERPARAMETER_REAL:
         return json_real(v[0]);
     case PARAMD__HYPERPARAMETER_INTEGER:
+        /* A default that stands for torch's None (LBFGS's max_eval) shows as null. */
+        if ((spec->flags & PARAMD__HYPERPARAMETER_NULL_IS_DEFAULT) && v[0] == spec->default_value[0])
+            return json_null();
         return json_integer((json_int_t)v[0]);
     case PARAMD__HYPERPARAMETER_BOOLEAN:
         return json_boolean(v[0] != 0);
@@ -1077,6 +1091,20 @@ static json_t *describe_model_locked(paramd__model *model)
         json_object_set_new(description, "grad_noise", paramd__json_grad_noise(&model->grad_noise));
     if (description)
         json_object_set_new(description, "consistency", paramd__json_consistency(model));
+    if (description && model->lbfgs) {
+        /* torch's LBFGS state counters and where the step stands. */
+        static const char *const phases[] = {"step_start", "fixed_step", "line_search",
+                                             "line_search", "line_search"};
+        paramd__lbfgs_state *lbfgs = model->lbfgs;
+        pthread_mutex_lock(&lbfgs->lock);
+        json_object_set_new(description, "lbfgs",
+                            json_pack("{s:I,s:I,s:I,s:s,s:f}", "n_iter",
+                                      (json_int_t)lbfgs->n_iter, "func_evals",
+                                      (json_int_t)lbfgs->func_evals, "history",
+                                      (json_int_t)lbfgs->history_count, "waiting_for",
+                                      phases[lbfgs->phase], "t", lbfgs->t));
+        pthread_mutex_unlock(&lbfgs->lock);
+    }
     if (description && model->param_group_count > 0) {
         /* Like torch's state_dict()["param_groups"]: every hyperparameter of
          * each group, and its tensors. */

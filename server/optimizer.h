@@ -149,6 +149,10 @@ typedef struct paramd__memory_pass {
 enum {
     PARAMD__OPTIMIZER_DECOUPLED = 1u << 0, /* weight_decay is already decoupled (AdamW, Lion),
                                               or part of the method (LAMB, LARS) */
+    PARAMD__OPTIMIZER_WHOLE_MODEL = 1u << 1, /* one step over all of a model's tensors,
+                                                driven by several pushes (LBFGS, lbfgs.h):
+                                                no kernel, no parameter groups, no
+                                                common hyperparameters */
 };
 
 typedef struct paramd__optimizer_type {
@@ -287,5 +291,6 @@ extern const paramd__optimizer_type paramd__optimizer_lamb;
 extern const paramd__optimizer_type paramd__optimizer_lars;
 extern const paramd__optimizer_type paramd__optimizer_adafactor;
 extern const paramd__optimizer_type paramd__optimizer_muon;
+extern const paramd__optimizer_type paramd__optimizer_lbfgs;
 
 #endif
