@@ -10,6 +10,7 @@
  * appends frames to its own buffer and exchanges them all in paramd_batch_run.
  */
 #include "internal.h"
+#include "sharded.h"
 
 #include "half.h"
 
@@ -271,6 +272,9 @@ static int data_call(paramd_client *client, uint8_t opcode, const char *model,
 {
     if (client == NULL)
         return PARAMD_E_INVALID_ARGUMENT;
+    if (client->sharded)
+        return paramd__sharded_data_call(client, opcode, model, push_items, pull_items, count,
+                                         options, pull_dtype, outcome);
     int64_t deadline = paramd__deadline(client->timeout_ms);
     int result = paramd__wire_ensure(client, deadline);
     if (result != PARAMD_OK)
@@ -362,9 +366,11 @@ int paramd_pull_range(paramd_client *client, const char *model, const char *tens
 struct paramd_batch {
     paramd_client *client;
     paramd__buffer frames;         /* every queued frame, in order */
-    paramd__pending *pending;      /* count requests, capacity allocated */
+    paramd__pending *pending;      /* count requests, capacity allocated (on a sharded
+                                      handle: each request's merged outcome) */
     size_t count, capacity;
     bool ran;
+    paramd__sharded_batch *sharded; /* on a sharded handle: the shards' frames and parts */
 };
 
 paramd_batch *paramd_batch_begin(paramd_client *client)
@@ -399,11 +405,18 @@ static long batch_queue(paramd_batch *batch, uint8_t opcode, const char *model,
         batch->pending = grown;
         batch->capacity = capacity;
     }
-    int64_t deadline = paramd__deadline(client->timeout_ms);
-    int result = paramd__wire_ensure(client, deadline);
-    if (result == PARAMD_OK)
-        result = prepare(client, opcode, model, push_items, pull_items, count, options,
-                         pull_dtype, deadline, &batch->frames, &batch->pending[batch->count]);
+    int result;
+    if (client->sharded) {
+        result = paramd__sharded_batch_queue(client, &batch->sharded, opcode, model, push_items,
+                                             pull_items, count, options, pull_dtype,
+                                             &batch->pending[batch->count]);
+    } else {
+        int64_t deadline = paramd__deadline(client->timeout_ms);
+        result = paramd__wire_ensure(client, deadline);
+        if (result == PARAMD_OK)
+            result = prepare(client, opcode, model, push_items, pull_items, count, options,
+                             pull_dtype, deadline, &batch->frames, &batch->pending[batch->count]);
+    }
     if (result != PARAMD_OK)
         return result;
     paramd__succeed(client);
@@ -438,20 +451,27 @@ int paramd_batch_run(paramd_batch *batch)
     batch->ran = true;
     if (batch->count == 0)
         return paramd__succeed(client);
-    int64_t deadline = paramd__deadline(client->timeout_ms);
-    int result = paramd__wire_ensure(client, deadline);
-    if (result != PARAMD_OK) {
-        for (size_t i = 0; i < batch->count; i++) {
-            batch->pending[i].answered = true;
-            batch->pending[i].status = result;
-            batch->pending[i].message = strdup(client->message);
+    int result;
+    if (client->sharded) {
+        result = paramd__sharded_batch_run(client, batch->sharded, batch->pending, batch->count);
+        if (result != PARAMD_OK)
+            return result;
+    } else {
+        int64_t deadline = paramd__deadline(client->timeout_ms);
+        result = paramd__wire_ensure(client, deadline);
+        if (result != PARAMD_OK) {
+            for (size_t i = 0; i < batch->count; i++) {
+                batch->pending[i].answered = true;
+                batch->pending[i].status = result;
+                batch->pending[i].message = strdup(client->message);
+            }
+            return result;
         }
-        return result;
+        result = paramd__wire_exchange(client, batch->frames.data, batch->frames.size,
+                                       batch->pending, batch->count, deadline);
+        if (result != PARAMD_OK)
+            return result;
     }
-    result = paramd__wire_exchange(client, batch->frames.data, batch->frames.size,
-                                   batch->pending, batch->count, deadline);
-    if (result != PARAMD_OK)
-        return result;
     /* Stale ids are dropped so that the next call looks the model up. */
     size_t first_failure = batch->count;
     for (size_t i = 0; i < batch->count; i++) {
@@ -510,5 +530,6 @@ void paramd_batch_free(paramd_batch *batch)
         paramd__data_release(&batch->pending[i]);
     free(batch->pending);
     paramd__buffer_free(&batch->frames);
+    paramd__sharded_batch_free(batch->sharded);
     free(batch);
 }

@@ -61,6 +61,16 @@ int paramd__cache_model(paramd_client *client, const char *model, int64_t deadli
 const paramd__tensor_entry *paramd__cache_tensor(const paramd__model_entry *model,
                                                  const char *name);
 
+/* An entry for tensor_count tensors whose names are not set yet (NULL when
+ * out of memory); paramd__cache_entry_set fills tensor `index` (every one
+ * must be set once before the entry is used) and indexes its name.
+ * Returns PARAMD_OK or PARAMD_E_NO_MEMORY. */
+paramd__model_entry *paramd__cache_entry_new(const char *model, uint32_t id,
+                                             uint32_t tensor_count);
+int paramd__cache_entry_set(paramd__model_entry *entry, uint32_t index, const char *name,
+                            size_t name_length, uint32_t id, uint8_t dimension_count,
+                            const uint64_t *shape, uint64_t element_count);
+
 /* Builds an entry from a decoded LOOKUP reply (NULL when out of memory). */
 paramd__model_entry *paramd__cache_entry_from_lookup(const char *model,
                                                      const paramd__lookup_reply *reply);
@@ -212,6 +222,24 @@ struct paramd_client {
      * own handles. */
     struct paramd__sharded *sharded;
 };
+
+/* A handle for the config with its settings copied, not connected yet
+ * (NULL when out of memory).  *result receives PARAMD_OK, or the config's
+ * error, also recorded on the handle.  A port of 0 is the default only
+ * with zero_port_is_default. */
+paramd_client *paramd__client_new(const paramd_config *config, bool zero_port_is_default,
+                                  int *result);
+
+/* A control-plane request (CREATE, DELETE, STATS, LIST, or LOOKUP of
+ * every tensor) to encode with paramd__encode_control. */
+typedef struct paramd__control_request {
+    uint8_t opcode;
+    uint64_t request_id;
+    const char *model;          /* NULL: none (LIST) */
+    const char *json;           /* CREATE: the body */
+    size_t json_length;
+} paramd__control_request;
+void paramd__encode_control(paramd__writer *writer, const void *context);
 
 /* Records an error on the handle and returns code. */
 int paramd__fail(paramd_client *client, int code, const char *format, ...)
