@@ -8,7 +8,7 @@
 #   make run        build, then start paramd with its defaults on 127.0.0.1
 #   make test       build and run every test (unit, conformance, integration)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
-#   make bench      build and run paramd-bench
+#   make bench      build and run paramd-bench (bench/shard-bench.sh: the sharded client)
 #   make goldens    regenerate the PyTorch golden files (needs python3-torch)
 #   make fuzz       fuzz the binary protocol's decoders with libFuzzer (clang) for
 #                   FUZZ_SECONDS (default 60); crashes land in tests/fuzz/crashes/,
@@ -176,11 +176,17 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 run: $(BUILD)/paramd
 	$(BUILD)/paramd
 
-test: $(BUILD)/paramd $(CLIENT_OUTPUTS) $(UNIT_BINARIES) $(BUILD)/paramd-bench
+test: $(BUILD)/paramd $(CLIENT_OUTPUTS) $(UNIT_BINARIES) $(BUILD)/paramd-bench \
+      $(BUILD)/paramd-shard-bench
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh tests/run-tests.sh
 
-bench: $(BUILD)/paramd-bench $(BUILD)/paramd
+bench: $(BUILD)/paramd-bench $(BUILD)/paramd $(BUILD)/paramd-shard-bench
 	BUILD=$(BUILD) sh bench/run-bench.sh
+
+# The sharded client's throughput (bench/shard-bench.sh runs it over 1 to 3
+# shards); like the example, it sees only the public headers.
+$(BUILD)/paramd-shard-bench: bench/shard_bench.c $(BUILD)/libparamd.a | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) $(LIBS_LIB)
 
 BENCH_SOURCES = bench/paramd-bench.c bench/http_bench.c bench/net_bench.c
 $(BUILD)/paramd-bench: $(BENCH_SOURCES) bench/http_bench.h bench/net_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)

@@ -451,6 +451,6 @@ int paramd__placement_get(paramd_client *parent, const char *model, int64_t dead
             return result;
         memcpy(message, parent->message, sizeof message);
     }
-    return paramd__fail(parent, result, "%s (the file %s, read again)", message,
-                        changed ? "had changed and" : "is unchanged,");
+    return paramd__fail(parent, result, "%s (after reading the file again%s)", message,
+                        changed ? ", which had changed" : "");
 }

@@ -351,6 +351,41 @@ START_TEST(test_float16_pushes_match_one_server)
 }
 END_TEST
 
+START_TEST(test_clipping_turned_on_while_running)
+{
+    /* The handle learnt a model that did not clip; then clipping is PATCHed
+     * on, on every shard.  The shards refuse the next push (no grad_norm),
+     * the library learns the model again and sends the push once more, with
+     * the norm: the same result as one server's. */
+    paramd_client *c = open_sharded(cluster.client_map), *one = connect_to(single.tcp_port);
+    char *body = model_body("{\"name\": \"SGD\", \"lr\": 0.1}", "");
+    create_both(c, one, "patched", body);
+    free(body);
+    static float grads[TENSORS][2000];
+    paramd_push_item items[TENSORS];
+    for (int t = 0; t < TENSORS; t++) {
+        fill_gradient(grads[t], sizes[t], (uint64_t)(t + 40), 2.0f);
+        items[t] = (paramd_push_item){names[t], grads[t], NULL, sizes[t]};
+    }
+    paramd_push_result ra, rb;
+    CHECK_OK(c, paramd_push(c, "patched", items, TENSORS, NULL, &ra));
+    CHECK_OK(one, paramd_push(one, "patched", items, TENSORS, NULL, &rb));
+    ck_assert(isnan(ra.grad_norm));
+    const char *patch = "{\"clip\": {\"max_norm\": 1.0}}";
+    for (int s = 0; s < SHARDS; s++)
+        json_decref(http_json(cluster.shards[s].http_port, "PATCH", "/v1/models/patched", patch,
+                              200));
+    json_decref(http_json(single.http_port, "PATCH", "/v1/models/patched", patch, 200));
+    CHECK_OK(c, paramd_push(c, "patched", items, TENSORS, NULL, &ra));
+    CHECK_OK(one, paramd_push(one, "patched", items, TENSORS, NULL, &rb));
+    ck_assert(memcmp(&ra.grad_norm, &rb.grad_norm, sizeof(double)) == 0);
+    ck_assert_uint_eq(ra.step, 2);
+    assert_same_weights(c, one, "patched");
+    paramd_close(c);
+    paramd_close(one);
+}
+END_TEST
+
 START_TEST(test_lamb_keeps_large_tensors_whole)
 {
     /* LAMB needs a whole tensor's norms: emb and fc stay whole although
@@ -911,6 +946,7 @@ static Suite *make_suite(void)
     tcase_add_test(shared, test_adam_matches_one_server);
     tcase_add_test(shared, test_global_norm_clipping_matches_one_server);
     tcase_add_test(shared, test_float16_pushes_match_one_server);
+    tcase_add_test(shared, test_clipping_turned_on_while_running);
     tcase_add_test(shared, test_lamb_keeps_large_tensors_whole);
     tcase_add_test(shared, test_pull_ranges_across_shard_boundaries);
     tcase_add_test(shared, test_non_finite_gradient_is_refused_before_sending);
