@@ -114,7 +114,7 @@ int main(int argc, char **argv)
     float *grads = malloc((size_t)tensors * (size_t)elements * sizeof(float));
     float *weights = malloc((size_t)tensors * (size_t)elements * sizeof(float));
     paramd_push_item *items = calloc((size_t)tensors, sizeof *items);
-    char (*names)[16] = calloc((size_t)tensors, sizeof *names);
+    char (*names)[32] = calloc((size_t)tensors, sizeof *names);
     if (grads == NULL || weights == NULL || items == NULL || names == NULL)
         return 1;
     for (size_t i = 0; i < (size_t)tensors * (size_t)elements; i++)
