@@ -214,7 +214,7 @@ static int prepare(paramd_client *client, uint8_t opcode, const char *model,
                    size_t count, const paramd_push_options *options, int pull_dtype,
                    int64_t deadline, paramd__buffer *buffer, paramd__pending *pending)
 {
-    int dtype = pull_items ? pull_dtype : options ? options->dtype : 0;
+    int dtype = paramd__data_dtype(pull_items, options, pull_dtype);
     int result =
         paramd__data_check_arguments(client, opcode, model, push_items, pull_items, count, dtype);
     if (result != PARAMD_OK)

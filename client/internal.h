@@ -163,6 +163,14 @@ typedef struct paramd__data_request {
     size_t count;
 } paramd__data_request;
 
+/* The dtype a call asked for: a pull's argument, or a push's option (0:
+ * float32, the default). */
+static inline int paramd__data_dtype(const paramd_pull_item *pull_items,
+                                     const paramd_push_options *options, int pull_dtype)
+{
+    return pull_items ? pull_dtype : options ? options->dtype : 0;
+}
+
 /* "push", "pushpull" or "pull", for messages. */
 const char *paramd__data_operation_name(uint8_t opcode);
 

@@ -159,9 +159,8 @@ int paramd__sharded_batch_queue(paramd_client *parent, paramd__sharded_batch **s
                                 const paramd_push_options *options, int pull_dtype,
                                 paramd__pending *merged)
 {
-    int dtype = pull_items ? pull_dtype : options ? options->dtype : 0;
-    int result =
-        paramd__data_check_arguments(parent, opcode, model, push_items, pull_items, count, dtype);
+    int result = paramd__data_check_arguments(parent, opcode, model, push_items, pull_items, count,
+                                              paramd__data_dtype(pull_items, options, pull_dtype));
     if (result != PARAMD_OK)
         return result;
     paramd__placement *placement;

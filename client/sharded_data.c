@@ -113,7 +113,7 @@ int paramd__routed_plan(paramd_client *parent, const paramd__placement *placemen
                         paramd__routed *routed)
 {
     uint32_t n = parent->sharded->map.shard_count;
-    int dtype = pull_items ? pull_dtype : options ? options->dtype : 0;
+    int dtype = paramd__data_dtype(pull_items, options, pull_dtype);
     memset(routed, 0, sizeof *routed);
     routed->opcode = opcode;
     routed->dtype = (uint8_t)(dtype ? dtype : PARAMD_DTYPE_FLOAT32);
@@ -478,9 +478,8 @@ int paramd__sharded_data_call(paramd_client *parent, uint8_t opcode, const char 
                               const paramd_push_options *options, int pull_dtype,
                               paramd_push_result *outcome)
 {
-    int dtype = pull_items ? pull_dtype : options ? options->dtype : 0;
-    int result =
-        paramd__data_check_arguments(parent, opcode, model, push_items, pull_items, count, dtype);
+    int result = paramd__data_check_arguments(parent, opcode, model, push_items, pull_items, count,
+                                              paramd__data_dtype(pull_items, options, pull_dtype));
     if (result != PARAMD_OK)
         return result;
     int64_t deadline = paramd__deadline(parent->timeout_ms);

@@ -16,12 +16,11 @@ import json
 import os
 import socket
 import struct
-import subprocess
 import tempfile
 import unittest
 
 from harness import Server
-from test_paramctl import TIMEOUT, npy_bytes, paramctl_path, parse_npy
+from test_paramctl import ParamctlCase, npy_bytes, parse_npy
 
 SHARDS = 3
 VERSION = 4
@@ -47,20 +46,22 @@ def free_port():
         return probe.getsockname()[1]
 
 
-class ShardedParamctlTest(unittest.TestCase):
+class ShardedParamctlTest(ParamctlCase):
+    """The class's own server (ServerTestCase) is the unsharded reference."""
+
+    TRANSPORT = "--shard-map"
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.tmp = tempfile.TemporaryDirectory(prefix="paramctl-sharded-")
-        cls.server_map = os.path.join(cls.tmp.name, "server-map.json")
-        cls.map = os.path.join(cls.tmp.name, "shard-map.json")
+        cls.maps = tempfile.TemporaryDirectory(prefix="paramctl-sharded-")
+        cls.server_map = os.path.join(cls.maps.name, "server-map.json")
+        cls.map = os.path.join(cls.maps.name, "shard-map.json")
         write_map(cls.server_map, VERSION, [(None, 1 + i) for i in range(SHARDS)])
-        cls.shards, cls.single = [], None
+        cls.shards = []
         try:
             for i in range(SHARDS):
                 cls.shards.append(Server(["--shard-map", cls.server_map, "--shard-id", str(i)]))
-            cls.single = Server()
         except Exception:
             cls.tearDownClass()
             raise
@@ -69,56 +70,37 @@ class ShardedParamctlTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         failures = []
-        for server in cls.shards + ([cls.single] if cls.single else []):
+        for server in cls.shards:
             status = server.stop()
             if status != 0:
                 failures.append("paramd exited with %r; log:\n%s" % (status, server.log_text()))
-        cls.tmp.cleanup()
+        cls.maps.cleanup()
         super().tearDownClass()
         if failures:
             raise AssertionError("\n".join(failures))
 
+    def address(self):
+        return self.map
+
     # -- helpers ------------------------------------------------------------
 
-    def run_paramctl(self, *arguments):
-        return subprocess.run([paramctl_path()] + list(arguments), stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=TIMEOUT, text=True)
-
-    def sharded(self, *arguments):
-        result = self.run_paramctl("--shard-map", self.map, *arguments)
-        self.assertEqual(result.returncode, 0, "paramctl %s: %s" % (arguments, result.stderr))
-        self.assertEqual(result.stderr, "")
-        return result.stdout
-
     def unsharded(self, *arguments):
-        result = self.run_paramctl("--tcp", "127.0.0.1:%d" % self.single.tcp_port, *arguments)
+        result = self.paramctl("--tcp", "127.0.0.1:%d" % self.server.tcp_port, *arguments,
+                               transport=False)
         self.assertEqual(result.returncode, 0, "paramctl %s: %s" % (arguments, result.stderr))
         return result.stdout
 
-    def fails(self, code, arguments, stderr_has=()):
-        result = self.run_paramctl(*arguments)
+    def fails_with(self, code, arguments, stderr_has=()):
+        """fails(), with the arguments' own transport."""
+        result = self.paramctl(*arguments, transport=False)
         self.assertEqual(result.returncode, code, "paramctl %s: exit %d, stderr %r" % (
             arguments, result.returncode, result.stderr))
-        self.assertTrue(result.stderr.startswith("paramctl: "), result.stderr)
         for text in stderr_has:
             self.assertIn(text, result.stderr)
-        return result.stderr
-
-    def path(self, name):
-        return os.path.join(self.tmp.name, self.id().split(".")[-1] + "-" + name)
-
-    def write(self, name, data):
-        path = self.path(name)
-        with open(path, "wb" if isinstance(data, bytes) else "w") as handle:
-            handle.write(data)
-        return path
 
     def read(self, path):
         with open(path, "rb") as handle:
             return handle.read()
-
-    def model_name(self):
-        return self.id().split(".")[-1]
 
     def body(self, **extra):
         # "w" (24 elements) and "v" (12) are above the threshold and split;
@@ -134,7 +116,7 @@ class ShardedParamctlTest(unittest.TestCase):
 
     def create_both(self, name, body):
         spec = self.write("model.json", json.dumps(body))
-        created = json.loads(self.sharded("create", name, spec))
+        created = json.loads(self.ok("create", name, spec))
         self.unsharded("create", name, spec)
         return created
 
@@ -166,34 +148,32 @@ class ShardedParamctlTest(unittest.TestCase):
         self.assertEqual(len(holders["b"]), 1)
         self.assertEqual(len(holders["s"]), 1)
 
-        described = json.loads(self.sharded("describe", name))
+        described = json.loads(self.ok("describe", name))
         self.assertEqual(described["step"], 0)
         for index, shard in enumerate(self.shards):
             self.assertEqual(described["shards"][index]["tcp"], "127.0.0.1:%d" % shard.tcp_port)
             _, _, own, _ = shard.request("GET", "/v1/models/" + name)
             self.assertEqual(described["shards"][index]["description"]["tensors"],
                              own["tensors"])
-        self.assertEqual(json.loads(self.sharded("stats", name))["shards"][0]["id"], 0)
-        listed = json.loads(self.sharded("list"))
+        self.assertEqual(json.loads(self.ok("stats", name))["shards"][0]["id"], 0)
+        listed = json.loads(self.ok("list"))
         entry = [m for m in listed["models"] if m["name"] == name]
         self.assertEqual(len(entry), 1)
         self.assertEqual(entry[0]["shards"], list(range(SHARDS)))
         self.assertEqual(entry[0]["parameters"], 40)
-        counters = json.loads(self.sharded("stats"))
+        counters = json.loads(self.ok("stats"))
         self.assertEqual(counters["shard_map_version"], VERSION)
         self.assertEqual(len(counters["shards"]), SHARDS)
         self.assertEqual(counters["pushes"], sum(s["stats"]["pushes"] for s in counters["shards"]))
 
         spec = self.write("again.json", json.dumps(self.body()))
-        self.fails(1, ["--shard-map", self.map, "create", name, spec],
-                   stderr_has=["model_exists", "shard 0 (127.0.0.1:%d)" % self.shards[0].tcp_port])
-        self.assertEqual(self.sharded("delete", name), "")
+        self.fails(1, "create", name, spec, stderr_has=["model_exists", "shard 0 (127.0.0.1:%d)" % self.shards[0].tcp_port])
+        self.assertEqual(self.ok("delete", name), "")
         for shard in self.shards:
             status, _, _, _ = shard.request("GET", "/v1/models/" + name)
             self.assertEqual(status, 404)
-        self.fails(1, ["--shard-map", self.map, "describe", name],
-                   stderr_has=["model_not_found", "any of the 3 shards"])
-        self.fails(1, ["--shard-map", self.map, "delete", name], stderr_has=["model_not_found"])
+        self.fails(1, "describe", name, stderr_has=["model_not_found", "any of the 3 shards"])
+        self.fails(1, "delete", name, stderr_has=["model_not_found"])
 
     def test_push_and_pull_match_one_server(self):
         name = self.model_name()
@@ -205,7 +185,7 @@ class ShardedParamctlTest(unittest.TestCase):
             for tensor, values in gradients.items():
                 grad = self.write("%s-%d.npy" % (tensor, round_),
                                   npy_bytes([v * (round_ + 1) for v in values], shapes[tensor]))
-                a = json.loads(self.sharded("push", name, tensor, grad))
+                a = json.loads(self.ok("push", name, tensor, grad))
                 b = json.loads(self.unsharded("push", name, tensor, grad))
                 # The clipping norm: the library's, over the one tensor of
                 # each push, is the server's own.
@@ -213,46 +193,44 @@ class ShardedParamctlTest(unittest.TestCase):
                 self.assertEqual(a["lr"], b["lr"])
         for tensor in gradients:
             mine, theirs = self.path(tensor + "-sharded.npy"), self.path(tensor + "-one.npy")
-            self.sharded("pull", name, tensor, mine)
+            self.ok("pull", name, tensor, mine)
             self.unsharded("pull", name, tensor, theirs)
             self.assertEqual(self.read(mine), self.read(theirs), tensor)
             fields, _ = parse_npy(self.read(mine))
             self.assertEqual(fields["shape"], shapes[tensor])
         raw = self.path("w.raw")
-        self.sharded("pull", name, "w", raw)
+        self.ok("pull", name, "w", raw)
         self.assertEqual(len(self.read(raw)), 24 * 4)
         # Raw float32 is the .npy's data.
         _, values = parse_npy(self.read(self.path("w-sharded.npy")))
         self.assertEqual(list(struct.unpack("<24f", self.read(raw))), values)
         bad = self.write("short.npy", npy_bytes([1.0] * 5, (5,)))
-        self.fails(1, ["--shard-map", self.map, "push", name, "w", bad],
-                   stderr_has=["bad_range", "nothing was sent"])
-        self.fails(1, ["--shard-map", self.map, "pull", name, "nope", self.path("x.npy")],
-                   stderr_has=["tensor_not_found"])
+        self.fails(1, "push", name, "w", bad, stderr_has=["bad_range", "nothing was sent"])
+        self.fails(1, "pull", name, "nope", self.path("x.npy"), stderr_has=["tensor_not_found"])
 
     def test_bad_maps_and_dead_shards(self):
-        self.fails(4, ["--shard-map", self.path("missing.json"), "list"],
+        self.fails_with(4, ["--shard-map", self.path("missing.json"), "list"],
                    stderr_has=[self.path("missing.json")])
         broken = self.write("broken.json", '{"version": 1, "shards": [')
-        self.fails(4, ["--shard-map", broken, "list"], stderr_has=["shard map"])
+        self.fails_with(4, ["--shard-map", broken, "list"], stderr_has=["shard map"])
         dead = free_port()
         down = self.path("down.json")
         write_map(down, VERSION, [(None, self.shards[0].tcp_port), (None, dead),
                                   (None, self.shards[2].tcp_port)])
-        self.fails(3, ["--shard-map", down, "list"],
+        self.fails_with(3, ["--shard-map", down, "list"],
                    stderr_has=["connect_failed", "shard 1 (127.0.0.1:%d)" % dead])
         stale = self.path("stale.json")
         write_map(stale, VERSION - 1, [(s.port, s.tcp_port) for s in self.shards])
         name = self.model_name()
-        self.sharded("create", name, self.write("model.json", json.dumps(self.body())))
-        self.fails(1, ["--shard-map", stale, "pull", name, "w", self.path("w.npy")],
+        self.ok("create", name, self.write("model.json", json.dumps(self.body())))
+        self.fails_with(1, ["--shard-map", stale, "pull", name, "w", self.path("w.npy")],
                    stderr_has=["not_owner", "is version %d, but the shard runs version %d"
                                % (VERSION - 1, VERSION)])
-        self.sharded("delete", name)
-        self.fails(2, ["--shard-map", self.map, "--tcp", "127.0.0.1:1", "list"],
+        self.ok("delete", name)
+        self.fails_with(2, ["--shard-map", self.map, "--tcp", "127.0.0.1:1", "list"],
                    stderr_has=["one of --tcp, --http and --shard-map"])
-        self.fails(2, ["--shard-map"], stderr_has=["needs a value"])
-        result = self.run_paramctl("--help")
+        self.fails_with(2, ["--shard-map"], stderr_has=["needs a value"])
+        result = self.paramctl("--help", transport=False)
         self.assertEqual(result.returncode, 0)
         self.assertIn("--shard-map FILE", result.stdout)
 

@@ -180,6 +180,29 @@ static void create_both(paramd_client *sharded, paramd_client *one, const char *
     CHECK_OK(one, paramd_create_model(one, model, body, NULL));
 }
 
+/* A sharded handle and a handle of the single server, with the model
+ * created on both from model_body(optimizer, extra). */
+static void open_both(const char *model, const char *optimizer, const char *extra,
+                      paramd_client **sharded, paramd_client **one)
+{
+    *sharded = open_sharded(cluster.client_map);
+    *one = connect_to(single.tcp_port);
+    char *body = model_body(optimizer, extra);
+    create_both(*sharded, *one, model, body);
+    free(body);
+}
+
+/* Gradients of every tensor (seed + t for tensor t) and a push of all of
+ * them, the weights of a pushpull going to `weights` (NULL: none). */
+static void gradient_items(float grads[][2000], float weights[][2000], uint64_t seed,
+                           float scale, paramd_push_item *items)
+{
+    for (int t = 0; t < TENSORS; t++) {
+        fill_gradient(grads[t], sizes[t], seed + (uint64_t)t, scale);
+        items[t] = (paramd_push_item){names[t], grads[t], weights ? weights[t] : NULL, sizes[t]};
+    }
+}
+
 /* Every tensor's weights from both, bitwise equal (checked). */
 static void assert_same_weights(paramd_client *sharded, paramd_client *one, const char *model)
 {
@@ -210,13 +233,10 @@ static void train_both(const char *model, const char *body, int dtype, int steps
         for (int k = 0; k < 3; k++) {
             char worker[32];
             snprintf(worker, sizeof worker, "worker-%d", k);
+            /* Large enough that the clipping models clip. */
             paramd_push_item a[TENSORS], b[TENSORS];
-            for (int t = 0; t < TENSORS; t++) {
-                /* Large enough that the clipping models clip. */
-                fill_gradient(grads[t], sizes[t], (uint64_t)(step * 100 + k * 10 + t), 2.0f);
-                a[t] = (paramd_push_item){names[t], grads[t], got[t], sizes[t]};
-                b[t] = (paramd_push_item){names[t], grads[t], expected[t], sizes[t]};
-            }
+            gradient_items(grads, got, (uint64_t)(step * 100 + k * 10), 2.0f, a);
+            gradient_items(grads, expected, (uint64_t)(step * 100 + k * 10), 2.0f, b);
             paramd_push_options options = {.dtype = dtype, .worker = worker};
             paramd_push_result ra, rb;
             CHECK_OK(workers[k], paramd_pushpull(workers[k], model, a, TENSORS, &options, &ra));
@@ -357,16 +377,11 @@ START_TEST(test_clipping_turned_on_while_running)
      * on, on every shard.  The shards refuse the next push (no grad_norm),
      * the library learns the model again and sends the push once more, with
      * the norm: the same result as one server's. */
-    paramd_client *c = open_sharded(cluster.client_map), *one = connect_to(single.tcp_port);
-    char *body = model_body("{\"name\": \"SGD\", \"lr\": 0.1}", "");
-    create_both(c, one, "patched", body);
-    free(body);
+    paramd_client *c, *one;
+    open_both("patched", "{\"name\": \"SGD\", \"lr\": 0.1}", "", &c, &one);
     static float grads[TENSORS][2000];
     paramd_push_item items[TENSORS];
-    for (int t = 0; t < TENSORS; t++) {
-        fill_gradient(grads[t], sizes[t], (uint64_t)(t + 40), 2.0f);
-        items[t] = (paramd_push_item){names[t], grads[t], NULL, sizes[t]};
-    }
+    gradient_items(grads, NULL, 40, 2.0f, items);
     paramd_push_result ra, rb;
     CHECK_OK(c, paramd_push(c, "patched", items, TENSORS, NULL, &ra));
     CHECK_OK(one, paramd_push(one, "patched", items, TENSORS, NULL, &rb));
@@ -409,10 +424,8 @@ END_TEST
 
 START_TEST(test_pull_ranges_across_shard_boundaries)
 {
-    paramd_client *c = open_sharded(cluster.client_map), *one = connect_to(single.tcp_port);
-    char *body = model_body("{\"name\": \"SGD\", \"lr\": 0.1}", "");
-    create_both(c, one, "ranges", body);
-    free(body);
+    paramd_client *c, *one;
+    open_both("ranges", "{\"name\": \"SGD\", \"lr\": 0.1}", "", &c, &one);
     /* emb's 2000 elements lie on shards 0 [0, 666), 1 [666, 1333), 2 [1333, 2000). */
     static const struct { uint64_t offset; size_t count; } ranges[] = {
         {660, 10}, {0, 2000}, {665, 2}, {1332, 2}, {600, 1000}, {1999, 1}, {0, 666}, {666, 667},
@@ -454,16 +467,12 @@ END_TEST
 
 START_TEST(test_non_finite_gradient_is_refused_before_sending)
 {
-    paramd_client *c = open_sharded(cluster.client_map), *one = connect_to(single.tcp_port);
-    char *body = model_body("{\"name\": \"SGD\", \"lr\": 0.1}", "\"clip\": {\"max_norm\": 1.0}");
-    create_both(c, one, "nan_error", body);
-    free(body);
+    paramd_client *c, *one;
+    open_both("nan_error", "{\"name\": \"SGD\", \"lr\": 0.1}", "\"clip\": {\"max_norm\": 1.0}",
+              &c, &one);
     static float grads[TENSORS][2000];
     paramd_push_item items[TENSORS];
-    for (int t = 0; t < TENSORS; t++) {
-        fill_gradient(grads[t], sizes[t], (uint64_t)t, 1.0f);
-        items[t] = (paramd_push_item){names[t], grads[t], NULL, sizes[t]};
-    }
+    gradient_items(grads, NULL, 0, 1.0f, items);
     grads[2][900] = NAN;
     /* One server refuses the whole push; the shards all do, too: the
      * library refuses it before sending anything. */
@@ -474,8 +483,8 @@ START_TEST(test_non_finite_gradient_is_refused_before_sending)
     assert_same_weights(c, one, "nan_error");
 
     /* Under "zero" the non-finite values count as zero in the norm. */
-    body = model_body("{\"name\": \"SGD\", \"lr\": 0.1}",
-                      "\"clip\": {\"max_norm\": 1.0}, \"nonfinite\": \"zero\"");
+    char *body = model_body("{\"name\": \"SGD\", \"lr\": 0.1}",
+                            "\"clip\": {\"max_norm\": 1.0}, \"nonfinite\": \"zero\"");
     create_both(c, one, "nan_zero", body);
     free(body);
     paramd_push_result ra, rb;
@@ -492,21 +501,17 @@ START_TEST(test_batches_match_one_server)
 {
     /* 40 pipelined pushpulls of every tensor and range pulls, against the
      * same batch on one server. */
-    paramd_client *c = open_sharded(cluster.client_map), *one = connect_to(single.tcp_port);
-    char *body = model_body("{\"name\": \"Adam\", \"lr\": 0.01}", "\"clip\": {\"max_norm\": 1.0}");
-    create_both(c, one, "batched", body);
-    free(body);
+    paramd_client *c, *one;
+    open_both("batched", "{\"name\": \"Adam\", \"lr\": 0.01}", "\"clip\": {\"max_norm\": 1.0}", &c,
+              &one);
     enum { REQUESTS = 40 };
     static float grads[REQUESTS][TENSORS][2000], got[REQUESTS][TENSORS][2000],
         expected[REQUESTS][TENSORS][2000], range_got[REQUESTS][500], range_expected[REQUESTS][500];
     paramd_batch *a = paramd_batch_begin(c), *b = paramd_batch_begin(one);
     for (int r = 0; r < REQUESTS; r++) {
         paramd_push_item ia[TENSORS], ib[TENSORS];
-        for (int t = 0; t < TENSORS; t++) {
-            fill_gradient(grads[r][t], sizes[t], (uint64_t)(r * 13 + t), 1.0f);
-            ia[t] = (paramd_push_item){names[t], grads[r][t], got[r][t], sizes[t]};
-            ib[t] = (paramd_push_item){names[t], grads[r][t], expected[r][t], sizes[t]};
-        }
+        gradient_items(grads[r], got[r], (uint64_t)(r * 13), 1.0f, ia);
+        gradient_items(grads[r], expected[r], (uint64_t)(r * 13), 1.0f, ib);
         ck_assert_int_eq(paramd_batch_pushpull(a, "batched", ia, TENSORS, NULL), 2 * r);
         ck_assert_int_eq(paramd_batch_pushpull(b, "batched", ib, TENSORS, NULL), 2 * r);
         paramd_pull_item pa = {"emb", (uint64_t)(r * 37), 500, range_got[r]};
@@ -656,10 +661,7 @@ static void *run_sync_worker(void *context)
         w->failures++;
     for (int step = 0; step < w->steps && w->failures == 0; step++) {
         paramd_push_item items[TENSORS];
-        for (int t = 0; t < TENSORS; t++) {
-            fill_gradient(w->grads[t], sizes[t], (uint64_t)(step * 31 + w->index * 7 + t), 1.0f);
-            items[t] = (paramd_push_item){names[t], w->grads[t], w->weights[t], sizes[t]};
-        }
+        gradient_items(w->grads, w->weights, (uint64_t)(step * 31 + w->index * 7), 1.0f, items);
         paramd_push_options options = {.worker = name, .has_version = 1, .version = version};
         paramd_push_result result;
         if (paramd_pushpull(c, w->model, items, TENSORS, &options, &result) != PARAMD_OK) {
@@ -686,11 +688,9 @@ START_TEST(test_sync_mode_steps_every_shard_together)
 {
     /* Two workers in sync mode: each step averages both workers'
      * gradients, on every shard as on one server. */
-    char *body = model_body("{\"name\": \"Adam\", \"lr\": 0.01}",
-                            "\"consistency\": {\"mode\": \"sync\", \"workers\": 2}");
-    paramd_client *c = open_sharded(cluster.client_map), *one = connect_to(single.tcp_port);
-    create_both(c, one, "sync", body);
-    free(body);
+    paramd_client *c, *one;
+    open_both("sync", "{\"name\": \"Adam\", \"lr\": 0.01}",
+              "\"consistency\": {\"mode\": \"sync\", \"workers\": 2}", &c, &one);
     static sync_worker workers[4];
     pthread_t threads[4];
     for (int k = 0; k < 4; k++) {
