@@ -53,6 +53,8 @@ typedef struct paramd__placement {
     bool clip_norm;                /* the model clips by total norm (not per tensor) */
     double norm_type;              /* its clip.norm_type (INFINITY for "inf") */
     bool nonfinite_error;          /* its nonfinite policy is "error" */
+    bool stale;                    /* to be learnt again (keeping the steps of the shards
+                                      that still hold the same model on the same connection) */
     struct paramd__placement *next;
 } paramd__placement;
 
@@ -113,8 +115,14 @@ void paramd__shard_list_text(const bool *which, uint32_t shard_count, char *text
 int paramd__placement_get(paramd_client *parent, const char *model, int64_t deadline,
                           paramd__placement **placement, bool *from_cache);
 
-/* Forgets a model's placement (the next call learns it again). */
+/* Forgets a model's placement, steps included (the model was created or
+ * deleted through the handle). */
 void paramd__placement_drop(paramd_client *parent, const char *model);
+
+/* Marks a model's placement stale: the next call learns it again, and the
+ * steps of the shards whose connection and model id are unchanged carry
+ * over to the new placement. */
+void paramd__placement_invalidate(paramd_client *parent, const char *model);
 void paramd__placement_clear(paramd__sharded *sharded);
 
 /* ---------------------------------------------------------------------------

@@ -287,7 +287,7 @@ int paramd__sharded_batch_run(paramd_client *parent, paramd__sharded_batch *batc
             out->message = strdup(parent->message);
             for (uint32_t s = 0; s < n; s++)
                 if (status[s] == PARAMD_E_MODEL_NOT_FOUND || status[s] == PARAMD_E_NOT_OWNER)
-                    paramd__placement_drop(parent, request->model);
+                    paramd__placement_invalidate(parent, request->model);
         }
     }
     free(exchanges);

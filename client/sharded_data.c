@@ -383,7 +383,7 @@ static int attempt_placed(paramd_client *parent, paramd__placement *placement, b
                                  options, pull_dtype, &routed);
     if (result == PARAMD_E_TENSOR_NOT_FOUND && from_cache && first) {
         /* The model may have been created again with other tensors. */
-        paramd__placement_drop(parent, model);
+        paramd__placement_invalidate(parent, model);
         *retry = true;
         return result;
     }
@@ -393,7 +393,7 @@ static int attempt_placed(paramd_client *parent, paramd__placement *placement, b
     result = connect_parts(parent, placement, &routed, deadline, &reconnected);
     if (result == PARAMD_OK && reconnected) {
         paramd__routed_free(&routed);
-        paramd__placement_drop(parent, model);
+        paramd__placement_invalidate(parent, model);
         *retry = first;
         return first ? PARAMD_OK
                      : paramd__fail(parent, PARAMD_E_CONNECTION,
@@ -418,7 +418,7 @@ static int attempt_placed(paramd_client *parent, paramd__placement *placement, b
         if (result != PARAMD_OK &&
             (any_refused(state->pending, state->status, n, PARAMD_E_NOT_OWNER) ||
              any_refused(state->pending, state->status, n, PARAMD_E_MODEL_NOT_FOUND))) {
-            paramd__placement_drop(parent, model);
+            paramd__placement_invalidate(parent, model);
         } else if (first && push_items && !gave_norm && placement->spans &&
                    all_refused(state->pending, state->status, n, PARAMD_E_BAD_REQUEST)) {
             /* Perhaps clipping by total norm was turned on (PATCH) since the
@@ -428,19 +428,22 @@ static int attempt_placed(paramd_client *parent, paramd__placement *placement, b
             int code = parent->error;
             char message[PARAMD__MESSAGE_SIZE];
             memcpy(message, parent->message, sizeof message);
-            paramd__placement_drop(parent, model);
+            paramd__placement_invalidate(parent, model);
             bool cached;
             *retry = paramd__placement_get(parent, model, deadline, &placement, &cached) ==
                          PARAMD_OK &&
                      placement->clip_norm;
             if (!*retry)
                 result = paramd__fail(parent, code, "%s", message);
+            release_parts(state, n);
+            paramd__routed_free(&routed);
+            return result; /* the placement is fresh: the retry uses it */
         }
     }
     release_parts(state, n);
     paramd__routed_free(&routed);
     if (*retry)
-        paramd__placement_drop(parent, model);
+        paramd__placement_invalidate(parent, model);
     return result;
 }
 

@@ -52,6 +52,33 @@ void paramd__placement_drop(paramd_client *parent, const char *model)
     }
 }
 
+void paramd__placement_invalidate(paramd_client *parent, const char *model)
+{
+    for (paramd__placement *p = parent->sharded->models; p; p = p->next)
+        if (strcmp(p->model, model) == 0)
+            p->stale = true;
+}
+
+/* Puts a newly learnt placement in the list, in place of a stale one of
+ * the same model, whose steps it keeps where they still apply. */
+static void replace_placement(paramd__sharded *sharded, paramd__placement *placement)
+{
+    for (paramd__placement **link = &sharded->models; *link; link = &(*link)->next) {
+        paramd__placement *old = *link;
+        if (strcmp(old->model, placement->model) != 0)
+            continue;
+        for (uint32_t s = 0; s < sharded->map.shard_count; s++)
+            if (old->generations[s] == placement->generations[s] &&
+                old->model_ids[s] == placement->model_ids[s])
+                placement->steps[s] = old->steps[s];
+        *link = old->next;
+        placement_free(old);
+        break;
+    }
+    placement->next = sharded->models;
+    sharded->models = placement;
+}
+
 void paramd__placement_clear(paramd__sharded *sharded)
 {
     while (sharded->models) {
@@ -404,8 +431,7 @@ static int discover(paramd_client *parent, const char *model, int64_t deadline,
         placement->clip_norm = first.clip_norm;
         placement->norm_type = first.norm_type;
         placement->nonfinite_error = first.nonfinite_error;
-        placement->next = sharded->models;
-        sharded->models = placement;
+        replace_placement(sharded, placement);
         *out = placement;
     }
 done:
@@ -428,7 +454,7 @@ int paramd__placement_get(paramd_client *parent, const char *model, int64_t dead
     if (paramd__sharded_check(parent) != PARAMD_OK)
         return parent->error;
     for (paramd__placement *p = sharded->models; p; p = p->next) {
-        if (strcmp(p->model, model) == 0) {
+        if (strcmp(p->model, model) == 0 && !p->stale) {
             *placement = p;
             *from_cache = true;
             return PARAMD_OK;
