@@ -102,11 +102,15 @@ paramd_client *paramd__sharded_open(const paramd_config *config, int *error)
             *error = PARAMD_E_NO_MEMORY;
         return NULL;
     }
+    /* Without its sharded state the handle would be one of the default
+     * server: out of memory is NULL here. */
     paramd__sharded *sharded = calloc(1, sizeof *sharded);
     if (sharded == NULL || (sharded->path = strdup(config->shard_map)) == NULL) {
         free(sharded);
-        result = paramd__fail(parent, PARAMD_E_NO_MEMORY, "out of memory for a sharded client");
-        goto done;
+        paramd_close(parent);
+        if (error)
+            *error = PARAMD_E_NO_MEMORY;
+        return NULL;
     }
     parent->sharded = sharded;
     if (result != PARAMD_OK)
@@ -145,10 +149,8 @@ void paramd__sharded_free(paramd__sharded *sharded)
 
 int paramd__sharded_reconnect(paramd_client *parent)
 {
-    if (parent->sharded->shards == NULL)
-        return paramd__fail(parent, PARAMD_E_INVALID_ARGUMENT,
-                            "shard map %s: the handle has no shards (the map did not load)",
-                            parent->sharded->path);
+    if (paramd__sharded_check(parent) != PARAMD_OK)
+        return parent->error;
     paramd__placement_clear(parent->sharded);
     return connect_all(parent);
 }
@@ -222,8 +224,8 @@ int paramd__sharded_check(paramd_client *parent)
 {
     if (parent->sharded->shards == NULL)
         return paramd__fail(parent, PARAMD_E_INVALID_ARGUMENT,
-                            "shard map %s did not load, so the handle has no shards (fix the "
-                            "file, then paramd_reload_shard_map)",
+                            "shard map %s: the handle has no shards, as opening it failed "
+                            "(paramd_reload_shard_map tries again)",
                             parent->sharded->path);
     return PARAMD_OK;
 }
@@ -269,13 +271,7 @@ static paramd__sharded *sharded_of(paramd_client *client, const char *what)
                      "%s: the handle was not opened from a shard map", what);
         return NULL;
     }
-    if (client->sharded->shards == NULL) {
-        paramd__fail(client, PARAMD_E_INVALID_ARGUMENT,
-                     "%s: shard map %s did not load, so the handle has no shards", what,
-                     client->sharded->path);
-        return NULL;
-    }
-    return client->sharded;
+    return paramd__sharded_check(client) == PARAMD_OK ? client->sharded : NULL;
 }
 
 int paramd_shard_count(const paramd_client *client)

@@ -287,6 +287,10 @@ int paramd__sharded_create(paramd_client *parent, const char *model, const char 
         free(undo);
         free(undone);
     }
+    used = strlen(why);
+    if (code == PARAMD_E_CONNECTION || code == PARAMD_E_TIMEOUT)
+        snprintf(why + used, sizeof why - used,
+                 "; shard %u may have created it before its connection failed", failed);
     result = paramd__shard_fail(parent, failed, code, why);
 done:
     if (pending)
@@ -315,9 +319,26 @@ int paramd__sharded_delete(paramd_client *parent, const char *model)
         bool found = false; /* some shard had the model */
         for (uint32_t s = 0; s < n; s++)
             found |= status[s] == PARAMD_OK;
-        if (result == PARAMD_OK && failed < n)
-            result = fail_shard(parent, failed, status[failed], &pending[failed]);
-        else if (result == PARAMD_OK && !found)
+        if (result == PARAMD_OK && failed < n) {
+            bool *deleted = calloc(n, sizeof *deleted);
+            char why[PARAMD__MESSAGE_SIZE], list[256] = "";
+            uint32_t deleted_count = 0;
+            for (uint32_t s = 0; deleted && s < n; s++) {
+                deleted[s] = status[s] == PARAMD_OK;
+                deleted_count += deleted[s];
+            }
+            if (deleted && found)
+                paramd__shard_list_text(deleted, n, list, sizeof list);
+            size_t used = (size_t)snprintf(why, sizeof why, "%s",
+                                           pending[failed].message
+                                               ? pending[failed].message
+                                               : parent->sharded->shards[failed]->message);
+            if (list[0] && used < sizeof why)
+                snprintf(why + used, sizeof why - used, "; shard%s %s deleted it",
+                         deleted_count > 1 ? "s" : "", list);
+            free(deleted);
+            result = paramd__shard_fail(parent, failed, status[failed], why);
+        } else if (result == PARAMD_OK && !found)
             result = paramd__fail(parent, PARAMD_E_MODEL_NOT_FOUND,
                                   "no model \"%s\" on any of the %u shards of %s", model, n,
                                   parent->sharded->path);

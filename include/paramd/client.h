@@ -19,7 +19,9 @@
  * guide.
  *
  * Handles.  A paramd_client is one TCP connection and its state: the
- * connection, the last error, and a cache of model and tensor ids.  As with
+ * connection, the last error, and a cache of model and tensor ids (a
+ * handle opened from a shard map holds one of each per shard: see
+ * "Sharded handles" below).  As with
  * hiredis, paramd_connect returns a handle even when the connection failed
  * (NULL only when the handle itself cannot be allocated), so that the error
  * message can be read; every handle is released with paramd_close.  A
