@@ -162,8 +162,9 @@ PARAMD_EXPORT void paramd_free(void *pointer);
  *   - paramd_create_model creates the model on every shard (each keeps its
  *     part); when one refuses, the model is deleted again from the shards
  *     that created it, and the error names the shard.  paramd_delete_model
- *     deletes it wherever it is.  Describe, list and stats return merged
- *     documents with every shard's own inside ("shards").
+ *     deletes it wherever it is.  Describe and stats return merged
+ *     documents with every shard's own inside ("shards"); list merges the
+ *     shards' lists.
  *   - Pushes carry the global gradient norm: when a model held by several
  *     shards clips by total norm and the caller gives no grad_norm, the
  *     library computes the norm of all the push's gradients, exactly as one
