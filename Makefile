@@ -8,7 +8,7 @@
 #   make run        build, then start paramd with its defaults on 127.0.0.1
 #   make test       build and run every test (unit, conformance, integration)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
-#   make bench      build and run paramd-bench
+#   make bench      build and run paramd-bench (bench/shard-bench.sh: the sharded client)
 #   make goldens    regenerate the PyTorch golden files (needs python3-torch)
 #   make fuzz       fuzz the binary protocol's decoders with libFuzzer (clang) for
 #                   FUZZ_SECONDS (default 60); crashes land in tests/fuzz/crashes/,
@@ -45,8 +45,12 @@ CFLAGS_COMMON = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPTIMIZE) $(WARNINGS) -fno-
                 -pthread -Iinclude $(SANITIZE_FLAGS) $(CFLAGS)
 CFLAGS_ALL = $(CFLAGS_COMMON) -Iserver -Iproto
 # The client library sees only its own headers and proto/, and exports only
-# what include/paramd/ marks PARAMD_EXPORT.
-CFLAGS_LIB = $(CFLAGS_COMMON) -Iproto -Iclient -fPIC -fvisibility=hidden
+# what include/paramd/ marks PARAMD_EXPORT.  It reads shard maps and merges
+# the shards' JSON documents with jansson.
+LIB_PACKAGES = jansson
+CFLAGS_LIB = $(CFLAGS_COMMON) -Iproto -Iclient -fPIC -fvisibility=hidden \
+             $(shell $(PKG_CONFIG) --cflags $(LIB_PACKAGES) 2>/dev/null)
+LIBS_LIB = $(shell $(PKG_CONFIG) --libs $(LIB_PACKAGES) 2>/dev/null) -lm
 LDFLAGS_ALL = -pthread $(SANITIZE_FLAGS) $(LDFLAGS)
 LIBS_SERVER = $(shell $(PKG_CONFIG) --libs $(PACKAGES) 2>/dev/null) -lm
 LIBS_CHECK = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
@@ -59,7 +63,7 @@ UNIT_SOURCES = $(wildcard tests/unit/*.c)
 # The client library: client/*.c but paramctl's files, and the proto/ codec
 # it needs, compiled again as position-independent, hidden-by-default code.
 CLIENT_SOURCES = $(filter-out client/paramctl%,$(wildcard client/*.c))
-CLIENT_PROTO_SOURCES = proto/frame.c proto/half.c proto/errors.c
+CLIENT_PROTO_SOURCES = proto/frame.c proto/half.c proto/errors.c proto/shard_map.c
 PARAMCTL_SOURCES = $(wildcard client/paramctl*.c)
 
 PROTO_OBJECTS = $(PROTO_SOURCES:%.c=$(BUILD)/obj/%.o)
@@ -112,7 +116,7 @@ $(BUILD)/libparamd.a: $(CLIENT_OBJECTS)
 # (not under the sanitizers, whose runtime the executable brings).
 SHARED_DEFS = $(if $(filter 1,$(SANITIZE)),,-Wl,-z,defs)
 $(BUILD)/libparamd.so.0: $(CLIENT_OBJECTS)
-	$(CC) -shared -Wl,-soname,libparamd.so.0 $(SHARED_DEFS) -o $@ $^ $(LDFLAGS_ALL) -lm
+	$(CC) -shared -Wl,-soname,libparamd.so.0 $(SHARED_DEFS) -o $@ $^ $(LDFLAGS_ALL) $(LIBS_LIB)
 
 $(BUILD)/libparamd.so: $(BUILD)/libparamd.so.0
 	ln -sf libparamd.so.0 $@
@@ -123,12 +127,12 @@ $(BUILD)/libparamd.so: $(BUILD)/libparamd.so.0
 PC_COMMON = Name: paramd\nDescription: C client library of the paramd parameter server\nVersion: $(shell sed -n 's/.*PARAMD_VERSION_STRING "\(.*\)"/\1/p' include/paramd/paramd.h)\n
 $(BUILD)/paramd.pc: FORCE
 	@mkdir -p $(dir $@)
-	@printf 'prefix=$(PREFIX)\nlibdir=$(LIBDIR)\nincludedir=$(INCLUDEDIR)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -lparamd\nLibs.private: -lm -pthread\n' >$@.tmp
+	@printf 'prefix=$(PREFIX)\nlibdir=$(LIBDIR)\nincludedir=$(INCLUDEDIR)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -lparamd\nRequires.private: $(LIB_PACKAGES)\nLibs.private: -lm -pthread\n' >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 $(BUILD)/paramd-uninstalled.pc: FORCE
 	@mkdir -p $(dir $@)
-	@printf 'libdir=$(abspath $(BUILD))\nincludedir=$(abspath include)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lparamd\nLibs.private: -lm -pthread\n' >$@.tmp
+	@printf 'libdir=$(abspath $(BUILD))\nincludedir=$(abspath include)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lparamd\nRequires.private: $(LIB_PACKAGES)\nLibs.private: -lm -pthread\n' >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 $(BUILD)/paramctl: $(PARAMCTL_OBJECTS) $(BUILD)/libparamd.a
@@ -137,7 +141,7 @@ $(BUILD)/paramctl: $(PARAMCTL_OBJECTS) $(BUILD)/libparamd.a
 # The example sees only the public headers, as a user's program would.
 $(BUILD)/examples/train_loop: client/examples/train_loop.c $(BUILD)/libparamd.a | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) -lm
+	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) $(LIBS_LIB)
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/paramd
@@ -172,11 +176,17 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 run: $(BUILD)/paramd
 	$(BUILD)/paramd
 
-test: $(BUILD)/paramd $(CLIENT_OUTPUTS) $(UNIT_BINARIES) $(BUILD)/paramd-bench
+test: $(BUILD)/paramd $(CLIENT_OUTPUTS) $(UNIT_BINARIES) $(BUILD)/paramd-bench \
+      $(BUILD)/paramd-shard-bench
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh tests/run-tests.sh
 
-bench: $(BUILD)/paramd-bench $(BUILD)/paramd
+bench: $(BUILD)/paramd-bench $(BUILD)/paramd $(BUILD)/paramd-shard-bench
 	BUILD=$(BUILD) sh bench/run-bench.sh
+
+# The sharded client's throughput (bench/shard-bench.sh runs it over 1 to 3
+# shards); like the example, it sees only the public headers.
+$(BUILD)/paramd-shard-bench: bench/shard_bench.c $(BUILD)/libparamd.a | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) $(LIBS_LIB)
 
 BENCH_SOURCES = bench/paramd-bench.c bench/http_bench.c bench/net_bench.c
 $(BUILD)/paramd-bench: $(BENCH_SOURCES) bench/http_bench.h bench/net_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
