@@ -613,7 +613,7 @@ class Client:
                 raise errors.ParamdError(errors.TENSOR_NOT_FOUND,
                                          "grads.%s: model %r has no tensor %r" % (name, info.name,
                                                                                   name))
-            dt = dtypes.wire_dtype(values, dtype)
+            dt = dtypes.wire_dtype(values, dtype.get(name) if isinstance(dtype, dict) else dtype)
             data = dtypes.encode(values, dt)
             if data.size != placement.count:
                 raise errors.ParamdError(errors.SHAPE_MISMATCH,
@@ -663,8 +663,9 @@ class Client:
         version: the model step the gradients were computed at, or "auto"
         for the step each shard last reported to this client (sent to each
         shard separately).  dtype: "float32", "float16" or "bfloat16" on the
-        wire (default: float16 for numpy float16 arrays, else float32); the
-        weights come back in that type and are returned as float32."""
+        wire, or {tensor: dtype} (default: float16 for numpy float16 arrays,
+        else float32; bfloat16 also takes uint16 arrays of bfloat16 bits);
+        the weights come back in that type and are returned as float32."""
         options = {"loss": loss, "grad_norm": grad_norm, "worker": worker, "version": version,
                    "dtype": dtype}
         return self._retrying(model, lambda: self._push(model, grads, True, options))
