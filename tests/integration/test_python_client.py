@@ -7,9 +7,12 @@ errors with the server's codes, reconnecting, and a model created again.
 
 import math
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import sys
+import tempfile
 import threading
 import unittest
 
@@ -297,6 +300,33 @@ class ReconnectTests(unittest.TestCase):
             client.close()
         finally:
             self.assertEqual(server.stop(), 0)
+
+
+class PackagingTests(unittest.TestCase):
+
+    def test_pip_installs_the_package_without_downloads(self):
+        """pip builds and installs client/python offline (--no-index) with the
+        setuptools that is already there, and the installed package imports
+        outside the source tree."""
+        source = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), "client", "python")
+        with tempfile.TemporaryDirectory(prefix="paramd-pip-") as directory:
+            copy = os.path.join(directory, "src")
+            shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__", "build",
+                                                                        "*.egg-info"))
+            target = os.path.join(directory, "site")
+            done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
+                                   "--no-build-isolation", "--no-index", "--no-deps",
+                                   "--target", target, copy], capture_output=True, text=True,
+                                  timeout=300)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            check = subprocess.run([sys.executable, "-c", "import paramd, paramd.client; "
+                                    "print(paramd.__file__, paramd.__version__)"],
+                                   cwd=directory, env=dict(os.environ, PYTHONPATH=target),
+                                   capture_output=True, text=True, timeout=60)
+            self.assertEqual(check.returncode, 0, check.stderr)
+            self.assertTrue(check.stdout.startswith(os.path.join(target, "paramd")), check.stdout)
+            self.assertIn("0.1.0", check.stdout)
 
 
 class HoldingRelay:
