@@ -201,17 +201,56 @@ class PythonClientTests(ServerTestCase):
         self.assertEqual(final["w"].tobytes(), results[-1].weights["w"].tobytes())
 
     def test_threads_share_one_client(self):
+        """Six threads share one client, each mixing single calls, pipelined
+        batches and pulls: every push is applied exactly once."""
         client = self.clients()["tcp"]
         name = self.model_name()
         client.create(name, {"optimizer": {"name": "SGD", "lr": 1.0},
                              "tensors": [{"name": "w", "shape": [4]}]})
-        threads = [threading.Thread(target=lambda: [client.push(name, {"w": np.ones(4)})
-                                                    for _ in range(50)]) for _ in range(4)]
+        failures = []
+
+        def work():
+            try:
+                for round_ in range(5):
+                    for _ in range(6):
+                        client.push(name, {"w": np.ones(4)})
+                    batch = [client.pushpull_async(name, {"w": np.ones(4)}) for _ in range(10)]
+                    steps = [p.result(30).step for p in batch]
+                    if steps != sorted(steps):
+                        failures.append("replies out of order: %r" % steps)
+                    client.pull(name)
+            except Exception as failure:   # reported below
+                failures.append(failure)
+        threads = [threading.Thread(target=work) for _ in range(6)]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join(60)
-        self.assertEqual(client.pull(name)["w"].tolist(), [-200.0] * 4)
+            thread.join(120)
+        self.assertEqual(failures, [])
+        self.assertEqual(client.pull(name)["w"].tolist(), [-480.0] * 4)
+
+    def test_a_reply_after_the_callers_timeout_still_arrives(self):
+        """result(timeout) gives up without losing the request: a sync push
+        waiting for a second worker times out on the client, then completes
+        when the second worker pushes, and the connection stays in order."""
+        clients = self.clients()
+        first = clients["tcp"]
+        second = paramd.Client("127.0.0.1:%d" % self.server.tcp_port, timeout=TIMEOUT)
+        self.addCleanup(second.close)
+        name = self.model_name()
+        first.create(name, body(consistency={"mode": "sync", "workers": 2, "timeout": 30}))
+        waiting = first.pushpull_async(name, {"w": [1, 1, 1]}, worker="w0", version="auto")
+        behind = first.pull_async(name, ["b"])           # pipelined behind the waiting push
+        with self.assertRaises(paramd.Timeout):
+            waiting.result(0.2)
+        self.assertFalse(behind.done())
+        other = second.pushpull(name, {"w": [3, 3, 3]}, worker="w1", version="auto")
+        self.assertEqual(other.step, 1)
+        mine = waiting.result(30)
+        self.assertEqual(mine.step, 1)
+        self.assertEqual(mine.weights["w"].tobytes(), other.weights["w"].tobytes())
+        self.assertEqual(behind.result(30).step, 1)
+        self.assertEqual(first.pull(name)["w"].tobytes(), other.weights["w"].tobytes())
 
     # -- errors ---------------------------------------------------------------------
 

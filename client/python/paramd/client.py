@@ -132,16 +132,25 @@ class _Gathered:
         return self._done or all(p.done() for p in self._parts.values())
 
     def result(self, timeout=None):
+        """The combined result; raises the error of the lowest failed shard,
+        or Timeout (not final: call again) when a reply has not come in time."""
         if not self._done:
             timeout = self._timeout if timeout is None else timeout
             deadline = None if timeout is None else time.monotonic() + timeout
-            values, failures = {}, {}
             for shard in sorted(self._parts):
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self._parts[shard].wait(left):
+                    raise errors.Timeout(errors.TIMEOUT, "no reply from %s within %g s (the "
+                                         "request may still be applied)"
+                                         % ("shard %d" % shard if len(self._parts) > 1
+                                            else "the server", timeout), shard
+                                         if len(self._parts) > 1 else None)
+            values, failures = {}, {}
+            for shard in sorted(self._parts):
                 try:
-                    values[shard] = self._parts[shard].result(left)
+                    values[shard] = self._parts[shard].result(0)
                 except errors.ParamdError as failure:
-                    if failure.shard is None:
+                    if failure.shard is None and len(self._parts) > 1:
                         failure.shard = shard
                     failures[shard] = failure
             if failures:

@@ -1,20 +1,25 @@
 """Connections to one paramd server: the binary protocol with pipelining
 (TcpConnection) and the HTTP/JSON API (HttpConnection).
 
-A TcpConnection writes each request as soon as it is submitted and a reader
-thread reads the replies, which the server sends in request order, and
-completes each request's Pending.  So any number of requests can be in
-flight on one connection, a caller never waits for a reply before sending
-the next request, and a large batch cannot deadlock with the server's flow
-control (the replies are always being read).
+A TcpConnection writes each request as soon as it is submitted; the server
+answers in request order.  Replies are read by whichever thread needs one:
+a caller waiting for its reply reads (and completes) the replies in front
+of it, so a request made alone costs no thread switch.  Whenever replies
+are owed and nobody is reading (several requests in flight, or a waiting
+caller got its own reply first), a short-lived reader thread reads them
+until none is owed.  So any number of requests can be in flight on one
+connection, and a large batch never deadlocks with the server's flow
+control.
 """
 
 import collections
 import http.client
 import json
+import select
 import socket
 import struct
 import threading
+import time
 import urllib.parse
 
 from . import errors
@@ -23,6 +28,7 @@ from . import protocol as wire
 # Frames up to this size are joined and written with one sendall; larger
 # ones are written buffer by buffer (their float data is never copied).
 _JOIN_LIMIT = 64 << 10
+_READ_BUFFER = 256 << 10
 
 
 def parse_address(address, default_port):
@@ -49,15 +55,17 @@ def parse_address(address, default_port):
 
 class Pending:
     """A request in flight.  result(timeout) waits for its reply and returns
-    the decoded value or raises its ParamdError."""
+    the decoded value or raises its ParamdError; done() says whether it
+    has come."""
 
-    __slots__ = ("_event", "_value", "_error", "_decode", "request_id", "opcode")
+    __slots__ = ("_event", "_value", "_error", "_decode", "_waiter", "request_id")
 
-    def __init__(self, decode=None, request_id=0, opcode=0):
+    def __init__(self, decode=None, request_id=0, waiter=None):
         self._event = threading.Event()
         self._value = self._error = None
         self._decode = decode
-        self.request_id, self.opcode = request_id, opcode
+        self._waiter = waiter      # reads replies for this request, when it can
+        self.request_id = request_id
 
     @classmethod
     def completed(cls, value=None, error=None):
@@ -74,21 +82,85 @@ class Pending:
         self._event.set()
 
     def wait(self, timeout=None):
-        return self._event.wait(timeout)
+        """True once the reply has come; False when `timeout` passed first."""
+        if self._event.is_set():
+            return True
+        if self._waiter is None:
+            return self._event.wait(timeout)
+        self._waiter(self, timeout)
+        return self._event.is_set()
 
     def exception(self, timeout=None):
-        if not self._event.wait(timeout):
+        if not self.wait(timeout):
             return errors.Timeout(errors.TIMEOUT, "no reply within %g s" % timeout)
         return self._error
 
     def result(self, timeout=None):
-        if not self._event.wait(timeout):
+        if not self.wait(timeout):
             raise errors.Timeout(errors.TIMEOUT,
                                  "no reply within %g s (the request may still be applied)"
                                  % timeout)
         if self._error is not None:
             raise self._error
         return self._value
+
+
+class _Stream:
+    """The reading side of one socket: a buffer, and a frame being read."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buffer = bytearray(_READ_BUFFER)
+        self.view = memoryview(self.buffer)
+        self.start = self.end = 0
+        self.frame = None          # [header, payload, bytes got] while a payload is read
+
+    def _wait_readable(self, deadline):
+        if deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+            raise socket.timeout("no reply in time")
+
+    def _fill(self, deadline):
+        if self.start == self.end:
+            self.start = self.end = 0
+        elif self.end == len(self.buffer):
+            count = self.end - self.start
+            self.buffer[:count] = self.buffer[self.start:self.end]
+            self.start, self.end = 0, count
+        self._wait_readable(deadline)
+        got = self.sock.recv_into(self.view[self.end:])
+        if got == 0:
+            raise EOFError("closed by the server")
+        self.end += got
+
+    def read_frame(self, deadline=None):
+        """The next (header, payload bytearray); resumable after a timeout."""
+        if self.frame is None:
+            while self.end - self.start < wire.HEADER_SIZE:
+                self._fill(deadline)
+            header = wire.parse_header(self.view[self.start:self.start + wire.HEADER_SIZE])
+            self.start += wire.HEADER_SIZE
+            self.frame = [header, bytearray(header.length), 0]
+        header, payload, got = self.frame
+        target = memoryview(payload)
+        while got < header.length:
+            if self.end > self.start:
+                n = min(self.end - self.start, header.length - got)
+                target[got:got + n] = self.view[self.start:self.start + n]
+                self.start += n
+                got = self.frame[2] = got + n
+            elif header.length - got >= _READ_BUFFER // 2:
+                self._wait_readable(deadline)
+                n = self.sock.recv_into(target[got:])
+                if n == 0:
+                    raise EOFError("closed by the server")
+                got = self.frame[2] = got + n
+            else:
+                self._fill(deadline)
+        self.frame = None
+        return header, payload
 
 
 class TcpConnection:
@@ -109,21 +181,22 @@ class TcpConnection:
         self.shard, self.map_version = shard, map_version
         self.server = None
         self.max_frame_size = None
-        # Lock order: _send_lock, then _pending_lock.  The reader takes only
+        # Lock order: _send_lock, then _pending_lock.  Readers take only
         # _pending_lock, so a write blocked on a full socket never stops the
         # replies from being read.
         self._send_lock = threading.Lock()
         self._send_ready = threading.Condition(self._send_lock)
-        self._pending_lock = threading.Lock()
-        self._pending = collections.deque()
         self._write_queue = collections.deque()  # (socket, buffers) for the writer
         self._writing = False
         self._writer = None
         self._socket = None
-        self._reading = None                    # the socket whose replies _pending awaits
-        self._reader = None
         self._next_id = 1
         self._closed = False
+        self._pending_lock = threading.Lock()
+        self._pending = collections.deque()      # requests on _stream, in wire order
+        self._stream = None                       # the socket whose replies are owed
+        self._reading = False                     # some thread reads _stream
+        self._reader = None
 
     # -- connecting ---------------------------------------------------------
 
@@ -137,7 +210,8 @@ class TcpConnection:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             request_id = self._take_id()
             sock.sendall(wire.encode_hello(request_id, token=self.token, client=self.client_name))
-            header, payload = _read_frame(sock)
+            stream = _Stream(sock)
+            header, payload = stream.read_frame(time.monotonic() + self.timeout)
             if header.opcode == wire.ERROR:
                 code, version, message = wire.decode_error(payload)
                 raise errors.make_error(code, message, self.shard, version, self.map_version)
@@ -145,21 +219,19 @@ class TcpConnection:
                 raise errors.ParamdError(errors.BAD_FRAME, "HELLO answered by opcode 0x%02x"
                                          % header.opcode, self.shard)
             hello = wire.decode_hello_reply(payload)
-        except (OSError, EOFError) as failure:
+        except (OSError, EOFError, wire.ProtocolError) as failure:
             sock.close()
             raise errors.ConnectFailed(errors.CONNECT, "%s:%d: HELLO failed: %s"
-                                       % (self.host, self.port, failure), self.shard) from None
+                                       % (self.host, self.port, failure or "timed out"),
+                                       self.shard) from None
         except BaseException:
             sock.close()
             raise
         self.server, self.max_frame_size = hello["server"], hello["max_frame_size"]
-        sock.settimeout(None)                   # the reader blocks; callers time out
+        sock.settimeout(None)        # blocking; readers wait with select when they have a deadline
         self._socket, self._closed = sock, False
         with self._pending_lock:
-            self._reading = sock
-        self._reader = threading.Thread(target=self._read_loop, args=(sock,), daemon=True,
-                                        name="paramd-reader-%s:%d" % (self.host, self.port))
-        self._reader.start()
+            self._stream = stream
 
     def connect(self):
         with self._send_lock:
@@ -195,9 +267,11 @@ class TcpConnection:
                     "%d" % (size - wire.HEADER_SIZE, self.max_frame_size), self.shard))
             if len(parts) > 1 and (size <= _JOIN_LIMIT or copy):
                 parts = [b"".join(parts)]
-            pending = Pending(decode, request_id)
+            pending = Pending(decode, request_id, self._wait)
             with self._pending_lock:
                 self._pending.append(pending)
+                if len(self._pending) > 1 and not self._reading:
+                    self._start_reader_locked()
             if size > _JOIN_LIMIT or self._write_queue or self._writing:
                 self._write_queue.append((sock, parts))
                 if self._writer is None:
@@ -239,6 +313,97 @@ class TcpConnection:
                     self._fail_locked(sock, "sending to %s:%d failed: %s"
                                       % (self.host, self.port, failure))
 
+    # -- reading ------------------------------------------------------------
+
+    def _start_reader_locked(self):
+        """Under _pending_lock: a thread that reads until no reply is owed."""
+        self._reading = True
+        stream = self._stream
+        self._reader = threading.Thread(target=self._read_loop, args=(stream,), daemon=True,
+                                        name="paramd-reader-%s:%d" % (self.host, self.port))
+        self._reader.start()
+
+    def _release_locked(self, stream):
+        """Under _pending_lock: gives up reading `stream`; replies still owed
+        on it get a reader thread."""
+        self._reading = False
+        if self._pending and self._stream is stream:
+            self._start_reader_locked()
+
+    def _wait(self, pending, timeout):
+        """Waits for `pending`, reading replies in this thread when no other
+        thread reads."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._pending_lock:
+            stream = self._stream
+            mine = not pending.done() and not self._reading and stream is not None and \
+                any(p is pending for p in self._pending)
+            if mine:
+                self._reading = True
+        if not mine:
+            pending._event.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            return
+        try:
+            while not pending.done():
+                if not self._read_one(stream, deadline):
+                    break
+        finally:
+            with self._pending_lock:
+                self._release_locked(stream)
+
+    def _read_loop(self, stream):
+        while True:
+            with self._pending_lock:
+                if not self._pending or self._stream is not stream:
+                    if self._stream is stream:
+                        self._reading = False
+                    return
+            if not self._read_one(stream, None):
+                with self._pending_lock:
+                    if self._stream is stream:
+                        self._reading = False
+                return
+
+    def _read_one(self, stream, deadline):
+        """Reads one reply from `stream` and completes its request.  False
+        when the deadline passed or the connection failed."""
+        try:
+            header, payload = stream.read_frame(deadline)
+        except socket.timeout:
+            return False
+        except (OSError, wire.ProtocolError, EOFError) as failure:
+            self._fail(stream.sock, "connection to %s:%d: %s"
+                       % (self.host, self.port, failure or "closed"))
+            return False
+        with self._pending_lock:
+            if self._stream is not stream:
+                return False
+            pending = self._pending.popleft() if self._pending else None
+        if pending is None:
+            self._fail(stream.sock, "a reply (id %d) with no request in flight" % header.request_id)
+            return False
+        if header.request_id != pending.request_id and not (
+                header.opcode == wire.ERROR and header.request_id == 0):
+            pending._finish(error=errors.ParamdError(
+                errors.BAD_FRAME, "reply id %d for request %d"
+                % (header.request_id, pending.request_id), self.shard))
+            self._fail(stream.sock, "replies out of order")
+            return False
+        if header.opcode == wire.ERROR:
+            code, version, message = wire.decode_error(payload)
+            pending._finish(error=errors.make_error(code, message, self.shard, version,
+                                                    self.map_version))
+            return True
+        try:
+            pending._finish(pending._decode(header.opcode, payload))
+        except errors.ParamdError as failure:
+            pending._finish(error=failure)
+        except (wire.ProtocolError, ValueError, KeyError, struct.error) as failure:
+            pending._finish(error=errors.ParamdError(errors.BAD_FRAME, str(failure), self.shard))
+        return True
+
+    # -- failing and closing --------------------------------------------------
+
     def _fail_locked(self, sock, why):
         """Under _send_lock: fails every request in flight on `sock` and drops
         the socket; the next submit connects again.  Nothing is resent: a
@@ -252,9 +417,9 @@ class TcpConnection:
         sock.close()
         self._write_queue = collections.deque(w for w in self._write_queue if w[0] is not sock)
         with self._pending_lock:
-            if self._reading is not sock:
+            if self._stream is None or self._stream.sock is not sock:
                 return
-            self._reading = None
+            self._stream = None
             pending, self._pending = self._pending, collections.deque()
         for request in pending:
             request._finish(error=errors.ConnectionFailed(errors.CONNECTION, why, self.shard))
@@ -265,42 +430,7 @@ class TcpConnection:
         except OSError:
             pass
         with self._send_lock:
-            if self._socket is sock:
-                self._fail_locked(sock, why)
-
-    def _read_loop(self, sock):
-        try:
-            while True:
-                header, payload = _read_frame(sock)
-                with self._pending_lock:
-                    if self._reading is not sock:
-                        return
-                    pending = self._pending.popleft() if self._pending else None
-                if pending is None:
-                    self._fail(sock, "a reply (id %d) with no request in flight" % header.request_id)
-                    return
-                if header.request_id != pending.request_id and not (
-                        header.opcode == wire.ERROR and header.request_id == 0):
-                    pending._finish(error=errors.ParamdError(
-                        errors.BAD_FRAME, "reply id %d for request %d"
-                        % (header.request_id, pending.request_id), self.shard))
-                    self._fail(sock, "replies out of order")
-                    return
-                if header.opcode == wire.ERROR:
-                    code, version, message = wire.decode_error(payload)
-                    pending._finish(error=errors.make_error(code, message, self.shard, version,
-                                                            self.map_version))
-                    continue
-                try:
-                    pending._finish(pending._decode(header.opcode, payload))
-                except errors.ParamdError as failure:
-                    pending._finish(error=failure)
-                except (wire.ProtocolError, ValueError, KeyError, struct.error) as failure:
-                    pending._finish(error=errors.ParamdError(errors.BAD_FRAME, str(failure),
-                                                             self.shard))
-        except (OSError, wire.ProtocolError, EOFError) as failure:
-            self._fail(sock, "connection to %s:%d: %s" % (self.host, self.port,
-                                                            failure or "closed"))
+            self._fail_locked(sock, why)
 
     def close(self):
         with self._send_lock:
@@ -319,23 +449,6 @@ class TcpConnection:
 
 
 CODES_PAYLOAD_TOO_LARGE = errors.CODES["payload_too_large"]
-
-
-def _read_exactly(sock, n):
-    buffer = bytearray(n)
-    view = memoryview(buffer)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], min(n - got, 1 << 22))
-        if k == 0:
-            raise EOFError("closed by the server")
-        got += k
-    return buffer
-
-
-def _read_frame(sock):
-    header = wire.parse_header(_read_exactly(sock, wire.HEADER_SIZE))
-    return header, _read_exactly(sock, header.length) if header.length else bytearray()
 
 
 def expect(opcode, decoder):
