@@ -18,14 +18,13 @@ import unittest
 
 import numpy as np
 
-from common import ServerTestCase
+from common import ServerTestCase, run_concurrently
 from harness import Server, b64_floats, floats_from_b64
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "client", "python"))
 import paramd  # noqa: E402
 from paramd import dtypes  # noqa: E402
-from paramd import errors as perrors  # noqa: E402
 
 TIMEOUT = 60.0
 
@@ -207,26 +206,16 @@ class PythonClientTests(ServerTestCase):
         name = self.model_name()
         client.create(name, {"optimizer": {"name": "SGD", "lr": 1.0},
                              "tensors": [{"name": "w", "shape": [4]}]})
-        failures = []
-
         def work():
-            try:
-                for round_ in range(5):
-                    for _ in range(6):
-                        client.push(name, {"w": np.ones(4)})
-                    batch = [client.pushpull_async(name, {"w": np.ones(4)}) for _ in range(10)]
-                    steps = [p.result(30).step for p in batch]
-                    if steps != sorted(steps):
-                        failures.append("replies out of order: %r" % steps)
-                    client.pull(name)
-            except Exception as failure:   # reported below
-                failures.append(failure)
-        threads = [threading.Thread(target=work) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        self.assertEqual(failures, [])
+            for round_ in range(5):
+                for _ in range(6):
+                    client.push(name, {"w": np.ones(4)})
+                batch = [client.pushpull_async(name, {"w": np.ones(4)}) for _ in range(10)]
+                steps = [p.result(30).step for p in batch]
+                if steps != sorted(steps):
+                    return "replies out of order: %r" % steps
+                client.pull(name)
+        self.assertEqual(run_concurrently([work] * 6), [])
         self.assertEqual(client.pull(name)["w"].tolist(), [-480.0] * 4)
 
     def test_a_reply_after_the_callers_timeout_still_arrives(self):

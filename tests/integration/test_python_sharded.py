@@ -9,22 +9,19 @@ StaleShardMap naming both versions.
 """
 
 import json
-import math
 import os
 import sys
-import threading
 import unittest
 
 import numpy as np
 
-from cluster import Cluster, write_shard_map
-from harness import Server
+from cluster import ClusterTestCase, write_shard_map
+from common import run_concurrently
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "client", "python"))
 import paramd  # noqa: E402
 
-SPLIT_THRESHOLD = 64
 TIMEOUT = 60.0
 SHAPES = [("embedding", [50, 4]), ("fc.weight", [8, 9]), ("fc.bias", [8]), ("scale", [])]
 
@@ -43,21 +40,7 @@ def gradients(rng, names=None):
             if names is None or n in names}
 
 
-class ShardedClientTests(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.cluster = Cluster(3, split_threshold=SPLIT_THRESHOLD)
-        cls.single = Server()
-
-    @classmethod
-    def tearDownClass(cls):
-        statuses = cls.cluster.stop() + [cls.single.stop()]
-        if any(status != 0 for status in statuses):
-            raise AssertionError("a server exited with %r" % statuses)
-
-    def name(self, suffix=""):
-        return (self.id().split(".")[-1] + suffix)[:128]
+class ShardedClientTests(ClusterTestCase):
 
     def sharded(self, **kwargs):
         client = paramd.Client(shard_map=self.cluster.map_path, timeout=TIMEOUT, **kwargs)
@@ -168,30 +151,20 @@ class ShardedClientTests(unittest.TestCase):
         setup = self.sharded()
         setup.create(name, body)
         self.one().create(name, body)
-        failures = []
-
         def worker(index, make_client):
-            try:
-                client = make_client()
+            with make_client() as client:
                 rng = np.random.default_rng(100 + index)
                 for _ in range(4):
                     result = client.pushpull(name, gradients(rng), worker="w%d" % index,
                                              version="auto")
                     if len(set(result.steps.values())) != 1:
-                        failures.append("shards at different steps: %r" % result.steps)
-                client.close()
-            except Exception as failure:   # reported below
-                failures.append(failure)
+                        return "shards at different steps: %r" % result.steps
 
         for make_client in (lambda: paramd.Client(shard_map=self.cluster.map_path, timeout=TIMEOUT),
                             lambda: paramd.Client("127.0.0.1:%d" % self.single.tcp_port,
                                                   timeout=TIMEOUT)):
-            threads = [threading.Thread(target=worker, args=(i, make_client)) for i in range(3)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(120)
-            self.assertEqual(failures, [])
+            self.assertEqual(run_concurrently([lambda i=i: worker(i, make_client)
+                                               for i in range(3)]), [])
         self.assert_same(setup, self.one(), name)
         self.assertEqual(setup.describe(name)["step"], 4)
 
@@ -278,7 +251,7 @@ class ShardedClientTests(unittest.TestCase):
         addresses = list(self.cluster.addresses)
         addresses[0], addresses[1] = addresses[1], addresses[0]
         path = os.path.join(self.cluster.directory, "stale-map.json")
-        write_shard_map(path, 5, SPLIT_THRESHOLD, addresses)
+        write_shard_map(path, 5, self.SPLIT_THRESHOLD, addresses)
         stale = paramd.Client(shard_map=path, timeout=TIMEOUT)
         self.addCleanup(stale.close)
         with self.assertRaises(paramd.StaleShardMap) as caught:

@@ -10,13 +10,13 @@ averaged gradient.
 
 import os
 import sys
-import threading
 import unittest
 
 import numpy as np
 import torch
 
 from cluster import Cluster
+from common import run_concurrently
 from harness import Server
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -276,21 +276,11 @@ class RemoteOptimizerTests(unittest.TestCase):
         self.addCleanup(lambda: [o.close() for o in optimizers])
         reference = make_model()
         torch_opt = torch.optim.AdamW(reference.parameters(), lr=1e-2)
-        failures = []
-
         def run(i):
-            try:
-                for step in range(10):
-                    part = slice(32 * i + (step % 2) * 16, 32 * i + (step % 2) * 16 + 16)
-                    train(models[i], optimizers[i], 1, x[part], y[part])
-            except Exception as failure:   # reported below
-                failures.append(failure)
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        self.assertEqual(failures, [])
+            for step in range(10):
+                part = slice(32 * i + (step % 2) * 16, 32 * i + (step % 2) * 16 + 16)
+                train(models[i], optimizers[i], 1, x[part], y[part])
+        self.assertEqual(run_concurrently([lambda: run(0), lambda: run(1)]), [])
         for step in range(10):
             grads = []
             for i in range(2):

@@ -17,7 +17,11 @@ the guide.  Needs the standard library and numpy.
 
 __version__ = "0.1.0"
 
-from .errors import (ConnectFailed, ConnectionFailed, ModelExists, ModelNotFound,  # noqa: F401
-                     NotOwner, ParamdError, StaleShardMap, Timeout)
-from .client import AUTO, Client, PushResult, TensorPlacement, Weights, total_norm  # noqa: F401
-from .sharding import ShardMap  # noqa: F401
+from .errors import (ConnectFailed, ConnectionFailed, ModelExists, ModelNotFound, NotOwner,
+                     ParamdError, StaleShardMap, Timeout)
+from .client import AUTO, Client, PushResult, TensorPlacement, Weights, total_norm
+from .sharding import ShardMap
+
+__all__ = ["AUTO", "Client", "ConnectFailed", "ConnectionFailed", "ModelExists", "ModelNotFound",
+           "NotOwner", "ParamdError", "PushResult", "ShardMap", "StaleShardMap", "TensorPlacement",
+           "Timeout", "Weights", "total_norm"]
