@@ -133,13 +133,17 @@ class RemoteOptimizer(torch.optim.Optimizer):
                 body[key] = value
         body.update(options)
         self.created = False
-        if create:
-            try:
-                self.client.create(model, body)
-                self.created = True
-            except errors.ModelExists:
-                pass
-        self._attach()
+        try:
+            if create:
+                try:
+                    self.client.create(model, body)
+                    self.created = True
+                except errors.ModelExists:
+                    pass
+            self._attach()
+        except BaseException:
+            self.close()
+            raise
 
     @staticmethod
     def _tensor_spec(name, parameter):
