@@ -146,7 +146,7 @@ class RemoteOptimizerTests(unittest.TestCase):
             plain = [(n, p) for n, p in model.named_parameters() if n.endswith("bias")]
             if not named:
                 decay, plain = [p for _, p in decay], [p for _, p in plain]
-            return [{"params": decay}, {"params": plain, "weight_decay": 0.0, "lr": 0.05}]
+            return [{"params": plain, "weight_decay": 0.0, "lr": 0.05}, {"params": decay}]
 
         torch_opt = torch.optim.Adam(groups(reference, False), lr=0.01, weight_decay=0.1,
                                      amsgrad=True)
@@ -159,7 +159,7 @@ class RemoteOptimizerTests(unittest.TestCase):
         self.assertEqual(description["param_groups"][0]["tensors"], ["0.bias", "2.bias"])
         train(reference, torch_opt, 20, x, y)
         train(remote, paramd_opt, 20, x, y)
-        # torch orders parameters by group: weights, then biases.
+        # torch numbers parameters by group: biases, then weights.
         expected = [p for g in torch_opt.param_groups for p in g["params"]]
         got = [p for g in paramd_opt.param_groups for p in g["params"]]
         for p, q in zip(expected, got):

@@ -110,6 +110,13 @@ class RemoteOptimizer(torch.optim.Optimizer):
         super().__init__(torch_groups, defaults)
         self._named = [pair for _, named in groups for pair in named]
         self._group_sets_lr = ["lr" in overrides for overrides, _ in groups]
+        # Each group's index among the model's "param_groups" (the groups with
+        # hyperparameters of their own), None for the optimizer's defaults.
+        self._server_groups, count = [], 0
+        for overrides, _ in groups:
+            self._server_groups.append(count if overrides else None)
+            count += bool(overrides)
+        self._group_sizes = [len(named) for _, named in groups]
         self._by_name = dict(self._named)
         if len(self._by_name) != len(self._named):
             raise ValueError("two parameters have the same name")
@@ -255,7 +262,8 @@ class RemoteOptimizer(torch.optim.Optimizer):
         """The server-side optimizer state in torch's layout: {"state": {index:
         {"step": tensor, slot: tensor, ...}}, "param_groups": [{"params":
         [indices], hyperparameters...}]}, with the parameters numbered in
-        this optimizer's order, plus "paramd": {"model", "step"}.  Reads
+        this optimizer's order and its groups in its order, plus "paramd":
+        {"model", "step", "optimizer"}.  Reads
         each slot with GET /v1/models/{model}/state (HTTP), so the client
         needs an HTTP address."""
         description = self.client.describe(self.model)
@@ -271,16 +279,14 @@ class RemoteOptimizer(torch.optim.Optimizer):
             for slot in tensors[name].get("state", []):
                 entry[slot] = _state_tensor(arrays[slot][name], list(parameter.shape), slot)
             state[index] = entry
-        groups = description.get("param_groups", [])
-        hyper = {k: v for k, v in description.get("optimizer", {}).items() if k != "name"}
-        torch_groups = [dict(hyper, params=[])] + [dict({k: v for k, v in g.items()
-                                                         if k != "tensors"}, params=[])
-                                                   for g in groups]
-        for index, (name, _) in enumerate(self._named):
-            group = tensors[name].get("param_group", -1)
-            torch_groups[group + 1]["params"].append(index)
-        if not torch_groups[0]["params"] and len(torch_groups) > 1:
-            torch_groups.pop(0)
+        server_groups = description.get("param_groups", [])
+        defaults = {k: v for k, v in description.get("optimizer", {}).items() if k != "name"}
+        torch_groups, index = [], 0
+        for server_index, size in zip(self._server_groups, self._group_sizes):
+            hyper = defaults if server_index is None else {
+                k: v for k, v in server_groups[server_index].items() if k != "tensors"}
+            torch_groups.append(dict(hyper, params=list(range(index, index + size))))
+            index += size
         return {"state": state, "param_groups": torch_groups,
                 "paramd": {"model": self.model, "step": description.get("step", 0),
                            "optimizer": description.get("optimizer", {}).get("name")}}
