@@ -13,12 +13,21 @@ WORKERS = 4
 SHARDS = 2
 
 OPTIMIZER = {
-    # Asynchronous workers each take a step: the usual lr.
-    "async": {"name": "AdamW", "lr": 2e-3, "weight_decay": 1e-4},
+    # Asynchronous workers each take a step: 4 steps per round of batches.
+    "async": {"name": "AdamW", "lr": 4e-3, "weight_decay": 1e-4},
     # One step per round of 4 averaged gradients (a batch of 128): a larger lr.
-    "sync": {"name": "AdamW", "lr": 6e-3, "weight_decay": 1e-4},
-    "ssp": {"name": "AdamW", "lr": 2e-3, "weight_decay": 1e-4},
+    "sync": {"name": "AdamW", "lr": 8e-3, "weight_decay": 1e-4},
+    "ssp": {"name": "AdamW", "lr": 4e-3, "weight_decay": 1e-4},
 }
+
+
+def schedule(mode, steps_per_worker, workers):
+    """The lr decays to 0 along a cosine over the model's steps (the server
+    counts them: every push in async and ssp, one per round in sync)."""
+    steps = steps_per_worker * (1 if mode == "sync" else workers)
+    return {"name": "CosineAnnealingLR", "T_max": steps}
+
+
 CONSISTENCY = {
     "async": None,
     "sync": {"mode": "sync", "workers": WORKERS, "timeout": 60},

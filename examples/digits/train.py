@@ -114,6 +114,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     args.out = os.path.abspath(args.out)
     directory = os.path.join(args.out, "cluster")
+    cluster("stop", directory)             # a previous run's, if it was interrupted
     base = free_base_port(args.shards)
     shard_map = cluster("start", directory, str(args.shards), "--base-port", str(base),
                         "--split-threshold", str(common.SPLIT_THRESHOLD))

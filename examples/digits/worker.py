@@ -34,6 +34,8 @@ def train(args, mode, x, y, batches):
     model = common.mlp(torch)
     optimizer = RemoteOptimizer(model.named_parameters(), shard_map=args.shard_map,
                                 model="digits-" + mode, optimizer=common.OPTIMIZER[mode],
+                                schedule=common.schedule(mode, args.epochs * batches,
+                                                         args.workers),
                                 consistency=common.CONSISTENCY[mode],
                                 worker="worker-%d" % args.index)
     loss_fn = torch.nn.CrossEntropyLoss()
