@@ -9,6 +9,10 @@
 #   make test       build and run every test (unit, conformance, integration)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
 #   make bench      build and run paramd-bench (bench/shard-bench.sh: the sharded client)
+#   make demo       distributed training of an MLP on scikit-learn's digits: 4 worker
+#                   processes (paramd.torch.RemoteOptimizer) against 2 shards, async,
+#                   sync and ssp; writes $(BUILD)/demo/modes.png and prints each mode's
+#                   test accuracy (installs python3-sklearn and python3-matplotlib)
 #   make goldens    regenerate the PyTorch golden files (needs python3-torch)
 #   make fuzz       fuzz the binary protocol's decoders with libFuzzer (clang) for
 #                   FUZZ_SECONDS (default 60); crashes land in tests/fuzz/crashes/,
@@ -79,7 +83,7 @@ CLIENT_OUTPUTS = $(BUILD)/libparamd.a $(BUILD)/libparamd.so.0 $(BUILD)/libparamd
 DEPS_STAMP = build/.deps-installed
 
 .PHONY: all run test unit-test integration-test bench goldens deps clean fuzz fuzz-corpus \
-        install FORCE
+        install demo FORCE
 all: $(BUILD)/paramd $(CLIENT_OUTPUTS)
 
 # Installs missing Debian packages once (again whenever the script changes).
@@ -187,6 +191,11 @@ bench: $(BUILD)/paramd-bench $(BUILD)/paramd $(BUILD)/paramd-shard-bench
 # shards); like the example, it sees only the public headers.
 $(BUILD)/paramd-shard-bench: bench/shard_bench.c $(BUILD)/libparamd.a | $(DEPS_STAMP)
 	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) $(LIBS_LIB)
+
+demo: $(BUILD)/paramd
+	@sh deploy/install-deps.sh --demo
+	PARAMD_BINARY=$(BUILD)/paramd $(PYTHON) examples/digits/train.py --out $(BUILD)/demo \
+	    --plot $(BUILD)/demo/modes.png
 
 BENCH_SOURCES = bench/paramd-bench.c bench/http_bench.c bench/net_bench.c
 $(BUILD)/paramd-bench: $(BENCH_SOURCES) bench/http_bench.h bench/net_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
