@@ -295,6 +295,49 @@ class RemoteOptimizerTests(unittest.TestCase):
         self.assert_same_parameters(reference, models[1])
         self.assertEqual(optimizers[0].last_result.step, 10)
 
+    def test_lbfgs_closure_steps_follow_torch(self):
+        """torch.optim.LBFGS and paramd's server-side LBFGS, both driven by
+        the same closure (a least-squares fit of a linear layer): the same
+        closure calls per step and the same weights (to 1e-4: torch dots
+        its parameters as one vector, paramd tensor by tensor)."""
+        generator = torch.Generator().manual_seed(7)
+        x, w_true = torch.randn(32, 5, generator=generator), torch.randn(3, 5, generator=generator)
+        y = x @ w_true.t() + 0.05 * torch.randn(32, 3, generator=generator)
+        for line_search in (None, "strong_wolfe"):
+            keywords = {"lr": 0.5, "history_size": 4, "max_iter": 4}
+            if line_search:
+                keywords["line_search_fn"] = line_search
+            torch.manual_seed(3)
+            local = torch.nn.Linear(5, 3)
+            torch.manual_seed(3)
+            remote_model = torch.nn.Linear(5, 3)
+            reference = torch.optim.LBFGS(local.parameters(), **keywords)
+            remote = self.remote(remote_model, self.name("_" + str(line_search)),
+                                 dict(keywords, name="LBFGS"))
+            calls = {"local": 0, "remote": 0}
+
+            def closure_for(model, optimizer, key):
+                def closure():
+                    calls[key] += 1
+                    optimizer.zero_grad()
+                    loss = ((model(x) - y) ** 2).mean()
+                    loss.backward()
+                    return loss
+                return closure
+
+            for step in range(3):
+                before = dict(calls)
+                first_local = reference.step(closure_for(local, reference, "local"))
+                first_remote = remote.step(closure_for(remote_model, remote, "remote"))
+                self.assertEqual(calls["local"] - before["local"],
+                                 calls["remote"] - before["remote"],
+                                 "%s step %d: closure calls differ" % (line_search, step))
+                self.assertAlmostEqual(float(first_local), float(first_remote), places=5)
+                for p, q in zip(local.parameters(), remote_model.parameters()):
+                    self.assertTrue(torch.allclose(p, q, rtol=1e-4, atol=1e-5),
+                                    "%s step %d: %s vs %s" % (line_search, step, p, q))
+            self.assertLess(float(((remote_model(x) - y) ** 2).mean()), 0.01)
+
 
 if __name__ == "__main__":
     unittest.main()

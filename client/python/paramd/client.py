@@ -101,11 +101,13 @@ class PushResult:
     rate used, `grad_norm` the norm before clipping (NaN when the model does
     not clip by norm), `loss_scale` (NaN without one), `skipped`,
     `accumulated`, `dropped` (sync: too late for its step), `staleness`
-    (HTTP replies only, else None), and `weights` ({tensor: float32 array},
-    for pushpull; {} for push)."""
+    (HTTP replies only, else None), `evaluate` (LBFGS models: the weights
+    are the next point to evaluate and the step goes on; False once the
+    step is done and the weights are its result), and `weights` ({tensor:
+    float32 array}, for pushpull; {} for push)."""
 
     __slots__ = ("step", "steps", "lr", "grad_norm", "loss_scale", "skipped", "accumulated",
-                 "dropped", "staleness", "weights", "sent_grad_norm")
+                 "dropped", "staleness", "weights", "sent_grad_norm", "evaluate")
 
     def __repr__(self):
         return ("PushResult(step=%d, lr=%r, grad_norm=%r, skipped=%r, weights=%s)"
@@ -115,7 +117,7 @@ class PushResult:
 class _Reply:
     """One shard's push reply."""
     __slots__ = ("step", "lr", "grad_norm", "loss_scale", "skipped", "accumulated", "dropped",
-                 "staleness", "weights")
+                 "staleness", "weights", "evaluate")
 
 
 class _Gathered:
@@ -734,6 +736,7 @@ class Client:
             result.skipped = any(r.skipped for r in replies.values())
             result.accumulated = any(r.accumulated for r in replies.values())
             result.dropped = any(r.dropped for r in replies.values())
+            result.evaluate = any(r.evaluate for r in replies.values())
             stale = [r.staleness for r in replies.values() if r.staleness is not None]
             result.staleness = max(stale) if stale else None
             result.sent_grad_norm = grad_norm
@@ -769,6 +772,7 @@ class Client:
                 reply.grad_norm, reply.loss_scale = raw["grad_norm"], raw["loss_scale"]
                 reply.skipped, reply.accumulated = raw["skipped"], raw["accumulated"]
                 reply.dropped, reply.staleness = raw["dropped"], None
+                reply.evaluate = raw["evaluate"]
                 reply.weights = {names[i]: dtypes.decode(item.data, item.dtype)
                                  for i, item in enumerate(raw["items"])}
                 info.note_step(shard.id, reply.step)
@@ -797,6 +801,7 @@ class Client:
             reply.accumulated = bool(accumulated) and any(
                 i < raw.get("of", 1) for i in accumulated.values())
             reply.dropped = bool(raw.get("dropped", False))
+            reply.evaluate = not raw.get("lbfgs", {}).get("step_done", True)
             reply.staleness = raw.get("staleness")
             reply.weights = {name: _from_b64(value, "weights." + name)
                              for name, value in raw.get("weights", {}).items()}

@@ -31,7 +31,7 @@ DTYPE_NAMES = {FLOAT32: "float32", FLOAT16: "float16", BFLOAT16: "bfloat16"}
 DTYPE_CODES = {name: code for code, name in DTYPE_NAMES.items()}
 
 PUSH_HAS_LOSS, PUSH_HAS_GRAD_NORM, PUSH_HAS_VERSION = 1, 2, 4
-PUSH_SKIPPED, PUSH_ACCUMULATED, PUSH_DROPPED = 1, 2, 4
+PUSH_SKIPPED, PUSH_ACCUMULATED, PUSH_DROPPED, PUSH_EVALUATE = 1, 2, 4, 8
 
 Header = collections.namedtuple("Header", "version opcode length request_id")
 Item = collections.namedtuple("Item", "tensor_id dtype offset count data")
@@ -219,7 +219,7 @@ def decode_push_reply(payload, copy=True):
     step, lr, grad_norm, loss_scale, flags, count = r.unpack("<QdddII", "PUSH reply")
     return {"step": step, "lr": lr, "grad_norm": grad_norm, "loss_scale": loss_scale,
             "skipped": bool(flags & PUSH_SKIPPED), "accumulated": bool(flags & PUSH_ACCUMULATED),
-            "dropped": bool(flags & PUSH_DROPPED),
+            "dropped": bool(flags & PUSH_DROPPED), "evaluate": bool(flags & PUSH_EVALUATE),
             "items": r.items(count, copy=copy)}
 
 

@@ -93,10 +93,10 @@ class RemoteOptimizer(torch.optim.Optimizer):
     (default: the parameters' own 16-bit type, else float32).
     """
 
-    # Optimizers whose step needs the closure several times (SAM's two
-    # phases, L-BFGS's line search) register a method here: name -> method
-    # (self, closure) -> loss.  The server has none of them yet.
-    _closure_steps = {}
+    # Optimizers whose step needs the closure several times register a
+    # method here: name -> method (self, closure) -> loss.  LBFGS is one
+    # (below); SAM's two phases would be another.
+    _closure_steps = {"LBFGS": lambda self, closure: self._lbfgs_step(closure)}
 
     def __init__(self, params, *, address=None, shard_map=None, http=None, client=None,
                  model, optimizer, schedule=None, clip=None, consistency=None, worker=None,
@@ -244,6 +244,28 @@ class RemoteOptimizer(torch.optim.Optimizer):
                 result = closure()
         self.push(loss if loss is not None else result)
         return result
+
+    def _lbfgs_step(self, closure):
+        """torch.optim.LBFGS.step(closure) with the server running the
+        algorithm: every closure call's loss and gradients go to the server,
+        which answers with the next point to evaluate (written into the
+        parameters) until the step is done; the parameters then hold the
+        step's result.  Returns the first closure call's loss, as torch."""
+        if closure is None:
+            raise RuntimeError("LBFGS needs a closure that reevaluates the model and returns "
+                               "the loss, as torch.optim.LBFGS.step does")
+        first = None
+        while True:
+            with torch.enable_grad():
+                loss = closure()
+            if first is None:
+                first = loss
+            for _, parameter in self._named:
+                if parameter.grad is None:  # LBFGS takes every gradient, as torch's zeros
+                    parameter.grad = torch.zeros_like(parameter)
+            result = self.push(loss)
+            if not result.evaluate:
+                return first
 
     def pull(self):
         """Copies the server's current weights into the parameters."""
