@@ -24,7 +24,7 @@ endif
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PACKAGES = libmicrohttpd jansson openblas libuv
+PACKAGES = libmicrohttpd jansson openblas libuv zlib
 PYTHON = /usr/bin/python3
 
 # -std=c11 also makes gcc round every float operation separately
@@ -61,6 +61,9 @@ deps: $(DEPS_STAMP)
 $(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -MMD -MP -c $< -o $@
+
+# The dashboard page is embedded with .incbin, which -MMD does not see.
+$(BUILD)/obj/server/dashboard.o: server/dashboard/index.html
 
 $(BUILD)/libparamd-server.a: $(SERVER_OBJECTS) $(PROTO_OBJECTS)
 	@rm -f $@

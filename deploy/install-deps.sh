@@ -13,8 +13,11 @@
 # command to run and fails.
 set -eu
 
-BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev check"
-TEST_PACKAGES="python3 curl"
+BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev zlib1g-dev check"
+# prometheus (a real server scraping /metrics, and its promtool linter) and
+# chromium (headless, loading the dashboard) are for the integration tests;
+# fonts-dejavu-core gives the dashboard screenshot its text.
+TEST_PACKAGES="python3 curl prometheus chromium fonts-dejavu-core"
 GOLDEN_PACKAGES="python3-torch python3-numpy"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
 

@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include "log.h"
+#include "stats.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -82,6 +83,7 @@ static void model_free(paramd__model *model)
         paramd__tensor_destroy(model->tensors[i]);
     }
     free(model->extras);
+    paramd__model_stats_destroy(model->stats);
     free(model->tensors);
     free(model->schedules);
     pthread_mutex_destroy(&model->schedule_lock);
@@ -121,7 +123,9 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     model->name = strdup(spec->name);
     model->tensors = calloc(spec->tensor_count, sizeof *model->tensors);
     model->extras = calloc(spec->tensor_count, sizeof *model->extras);
-    if (model->name == NULL || model->tensors == NULL || model->extras == NULL)
+    model->stats = paramd__model_stats_create(spec->tensor_count); /* issue 8 */
+    if (model->name == NULL || model->tensors == NULL || model->extras == NULL ||
+        model->stats == NULL)
         goto out_of_memory;
     model->optimizer = spec->optimizer;
     model->clip = spec->clip;

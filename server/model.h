@@ -99,6 +99,9 @@ typedef struct paramd__model {
     pthread_mutex_t loss_scale_lock;
     paramd__tensor_extra *extras;            /* tensor_count entries */
     paramd__nonfinite_counters nonfinite_counts;
+    /* Issue 8: training statistics, history and checkpoint outcomes
+     * (stats.h), owned by the model; never NULL once created. */
+    struct paramd__model_stats *stats;
 } paramd__model;
 
 /* How one tensor of a new model gets its initial values: `values` when

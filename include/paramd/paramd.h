@@ -43,7 +43,9 @@ extern "C" {
     XX(BAD_FRAME,          -18, "bad_frame",           "binary protocol frame is malformed") \
     XX(HELLO_REQUIRED,     -19, "hello_required",      "the first request must be HELLO") \
     XX(UNSUPPORTED_VERSION,-20, "unsupported_version", "no protocol version in common") \
-    XX(BAD_RANGE,          -21, "bad_range",           "range is outside the tensor or does not cover it")
+    XX(BAD_RANGE,          -21, "bad_range",           "range is outside the tensor or does not cover it") \
+    XX(CHECKPOINT_FAILED,  -22, "checkpoint_failed",   "a checkpoint could not be written or read") \
+    XX(CHECKPOINT_CORRUPT, -23, "checkpoint_corrupt",  "a checkpoint file is damaged or inconsistent")
 
 typedef enum paramd_error_code {
     PARAMD_OK = 0,
