@@ -960,8 +960,42 @@ int paramd__checkpoint_model(paramd__checkpointer *checkpointer, paramd__model *
     return result;
 }
 
+static bool checkpointer_unchanged(paramd__model *model, uint64_t print)
+{
+    pthread_mutex_lock(&model->stats->lock);
+    bool unchanged = model->stats->checkpoint_time > 0 && model->stats->checkpoint_fingerprint == print;
+    pthread_mutex_unlock(&model->stats->lock);
+    return unchanged;
+}
+
+/* What a model's checkpoint depends on, cheaply: pushes accepted (every
+ * change of weights, state, steps, schedules or loss scale comes from one),
+ * non-finite refusals (they change counters) and the configuration's JSON
+ * (PATCH).  Equal fingerprints mean nothing to write. */
+static uint64_t fingerprint(paramd__model *model)
+{
+    pthread_rwlock_rdlock(&model->config_lock);
+    json_t *config = paramd__checkpoint_config_json(model);
+    pthread_rwlock_unlock(&model->config_lock);
+    char *text = config ? json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(config);
+    uint64_t crc = text ? crc32(0L, (const Bytef *)text, (uInt)strlen(text)) : 0;
+    free(text);
+    return crc << 32 ^ (atomic_load(&model->stats->pushes) * 0x9e3779b97f4a7c15ull) ^
+           atomic_load(&model->nonfinite_counts.refused) ^ (text ? 0 : 1);
+}
+
+static int checkpoint_models(paramd__checkpointer *checkpointer, bool only_changed,
+                             json_t **info_out, paramd__error *error);
+
 int paramd__checkpoint_all(paramd__checkpointer *checkpointer, json_t **info_out,
                            paramd__error *error)
+{
+    return checkpoint_models(checkpointer, false, info_out, error);
+}
+
+static int checkpoint_models(paramd__checkpointer *checkpointer, bool only_changed,
+                             json_t **info_out, paramd__error *error)
 {
     size_t count = 0;
     paramd__model **models = paramd__registry_list(&checkpointer->server->registry, &count);
@@ -970,7 +1004,17 @@ int paramd__checkpoint_all(paramd__checkpointer *checkpointer, json_t **info_out
     for (size_t i = 0; i < count; i++) {
         json_t *info = NULL;
         paramd__error model_error = {0};
+        uint64_t print = fingerprint(models[i]);
+        if (only_changed && checkpointer_unchanged(models[i], print)) {
+            paramd__model_release(models[i]);
+            continue;
+        }
         int result = paramd__checkpoint_model(checkpointer, models[i], &info, &model_error);
+        if (result == PARAMD_OK) {
+            pthread_mutex_lock(&models[i]->stats->lock);
+            models[i]->stats->checkpoint_fingerprint = print;
+            pthread_mutex_unlock(&models[i]->stats->lock);
+        }
         if (result == PARAMD_OK) {
             json_array_append_new(written, info);
         } else if (result != PARAMD_E_MODEL_NOT_FOUND) {
@@ -1160,7 +1204,7 @@ static void *checkpoint_thread(void *argument)
             break;
         pthread_mutex_unlock(&checkpointer->thread_lock);
         paramd__error error = {0};
-        paramd__checkpoint_all(checkpointer, NULL, &error);
+        checkpoint_models(checkpointer, true, NULL, &error);
         pthread_mutex_lock(&checkpointer->thread_lock);
     }
     pthread_mutex_unlock(&checkpointer->thread_lock);

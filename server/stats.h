@@ -80,6 +80,7 @@ typedef struct paramd__model_stats {
     double checkpoint_time;    /* its Unix time (0: none yet), */
     uint64_t checkpoint_bytes; /* and the file's size */
     uint64_t checkpoint_step;  /* the model's step it recorded */
+    uint64_t checkpoint_fingerprint; /* checkpoint.c: what it recorded, to skip unchanged models */
     char checkpoint_error[PARAMD__ERROR_MESSAGE_SIZE]; /* the last failure's message, empty if none since */
     paramd__history_point history[PARAMD__HISTORY_LENGTH];
     size_t history_start, history_count; /* a ring */
