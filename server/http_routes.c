@@ -544,7 +544,7 @@ static void handle_history(const paramd__http_request *request, const char *mode
         since = strtod(since_text, &end);
         if (since_text[0] == '\0' || *end != '\0' || !isfinite(since)) {
             respond_error(response, PARAMD_E_BAD_REQUEST,
-                          "since: must be a Unix time in seconds, got \"%.100s\"", since_text);
+                          "since: must be a Unix time in milliseconds, got \"%.100s\"", since_text);
             return;
         }
     }

@@ -271,9 +271,10 @@ json_t *paramd__stats_history_json(paramd__model *model, double since)
     for (size_t k = 0; k < stats->history_count; k++) {
         const paramd__history_point *point =
             &stats->history[(stats->history_start + k) % PARAMD__HISTORY_LENGTH];
-        if (point->time <= since)
+        json_int_t milliseconds = (json_int_t)(point->time * 1000.0);
+        if ((double)milliseconds <= since)
             continue;
-        json_array_append_new(time, json_real(point->time));
+        json_array_append_new(time, json_integer(milliseconds));
         json_array_append_new(step, json_integer((json_int_t)point->step));
         json_array_append_new(lr, number(point->lr));
         json_array_append_new(loss, number(point->loss));
@@ -287,7 +288,7 @@ json_t *paramd__stats_history_json(paramd__model *model, double since)
     /* Columns, one array per series, as plotting code wants them. */
     return json_pack("{s:s,s:f,s:I,s:{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}}", "model",
                      model->name, "interval_seconds", 1.0, "length",
-                     (json_int_t)PARAMD__HISTORY_LENGTH, "points", "time", time, "step", step,
+                     (json_int_t)PARAMD__HISTORY_LENGTH, "points", "time_ms", time, "step", step,
                      "lr", lr, "loss", loss, "loss_ema", loss_ema, "grad_norm", grad_norm,
                      "update_ratio", ratio, "pushes_per_second", throughput, "staleness",
                      staleness);

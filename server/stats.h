@@ -160,8 +160,10 @@ void paramd__stats_record_history(struct paramd__server *server);
 /* GET /v1/models/{model}/stats: norms and state summaries, computed now. */
 json_t *paramd__stats_json(struct paramd__model *model);
 
-/* GET /v1/models/{model}/history: {"model", "interval_seconds", "points": [...]},
- * the points after Unix time `since` (0: all). */
+/* GET /v1/models/{model}/history: {"model", "interval_seconds", "length",
+ * "points": {"time_ms": [...], "step": [...], "lr": [...], ...}}, one array
+ * per series (null where a value is not known yet), the points after Unix
+ * time `since` in milliseconds (0: all). */
 json_t *paramd__stats_history_json(struct paramd__model *model, double since);
 
 /* Starts and stops the thread that records history once a second. */

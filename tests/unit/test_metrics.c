@@ -320,7 +320,7 @@ START_TEST(test_push_statistics)
     paramd__stats_record_history(&server);
     json_t *history = paramd__stats_history_json(model, 0);
     json_t *points = json_object_get(history, "points");
-    ck_assert_uint_eq(json_array_size(json_object_get(points, "time")), 2);
+    ck_assert_uint_eq(json_array_size(json_object_get(points, "time_ms")), 2);
     ck_assert_double_eq(json_real_value(json_array_get(json_object_get(points, "loss"), 1)), 1.0);
     ck_assert(json_is_null(json_array_get(json_object_get(points, "staleness"), 0)));
     json_decref(history);
