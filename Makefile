@@ -5,6 +5,7 @@
 #   make test       build and run every test (unit, conformance, integration)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
 #   make bench      build and run paramd-bench
+#   make bench-checkpoint   checkpoint time of 64M AdamW parameters, stats cost per push
 #   make goldens    regenerate the PyTorch golden files (needs python3-torch)
 #   make fuzz       fuzz the binary protocol's decoders with libFuzzer (clang) for
 #                   FUZZ_SECONDS (default 60); crashes land in tests/fuzz/crashes/,
@@ -48,7 +49,7 @@ UNIT_BINARIES = $(UNIT_SOURCES:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEPS_STAMP = build/.deps-installed
 
-.PHONY: all run test unit-test integration-test bench goldens deps clean fuzz fuzz-corpus
+.PHONY: all run test unit-test integration-test bench bench-checkpoint goldens deps clean fuzz fuzz-corpus
 all: $(BUILD)/paramd
 
 # Installs missing Debian packages once (again whenever the script changes).
@@ -90,6 +91,13 @@ BENCH_SOURCES = bench/paramd-bench.c bench/http_bench.c bench/net_bench.c
 $(BUILD)/paramd-bench: $(BENCH_SOURCES) bench/http_bench.h bench/net_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -Ibench -o $@ $(BENCH_SOURCES) \
 	    $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_SERVER)
+
+# Checkpoint and statistics costs (docs/PERFORMANCE.md): 64M AdamW parameters.
+$(BUILD)/checkpoint-bench: bench/checkpoint_bench.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -o $@ $< $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_SERVER)
+
+bench-checkpoint: $(BUILD)/checkpoint-bench
+	$(BUILD)/checkpoint-bench
 
 goldens:
 	sh deploy/install-deps.sh --goldens

@@ -979,10 +979,12 @@ static uint64_t fingerprint(paramd__model *model)
     pthread_rwlock_unlock(&model->config_lock);
     char *text = config ? json_dumps(config, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     json_decref(config);
-    uint64_t crc = text ? crc32(0L, (const Bytef *)text, (uInt)strlen(text)) : 0;
+    /* Without the text (out of memory), a fingerprint that never matches. */
+    uint64_t crc = text ? crc32(0L, (const Bytef *)text, (uInt)strlen(text))
+                        : (uint64_t)atomic_load(&model->stats->checkpoints_ok) + 0x5bd1e995u;
     free(text);
     return crc << 32 ^ (atomic_load(&model->stats->pushes) * 0x9e3779b97f4a7c15ull) ^
-           atomic_load(&model->nonfinite_counts.refused) ^ (text ? 0 : 1);
+           atomic_load(&model->nonfinite_counts.refused);
 }
 
 static int checkpoint_models(paramd__checkpointer *checkpointer, bool only_changed,

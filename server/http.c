@@ -58,6 +58,8 @@ unsigned paramd__http_status_for(int code)
     case PARAMD_E_UNAVAILABLE:
         return 503;
     case PARAMD_E_INTERNAL:
+    case PARAMD_E_CHECKPOINT_FAILED:
+    case PARAMD_E_CHECKPOINT_CORRUPT:
         return 500;
     default:
         return 400;
