@@ -4,6 +4,7 @@
 
 #include "core.h"
 #include "log.h"
+#include "tensor.h"
 
 #include <errno.h>
 #include <math.h>
@@ -96,22 +97,48 @@ static double sum_of_squares(const float *values, size_t count)
     return (a + b) + (c + d);
 }
 
+/* sum((a[i] - b[i])^2) with the same four accumulators. */
+static double sum_of_squared_differences(const float *a, const float *b, size_t count)
+{
+    double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i = 0;
+    for (; i + 4 <= count; i += 4) {
+        double d0 = (double)a[i] - b[i], d1 = (double)a[i + 1] - b[i + 1];
+        double d2 = (double)a[i + 2] - b[i + 2], d3 = (double)a[i + 3] - b[i + 3];
+        s0 += d0 * d0;
+        s1 += d1 * d1;
+        s2 += d2 * d2;
+        s3 += d3 * d3;
+    }
+    for (; i < count; i++) {
+        double d = (double)a[i] - b[i];
+        s0 += d * d;
+    }
+    return (s0 + s1) + (s2 + s3);
+}
+
 void paramd__stats_sample_gradient(paramd__stats_sample *sample, const float *grad, size_t count)
 {
+    double started = paramd__metrics_now();
     double squares = sum_of_squares(grad, count);
+    sample->seconds += paramd__metrics_now() - started;
     sample->tensor_grad_norm = sqrt(squares);
     sample->grad_squares += squares;
 }
 
 void paramd__stats_sample_before_step(paramd__stats_sample *sample, const paramd__tensor *tensor)
 {
+    double started = paramd__metrics_now();
     if (sample->before_count < tensor->count) {
-        free(sample->before);
-        sample->before = malloc(tensor->count * sizeof(float));
+        /* Large buffers come from mmap with huge pages (tensor.h), which
+         * fault in far faster than malloc's. */
+        paramd__float_array_free(sample->before, sample->before_count);
+        sample->before = paramd__float_array_alloc(tensor->count);
         sample->before_count = sample->before ? tensor->count : 0;
     }
     if (sample->before)
         memcpy(sample->before, tensor->values, tensor->count * sizeof(float));
+    sample->seconds += paramd__metrics_now() - started;
 }
 
 void paramd__stats_sample_after_step(paramd__stats_sample *sample, paramd__model *model,
@@ -119,11 +146,9 @@ void paramd__stats_sample_after_step(paramd__stats_sample *sample, paramd__model
 {
     if (sample->before == NULL || sample->before_count < tensor->count)
         return;
-    double update = 0, weights = sum_of_squares(tensor->values, tensor->count);
-    for (size_t i = 0; i < tensor->count; i++) {
-        double delta = (double)tensor->values[i] - sample->before[i];
-        update += delta * delta;
-    }
+    double started = paramd__metrics_now();
+    double weights = sum_of_squares(tensor->values, tensor->count);
+    double update = sum_of_squared_differences(tensor->values, sample->before, tensor->count);
     sample->update_squares += update;
     sample->weight_squares += weights;
     paramd__tensor_stats *record = &model->stats->tensors[tensor->position];
@@ -131,15 +156,26 @@ void paramd__stats_sample_after_step(paramd__stats_sample *sample, paramd__model
     record->update_norm = sqrt(update);
     record->weight_norm = sqrt(weights);
     record->sampled_step = tensor->step;
+    sample->seconds += paramd__metrics_now() - started;
 }
 
 void paramd__stats_after_push(paramd__model *model, paramd__stats_sample *sample, int result,
                               double loss, const paramd__push_outcome *outcome,
                               const paramd__tensor_io *items, size_t item_count)
 {
-    free(sample->before);
+    paramd__float_array_free(sample->before, sample->before_count);
     sample->before = NULL;
+    sample->before_count = 0;
     paramd__model_stats *stats = model->stats;
+    if (sample->active) {
+        /* Hold the next sample back in proportion to what this one cost. */
+        int_fast64_t later = monotonic_ns() +
+                             (int_fast64_t)(sample->seconds * PARAMD__STATS_SAMPLE_DUTY * 1e9);
+        int_fast64_t due = atomic_load(&stats->next_sample_ns);
+        while (later > due &&
+               !atomic_compare_exchange_weak(&stats->next_sample_ns, &due, later)) {
+        }
+    }
     if (result != PARAMD_OK) {
         /* Non-finite refusals have their own counter (nonfinite_counts). */
         if (result != PARAMD_E_NON_FINITE)

@@ -17,7 +17,10 @@
  * does the push measure, per tensor it steps, the L2 norm of the gradient
  * (after unscaling and the non-finite stage, before clipping), of the
  * update (new weights minus old, which needs a copy of the old weights)
- * and of the new weights.  Every other push costs two clock reads and a few
+ * and of the new weights; and the next sample waits at least 19 times as
+ * long as that measuring took (PARAMD__STATS_SAMPLE_DUTY), so that for a
+ * large model, whose pushes take longer than the interval, sampling stays
+ * under about 5% of the push time.  Every other push costs two clock reads and a few
  * uncontended atomic and mutex operations.  When the model clips by norm,
  * or the client sends grad_norm, the gradient norm of every push is known
  * for free and is used instead.  GET /stats adds norms of the current
@@ -122,7 +125,14 @@ typedef struct paramd__stats_sample {
     double update_squares;
     double weight_squares;
     double tensor_grad_norm; /* of the tensor between the two calls below */
+    double seconds;          /* time spent measuring, to bound the overhead */
 } paramd__stats_sample;
+
+/* A sampled push of a large model costs several passes over its memory; the
+ * next sample waits at least this many times as long as measuring took, so
+ * sampling never takes more than about 1 / (1 + this) of a push stream's
+ * time (5%), whatever the interval. */
+#define PARAMD__STATS_SAMPLE_DUTY 19
 
 /* Decides whether this push is sampled (at most one per interval). */
 void paramd__stats_sample_begin(struct paramd__model *model, paramd__stats_sample *sample);
