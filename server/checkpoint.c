@@ -22,7 +22,7 @@
 #include <zlib.h>
 
 #define CHECKPOINT_SUFFIX ".safetensors"
-#define PREV_SUFFIX ".prev.safetensors"
+#define PREV_SUFFIX ".safetensors.prev"
 #define CORRUPT_SUFFIX ".safetensors.corrupt"
 #define FORMAT_NAME "paramd-checkpoint"
 #define FORMAT_VERSION "1"
@@ -1136,16 +1136,20 @@ int paramd__checkpoint_restore_all(paramd__checkpointer *checkpointer, paramd__e
     while ((entry = readdir(directory)) != NULL) {
         const char *file = entry->d_name;
         char path[PATH_MAX + 300];
-        if (file[0] == '.' && ends_with(file, ".tmp")) {
+        if ((file[0] == '.' && ends_with(file, ".tmp")) || ends_with(file, PREV_SUFFIX ".link")) {
             snprintf(path, sizeof path, "%s/%s", checkpointer->directory, file);
             if (unlink(path) == 0)
                 paramd__log_warn("removed %s, a checkpoint left incomplete by a crash", path);
             continue;
         }
-        if (file[0] == '.' || !ends_with(file, CHECKPOINT_SUFFIX))
+        /* M.safetensors and M.safetensors.prev name model M (a model named
+         * "x.prev" has x.prev.safetensors, which no other model's files can be). */
+        const char *suffix = ends_with(file, CHECKPOINT_SUFFIX) ? CHECKPOINT_SUFFIX
+                             : ends_with(file, PREV_SUFFIX)     ? PREV_SUFFIX
+                                                                : NULL;
+        if (file[0] == '.' || suffix == NULL)
             continue;
-        size_t length = strlen(file) - strlen(ends_with(file, PREV_SUFFIX) ? PREV_SUFFIX
-                                                                           : CHECKPOINT_SUFFIX);
+        size_t length = strlen(file) - strlen(suffix);
         char name[256];
         if (length == 0 || length >= sizeof name)
             continue;

@@ -15,7 +15,7 @@
  * for that memory copy, so the copy is one consistent state of the whole
  * model (weights, state, steps, schedules, loss scale agree); then it
  * writes DIR/.M.safetensors.tmp outside every lock (pushes go on), fsyncs
- * it, keeps the current file as DIR/M.prev.safetensors (a hard link, then a
+ * it, keeps the current file as DIR/M.safetensors.prev (a hard link, then a
  * rename, so M.safetensors never disappears), renames the new file over
  * M.safetensors and fsyncs the directory.  One checkpoint is written at a
  * time.  The copy needs as much memory as the model while it is written.
@@ -24,7 +24,7 @@
  * header, offsets, the config and training state, every tensor present with
  * the right shape) and loaded.  Policy for a damaged file: the server logs
  * an error naming the file and what is wrong, moves it aside to
- * M.safetensors.corrupt, and loads M.prev.safetensors instead with a
+ * M.safetensors.corrupt, and loads M.safetensors.prev instead with a
  * warning naming the step it goes back to; when that is damaged or missing
  * too, paramd refuses to start, naming both files.  Leftover temporary files
  * (a crash during a write) are removed.  DELETE of a model removes its

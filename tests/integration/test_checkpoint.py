@@ -180,6 +180,8 @@ class CheckpointTests(CheckpointCase):
         server = self.start("--checkpoint-interval", "0")
         self.create(server, "one", FACTORED_MODEL)
         self.create(server, "two", FACTORED_MODEL)
+        # A name that looks like another model's previous checkpoint.
+        self.create(server, "one.prev", RICH_MODEL)
         status, headers, info, raw = server.request("POST", "/v1/models/one/checkpoint")
         self.assertEqual(status, 200, raw)
         self.assertEqual(info["model"], "one")
@@ -189,9 +191,9 @@ class CheckpointTests(CheckpointCase):
         self.assertFalse(os.path.exists(self.path("two")))
         status, _, info, raw = server.request("POST", "/v1/checkpoint")
         self.assertEqual(status, 200, raw)
-        self.assertEqual(sorted(c["model"] for c in info["checkpoints"]), ["one", "two"])
+        self.assertEqual(sorted(c["model"] for c in info["checkpoints"]), ["one", "one.prev", "two"])
         self.assertEqual(info["errors"], [])
-        self.assertTrue(os.path.exists(self.path("one", ".prev.safetensors")))
+        self.assertTrue(os.path.exists(self.path("one", ".safetensors.prev")))
         status, _, error, _ = server.request("POST", "/v1/models/nothere/checkpoint")
         self.assertEqual((status, error["error"]["code"]), (404, "model_not_found"))
         status, _, error, _ = server.request("GET", "/v1/models/one/checkpoint")
@@ -206,7 +208,8 @@ class CheckpointTests(CheckpointCase):
         self.assertEqual(server.stop(), 0)
         server = self.start()
         models = [m["name"] for m in server.request("GET", "/v1/models")[2]["models"]]
-        self.assertEqual(models, ["one"])
+        self.assertEqual(models, ["one", "one.prev"])
+        self.assertEqual(server.request("GET", "/v1/models/one.prev")[2]["optimizer"]["name"], "AdamW")
         self.assertEqual(server.stop(), 0)
 
     def test_periodic_checkpoints_skip_unchanged_models(self):
@@ -289,7 +292,7 @@ class DamageTests(CheckpointCase):
             push(client, "d", {"m": 128}, 2)
             self.assertEqual(server.request("POST", "/v1/models/d/checkpoint")[0], 200)
         server.kill()
-        previous = read_checkpoint(self.path("d", ".prev.safetensors"))
+        previous = read_checkpoint(self.path("d", ".safetensors.prev"))
         self.assertEqual(previous.training["step"], 1)
         self.assertEqual(read_checkpoint(self.path("d")).training["step"], 2)
         return previous
@@ -335,17 +338,17 @@ class DamageTests(CheckpointCase):
     def test_both_damaged_refuses_to_start(self):
         self.two_checkpoints()
         self.flip(self.path("d"), -1)
-        os.truncate(self.path("d", ".prev.safetensors"), 7)
+        os.truncate(self.path("d", ".safetensors.prev"), 7)
         with self.assertRaises(ServerStartError) as raised:
             self.start()
         message = str(raised.exception)
         self.assertIn("refusing to start", message)
         self.assertIn(self.path("d"), message)
-        self.assertIn(self.path("d", ".prev.safetensors"), message)
+        self.assertIn(self.path("d", ".safetensors.prev"), message)
         self.assertIn("exit status 1", message)
         # Nothing was changed: both files are still there for the operator.
         self.assertTrue(os.path.exists(self.path("d")))
-        self.assertTrue(os.path.exists(self.path("d", ".prev.safetensors")))
+        self.assertTrue(os.path.exists(self.path("d", ".safetensors.prev")))
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ static void round_trip(const char *body, unsigned pushes)
         push_all(&first, model, k);
     char path[128], prev[128];
     snprintf(path, sizeof path, "%s/m.safetensors", directory);
-    snprintf(prev, sizeof prev, "%s/m.prev.safetensors", directory);
+    snprintf(prev, sizeof prev, "%s/m.safetensors.prev", directory);
     paramd__error error = {0};
     json_t *info = NULL;
     ck_assert_msg(paramd__checkpoint_write_file(model, path, prev, &info, &error) == PARAMD_OK,
@@ -381,7 +381,7 @@ START_TEST(test_restore_policy)
 
     char path[128], prev[128];
     snprintf(path, sizeof path, "%s/m.safetensors", directory);
-    snprintf(prev, sizeof prev, "%s/m.prev.safetensors", directory);
+    snprintf(prev, sizeof prev, "%s/m.safetensors.prev", directory);
     ck_assert_int_eq(truncate(path, 100), 0);
     paramd__server_init(&server);
     paramd__checkpointer_init(&checkpointer, &server, directory, 0);

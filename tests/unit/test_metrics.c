@@ -108,9 +108,9 @@ static void validate_exposition(const char *text)
             *space = '\0';
             for (size_t i = 0; i < seen_count; i++)
                 ck_assert_msg(strcmp(seen[i], name) != 0, "family %s appears twice", name);
-            snprintf(seen[seen_count++], sizeof seen[0], "%s", name);
+            snprintf(seen[seen_count++], sizeof seen[0], "%.127s", name);
             memset(&family, 0, sizeof family);
-            snprintf(family.name, sizeof family.name, "%s", name);
+            snprintf(family.name, sizeof family.name, "%.127s", name);
             family.has_help = true;
             continue;
         }
@@ -160,7 +160,7 @@ static void validate_exposition(const char *text)
             if (!strcmp(name, bucket)) {
                 ck_assert_msg(le[0] != '\0', "line %d: a bucket without le", number);
                 if (strcmp(other, family.last_bucket_labels) != 0) {
-                    snprintf(family.last_bucket_labels, sizeof family.last_bucket_labels, "%s",
+                    snprintf(family.last_bucket_labels, sizeof family.last_bucket_labels, "%.255s",
                              other);
                     family.last_bucket_count = 0;
                 }
