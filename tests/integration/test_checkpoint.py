@@ -176,6 +176,32 @@ class CheckpointTests(CheckpointCase):
             self.assertEqual(reply["step"], 4)
         self.assertEqual(server.stop(), 0)
 
+    def test_numpy_snippet_in_the_docs_reads_a_checkpoint(self):
+        try:
+            import numpy  # noqa: F401  (Debian's python3-numpy)
+        except ImportError:
+            self.skipTest("numpy is not installed")
+        server = self.start("--checkpoint-interval", "0")
+        self.create(server, "np", RICH_MODEL)
+        with server.client() as client:
+            push(client, "np", {"w": 64 * 32, "b": 32}, 1)
+            push(client, "np", {"w": 64 * 32, "b": 32}, 2)
+        self.assertEqual(server.stop(), 0)
+        docs = open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "API.md")).read()
+        start = docs.index("import json, struct, numpy as np")
+        snippet = docs[start:docs.index("```", start)].replace('"var/demo.safetensors"', repr(self.path("np")))
+        snippet = snippet.replace("print(", "result = (")
+        scope = {}
+        exec(snippet, scope)
+        tensors, config, training = scope["tensors"], scope["config"], scope["training"]
+        checkpoint = read_checkpoint(self.path("np"))
+        self.assertEqual(training, checkpoint.training)
+        self.assertEqual(config, checkpoint.config)
+        self.assertEqual(sorted(tensors), sorted(checkpoint.tensors))
+        for key, values in checkpoint.tensors.items():
+            self.assertEqual(list(tensors[key].shape), checkpoint.shapes[key])
+            self.assertEqual(tensors[key].tobytes(), values.tobytes(), key)
+
     def test_on_demand_routes_and_delete(self):
         server = self.start("--checkpoint-interval", "0")
         self.create(server, "one", FACTORED_MODEL)
