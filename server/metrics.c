@@ -431,8 +431,17 @@ char *paramd__metrics_render(paramd__server *server, size_t *length)
     out.data[0] = '\0';
     family(&out, "paramd_build_info", "gauge", "Always 1; the labels describe this build");
     char labels[256];
-    snprintf(labels, sizeof labels, "version=\"%s\",compiler=\"gcc %s\"", PARAMD_VERSION_STRING,
-             __VERSION__);
+#if defined(__clang__)
+    const char *compiler = "clang " __clang_version__;
+#elif defined(__GNUC__)
+    const char *compiler = "gcc " __VERSION__;
+#else
+    const char *compiler = "unknown";
+#endif
+    char compiler_label[128];
+    escape_label(compiler_label, sizeof compiler_label, compiler);
+    snprintf(labels, sizeof labels, "version=\"%s\",compiler=\"%s\"", PARAMD_VERSION_STRING,
+             compiler_label);
     sample(&out, "paramd_build_info", labels, 1);
     family(&out, "paramd_start_time_seconds", "gauge", "Unix time this process started");
     sample(&out, "paramd_start_time_seconds", "", (double)server->started);

@@ -167,8 +167,9 @@ void paramd__stats_after_push(paramd__model *model, paramd__stats_sample *sample
     sample->before = NULL;
     sample->before_count = 0;
     paramd__model_stats *stats = model->stats;
-    if (sample->active) {
-        /* Hold the next sample back in proportion to what this one cost. */
+    if (sample->active && atomic_load(&sample_interval_ns) > 0) {
+        /* Hold the next sample back in proportion to what this one cost
+         * (an interval of 0 asks for every push, whatever it costs). */
         int_fast64_t later = monotonic_ns() +
                              (int_fast64_t)(sample->seconds * PARAMD__STATS_SAMPLE_DUTY * 1e9);
         int_fast64_t due = atomic_load(&stats->next_sample_ns);

@@ -20,7 +20,8 @@
  * and of the new weights; and the next sample waits at least 19 times as
  * long as that measuring took (PARAMD__STATS_SAMPLE_DUTY), so that for a
  * large model, whose pushes take longer than the interval, sampling stays
- * under about 5% of the push time.  Every other push costs two clock reads and a few
+ * under about 5% of the push time (an interval of 0 samples every push
+ * regardless).  Every other push costs two clock reads and a few
  * uncontended atomic and mutex operations.  When the model clips by norm,
  * or the client sends grad_norm, the gradient norm of every push is known
  * for free and is used instead.  GET /stats adds norms of the current
