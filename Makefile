@@ -1,6 +1,10 @@
 # paramd - build, run and test.
 #
-#   make            build build/paramd (installs missing Debian packages first)
+#   make            build build/paramd, the client library (build/libparamd.a,
+#                   build/libparamd.so.0, build/paramd.pc), build/paramctl and the
+#                   example client (installs missing Debian packages first)
+#   make install    install the server, paramctl, the client library, its headers
+#                   and paramd.pc under PREFIX (default /usr/local; DESTDIR too)
 #   make run        build, then start paramd with its defaults on 127.0.0.1
 #   make test       build and run every test (unit, conformance, integration)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
@@ -26,31 +30,54 @@ endif
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 PACKAGES = libmicrohttpd jansson openblas libuv zlib
+# paramctl speaks HTTP with libcurl and reads JSON with jansson.
+PARAMCTL_PACKAGES = jansson libcurl
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
 PYTHON = /usr/bin/python3
 
 # -std=c11 also makes gcc round every float operation separately
 # (-ffp-contract=off), which keeps the fast and reference kernels identical;
 # -fno-math-errno lets it vectorise sqrtf.
 WARNINGS = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-missing-field-initializers
-CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPTIMIZE) $(WARNINGS) -fno-math-errno \
-             -pthread -Iinclude -Iserver -Iproto $(SANITIZE_FLAGS) $(CFLAGS)
+CFLAGS_COMMON = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPTIMIZE) $(WARNINGS) -fno-math-errno \
+                -pthread -Iinclude $(SANITIZE_FLAGS) $(CFLAGS)
+CFLAGS_ALL = $(CFLAGS_COMMON) -Iserver -Iproto
+# The client library sees only its own headers and proto/, and exports only
+# what include/paramd/ marks PARAMD_EXPORT.
+CFLAGS_LIB = $(CFLAGS_COMMON) -Iproto -Iclient -fPIC -fvisibility=hidden
 LDFLAGS_ALL = -pthread $(SANITIZE_FLAGS) $(LDFLAGS)
 LIBS_SERVER = $(shell $(PKG_CONFIG) --libs $(PACKAGES) 2>/dev/null) -lm
 LIBS_CHECK = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
-CFLAGS_DEPS = $(shell $(PKG_CONFIG) --cflags $(PACKAGES) 2>/dev/null)
+CFLAGS_DEPS = $(shell $(PKG_CONFIG) --cflags $(PACKAGES) $(PARAMCTL_PACKAGES) 2>/dev/null)
+LIBS_PARAMCTL = $(shell $(PKG_CONFIG) --libs $(PARAMCTL_PACKAGES) 2>/dev/null) -lm
 
 PROTO_SOURCES = $(wildcard proto/*.c)
 SERVER_SOURCES = $(filter-out server/main.c,$(wildcard server/*.c))
 UNIT_SOURCES = $(wildcard tests/unit/*.c)
+# The client library: client/*.c but paramctl's files, and the proto/ codec
+# it needs, compiled again as position-independent, hidden-by-default code.
+CLIENT_SOURCES = $(filter-out client/paramctl%,$(wildcard client/*.c))
+CLIENT_PROTO_SOURCES = proto/frame.c proto/half.c proto/errors.c
+PARAMCTL_SOURCES = $(wildcard client/paramctl*.c)
 
 PROTO_OBJECTS = $(PROTO_SOURCES:%.c=$(BUILD)/obj/%.o)
 SERVER_OBJECTS = $(SERVER_SOURCES:%.c=$(BUILD)/obj/%.o)
 UNIT_BINARIES = $(UNIT_SOURCES:tests/unit/%.c=$(BUILD)/tests/%)
+CLIENT_OBJECTS = $(CLIENT_SOURCES:%.c=$(BUILD)/obj-lib/%.o) \
+                 $(CLIENT_PROTO_SOURCES:%.c=$(BUILD)/obj-lib/%.o)
+PARAMCTL_OBJECTS = $(PARAMCTL_SOURCES:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/proto/base64.o
+CLIENT_OUTPUTS = $(BUILD)/libparamd.a $(BUILD)/libparamd.so.0 $(BUILD)/libparamd.so \
+                 $(BUILD)/paramd.pc $(BUILD)/paramd-uninstalled.pc $(BUILD)/paramctl \
+                 $(BUILD)/examples/train_loop
 
 DEPS_STAMP = build/.deps-installed
 
-.PHONY: all run test unit-test integration-test bench bench-checkpoint goldens deps clean fuzz fuzz-corpus
-all: $(BUILD)/paramd
+.PHONY: all run test unit-test integration-test bench bench-checkpoint goldens deps clean fuzz fuzz-corpus \
+        install FORCE
+all: $(BUILD)/paramd $(CLIENT_OUTPUTS)
 
 # Installs missing Debian packages once (again whenever the script changes).
 $(DEPS_STAMP): deploy/install-deps.sh
@@ -73,6 +100,74 @@ $(BUILD)/libparamd-server.a: $(SERVER_OBJECTS) $(PROTO_OBJECTS)
 $(BUILD)/paramd: $(BUILD)/obj/server/main.o $(BUILD)/libparamd-server.a
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_SERVER)
 
+# ---------------------------------------------------------------------------
+# The client library, paramctl and the example
+# ---------------------------------------------------------------------------
+
+$(BUILD)/obj-lib/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_LIB) -MMD -MP -c $< -o $@
+
+$(BUILD)/libparamd.a: $(CLIENT_OBJECTS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# -z defs: every symbol the library needs is resolved when it is linked
+# (not under the sanitizers, whose runtime the executable brings).
+SHARED_DEFS = $(if $(filter 1,$(SANITIZE)),,-Wl,-z,defs)
+$(BUILD)/libparamd.so.0: $(CLIENT_OBJECTS)
+	$(CC) -shared -Wl,-soname,libparamd.so.0 $(SHARED_DEFS) -o $@ $^ $(LDFLAGS_ALL) -lm
+
+$(BUILD)/libparamd.so: $(BUILD)/libparamd.so.0
+	ln -sf libparamd.so.0 $@
+
+# paramd.pc for an installed library (PREFIX), and paramd-uninstalled.pc,
+# which pkg-config prefers when PKG_CONFIG_PATH holds the build directory:
+# it points at this tree and sets an rpath, so programs run from it.
+PC_COMMON = Name: paramd\nDescription: C client library of the paramd parameter server\nVersion: $(shell sed -n 's/.*PARAMD_VERSION_STRING "\(.*\)"/\1/p' include/paramd/paramd.h)\n
+$(BUILD)/paramd.pc: FORCE
+	@mkdir -p $(dir $@)
+	@printf 'prefix=$(PREFIX)\nlibdir=$(LIBDIR)\nincludedir=$(INCLUDEDIR)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -lparamd\nLibs.private: -lm -pthread\n' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+$(BUILD)/paramd-uninstalled.pc: FORCE
+	@mkdir -p $(dir $@)
+	@printf 'libdir=$(abspath $(BUILD))\nincludedir=$(abspath include)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lparamd\nLibs.private: -lm -pthread\n' >$@.tmp
+	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
+
+$(BUILD)/paramctl: $(PARAMCTL_OBJECTS) $(BUILD)/libparamd.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_PARAMCTL)
+
+# The example sees only the public headers, as a user's program would.
+$(BUILD)/examples/train_loop: client/examples/train_loop.c $(BUILD)/libparamd.a | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) -lm
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/paramd
+	install -m 755 $(BUILD)/paramd $(BUILD)/paramctl $(DESTDIR)$(BINDIR)/
+	install -m 644 include/paramd/paramd.h include/paramd/protocol.h include/paramd/client.h \
+	    $(DESTDIR)$(INCLUDEDIR)/paramd/
+	install -m 644 $(BUILD)/libparamd.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(BUILD)/libparamd.so.0 $(DESTDIR)$(LIBDIR)/
+	ln -sf libparamd.so.0 $(DESTDIR)$(LIBDIR)/libparamd.so
+	install -m 644 $(BUILD)/paramd.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+
+# ---------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------
+
+# Client tests (test_client*.c) also link the client library, before the
+# server's (both hold the proto/ codec; the first one wins), and libcurl.
+CLIENT_TEST_BINARIES = $(filter $(BUILD)/tests/test_client%,$(UNIT_BINARIES))
+$(CLIENT_TEST_BINARIES): $(BUILD)/tests/%: tests/unit/%.c tests/unit/test_util.h \
+                         tests/unit/client_harness.h $(BUILD)/libparamd.a \
+                         $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) $(shell $(PKG_CONFIG) --cflags check) -o $@ $< \
+	    $(BUILD)/libparamd.a $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_CHECK) \
+	    $(LIBS_SERVER) $(LIBS_PARAMCTL)
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) $(shell $(PKG_CONFIG) --cflags check) -o $@ $< \
@@ -81,7 +176,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 run: $(BUILD)/paramd
 	$(BUILD)/paramd
 
-test: $(BUILD)/paramd $(UNIT_BINARIES) $(BUILD)/paramd-bench
+test: $(BUILD)/paramd $(CLIENT_OUTPUTS) $(UNIT_BINARIES) $(BUILD)/paramd-bench
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh tests/run-tests.sh
 
 bench: $(BUILD)/paramd-bench $(BUILD)/paramd
@@ -127,4 +222,4 @@ fuzz-corpus: tests/fuzz/make_corpus.c $(PROTO_OBJECTS)
 clean:
 	rm -rf build
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/obj-lib -name '*.d' 2>/dev/null)

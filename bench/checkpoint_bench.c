@@ -118,7 +118,7 @@ int main(int argc, char **argv)
         json_decref(info);
         double started = now();
         paramd__model *restored = NULL;
-        if (paramd__checkpoint_load_file(path, &restored, &error) != PARAMD_OK) {
+        if (paramd__checkpoint_load_file(NULL, path, &restored, &error) != PARAMD_OK) {
             fprintf(stderr, "restore: %s\n", error.message);
             return 1;
         }

@@ -14,12 +14,21 @@
  * requests in flight (poll()-driven, so large frames never deadlock on full
  * socket buffers).  Throughput counts request and reply bytes; latency is
  * from a request's first byte sent to its reply's last byte received.
+ *
+ * With --shards S it starts S paramd shards with a generated shard map
+ * (docs/SHARDING.md) and a split threshold below N, so that every client's
+ * tensor is split into S ranges: each client then keeps one connection to
+ * every shard, pushing that shard's range (and echoing frames of the same
+ * size), and the figures are the aggregate over all shards - the
+ * throughput a sharded service gives the same C workers.
+ *
  * The last line of output is one JSON object.
  */
 #define _GNU_SOURCE
 #include "net_bench.h"
 
 #include "frame.h"
+#include "shard_map.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -156,35 +166,46 @@ static int call(wire_link *l, const uint8_t *frame, size_t size, uint8_t expecte
 
 typedef struct spawned {
     pid_t pid;
-    char data_dir[64];
     int port;
 } spawned;
 
-/* Starts the paramd next to this executable on free loopback ports and
- * reads its TCP port from the "listening" line. */
-static int spawn_server(spawned *s, int threads)
+/* The paramd next to this executable. */
+static int server_binary(char *path, size_t size)
 {
-    char self[PATH_MAX];
-    ssize_t length = readlink("/proc/self/exe", self, sizeof self - 16);
+    ssize_t length = readlink("/proc/self/exe", path, size - 16);
     if (length <= 0)
         return -1;
-    self[length] = '\0';
-    char *slash = strrchr(self, '/');
-    strcpy(slash ? slash + 1 : self, "paramd");
-    snprintf(s->data_dir, sizeof s->data_dir, "/tmp/paramd-bench-net-XXXXXX");
-    if (mkdtemp(s->data_dir) == NULL)
+    path[length] = '\0';
+    char *slash = strrchr(path, '/');
+    strcpy(slash ? slash + 1 : path, "paramd");
+    return 0;
+}
+
+/* Starts a paramd with its data in data_dir, listening on http and tcp
+ * (port 0: any), with the given extra arguments (NULL-terminated, at most
+ * 4), and reads its TCP port from the "listening" line. */
+static int spawn_server(spawned *s, int threads, const char *data_dir, const char *http,
+                        const char *tcp, const char *const *extra)
+{
+    char self[PATH_MAX];
+    if (server_binary(self, sizeof self) != 0)
         return -1;
     int pipe_fds[2];
     if (pipe(pipe_fds) != 0)
         return -1;
     char threads_text[16];
     snprintf(threads_text, sizeof threads_text, "%d", threads);
+    const char *arguments[24] = {self, "--http", http, "--tcp", tcp, "--data-dir", data_dir,
+                                 "--log-level", "warn", "--threads", threads_text};
+    int count = 11;
+    for (int i = 0; extra && extra[i] && i < 4; i++)
+        arguments[count++] = extra[i];
+    arguments[count] = NULL;
     s->pid = fork();
     if (s->pid == 0) {
         dup2(pipe_fds[1], 2);
         close(pipe_fds[0]);
-        execl(self, self, "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--data-dir",
-              s->data_dir, "--log-level", "warn", "--threads", threads_text, (char *)NULL);
+        execv(self, (char *const *)arguments);
         _exit(127);
     }
     close(pipe_fds[1]);
@@ -192,15 +213,14 @@ static int spawn_server(spawned *s, int threads)
     char line[1024];
     s->port = 0;
     while (log && fgets(line, sizeof line, log)) {
-        const char *tcp = strstr(line, "tcp=127.0.0.1:");
-        if (tcp) {
-            s->port = atoi(tcp + strlen("tcp=127.0.0.1:"));
+        const char *at = strstr(line, "tcp=127.0.0.1:");
+        if (at) {
+            s->port = atoi(at + strlen("tcp=127.0.0.1:"));
             break;
         }
     }
-    /* The server's later log lines go nowhere: keep reading them on a
-     * detached thread would be overkill; closing the pipe would give it
-     * SIGPIPE-free EPIPE on write, which paramd ignores. */
+    /* The server's later log lines (warnings only) go nowhere: with the
+     * pipe closed its writes fail with EPIPE, which paramd ignores. */
     if (log)
         fclose(log);
     return s->port > 0 ? 0 : -1;
@@ -211,11 +231,87 @@ static void stop_server(spawned *s)
     if (s->pid > 0) {
         kill(s->pid, SIGTERM);
         waitpid(s->pid, NULL, 0);
+        s->pid = 0;
     }
-    char command[128];
-    snprintf(command, sizeof command, "rm -rf %s", s->data_dir);
-    if (system(command) != 0)
-        fprintf(stderr, "paramd-bench net: could not remove %s\n", s->data_dir);
+}
+
+/* A loopback port free right now (for a shard map, which must name every
+ * shard's address before the shards start). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in address = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t length = sizeof address;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&address, sizeof address) == 0 &&
+        getsockname(fd, (struct sockaddr *)&address, &length) == 0)
+        port = ntohs(address.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* The servers of one run: one plain paramd, or `count` shards with a shard
+ * map; all in one temporary directory. */
+typedef struct fleet {
+    char directory[64];
+    int count;
+    spawned servers[PARAMD__NET_BENCH_MAX_SHARDS];
+} fleet;
+
+static void stop_fleet(fleet *f)
+{
+    for (int i = 0; i < f->count; i++)
+        stop_server(&f->servers[i]);
+    if (f->directory[0]) {
+        char command[128];
+        snprintf(command, sizeof command, "rm -rf %s", f->directory);
+        if (system(command) != 0)
+            fprintf(stderr, "paramd-bench net: could not remove %s\n", f->directory);
+    }
+}
+
+static int start_fleet(fleet *f, int shards, int threads, size_t split_threshold)
+{
+    memset(f, 0, sizeof *f);
+    snprintf(f->directory, sizeof f->directory, "/tmp/paramd-bench-net-XXXXXX");
+    if (mkdtemp(f->directory) == NULL) {
+        f->directory[0] = '\0';
+        return -1;
+    }
+    char data_dir[128];
+    if (shards == 0) {
+        snprintf(data_dir, sizeof data_dir, "%s/data", f->directory);
+        mkdir(data_dir, 0700);
+        f->count = 1;
+        return spawn_server(&f->servers[0], threads, data_dir, "127.0.0.1:0", "127.0.0.1:0", NULL);
+    }
+    char map_path[128];
+    snprintf(map_path, sizeof map_path, "%s/shard-map.json", f->directory);
+    FILE *map = fopen(map_path, "w");
+    if (map == NULL)
+        return -1;
+    char http[PARAMD__NET_BENCH_MAX_SHARDS][32], tcp[PARAMD__NET_BENCH_MAX_SHARDS][32];
+    fprintf(map, "{\"version\": 1, \"split_threshold\": %zu, \"shards\": [", split_threshold);
+    for (int i = 0; i < shards; i++) {
+        snprintf(http[i], sizeof http[i], "127.0.0.1:%d", free_port());
+        snprintf(tcp[i], sizeof tcp[i], "127.0.0.1:%d", free_port());
+        fprintf(map, "%s{\"id\": %d, \"http\": \"%s\", \"tcp\": \"%s\"}", i ? ", " : "", i,
+                http[i], tcp[i]);
+    }
+    fprintf(map, "]}\n");
+    fclose(map);
+    for (int i = 0; i < shards; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "%d", i);
+        snprintf(data_dir, sizeof data_dir, "%s/shard-%d", f->directory, i);
+        mkdir(data_dir, 0700);
+        const char *extra[] = {"--shard-map", map_path, "--shard-id", id, NULL};
+        f->count = i + 1;
+        if (spawn_server(&f->servers[i], threads, data_dir, http[i], tcp[i], extra) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------
@@ -368,13 +464,15 @@ typedef struct phase {
     int failed;
 } phase;
 
-static phase run_phase(const char *host, int port, uint8_t **requests, const size_t *sizes,
+/* Runs `clients` connections at once, connection c to ports[c] sending
+ * requests[c] again and again. */
+static phase run_phase(const char *host, const int *ports, uint8_t **requests, const size_t *sizes,
                        uint8_t reply_opcode, int clients, int pipeline, double seconds)
 {
     client_job *jobs = calloc((size_t)clients, sizeof *jobs);
     pthread_t *threads = calloc((size_t)clients, sizeof *threads);
     for (int c = 0; c < clients; c++) {
-        jobs[c] = (client_job){.host = host, .port = port, .request = requests[c],
+        jobs[c] = (client_job){.host = host, .port = ports[c], .request = requests[c],
                                .request_size = sizes[c], .reply_opcode = reply_opcode,
                                .pipeline = pipeline, .seconds = seconds};
         pthread_create(&threads[c], NULL, run_client, &jobs[c]);
@@ -415,11 +513,33 @@ static phase run_phase(const char *host, int port, uint8_t **requests, const siz
  * The benchmark
  * ------------------------------------------------------------------------- */
 
+/* A control connection to one server: HELLO, then blocking calls. */
+static int control_call(wire_link *l, uint8_t *frame, size_t size, uint8_t opcode,
+                        paramd__frame_header *header)
+{
+    if (call(l, frame, size, opcode | PARAMD_OP_REPLY, header) != 0)
+        return -1;
+    return 0;
+}
+
 int paramd__net_bench(const paramd__net_bench_options *options)
 {
-    spawned server = {0};
+    fleet servers = {0};
     char host[64] = "127.0.0.1";
-    int port = 0;
+    int shards = options->shards, shard_count = shards ? shards : 1;
+    int ports[PARAMD__NET_BENCH_MAX_SHARDS] = {0};
+    size_t n = options->elements;
+    if (shards < 0 || shards > PARAMD__NET_BENCH_MAX_SHARDS ||
+        (shards > 0 && options->address)) {
+        fprintf(stderr, "paramd-bench net: --shards takes 1 to %d and starts its own servers "
+                        "(not with --tcp)\n", PARAMD__NET_BENCH_MAX_SHARDS);
+        return 2;
+    }
+    if (shards > 1 && n < 2) {
+        fprintf(stderr, "paramd-bench net: --shards %d needs --n of at least 2 to split a "
+                        "tensor\n", shards);
+        return 2;
+    }
     if (options->address) {
         const char *colon = strrchr(options->address, ':');
         if (colon == NULL || (size_t)(colon - options->address) >= sizeof host) {
@@ -428,20 +548,22 @@ int paramd__net_bench(const paramd__net_bench_options *options)
         }
         memcpy(host, options->address, (size_t)(colon - options->address));
         host[colon - options->address] = '\0';
-        port = atoi(colon + 1);
-    } else if (spawn_server(&server, options->server_threads) != 0) {
+        ports[0] = atoi(colon + 1);
+    } else if (start_fleet(&servers, shards, options->server_threads, n > 1 ? n - 1 : 1) != 0) {
         fprintf(stderr, "paramd-bench net: could not start build/paramd\n");
-        stop_server(&server);
+        stop_fleet(&servers);
         return 1;
     } else {
-        port = server.port;
+        for (int k = 0; k < shard_count; k++)
+            ports[k] = servers.servers[k].port;
     }
     int clients = options->clients, status = 1;
-    size_t n = options->elements;
+    int links = clients * shard_count; /* one connection per client and shard */
     char model[64];
     snprintf(model, sizeof model, "bench-net-%ld", (long)getpid());
 
-    /* The model: AdamW, one n-element tensor per client. */
+    /* The model: AdamW, one n-element tensor per client (split over the
+     * shards, if any). */
     size_t json_capacity = 256 + (size_t)clients * 64;
     char *json = malloc(json_capacity);
     size_t used = (size_t)snprintf(json, json_capacity,
@@ -451,109 +573,163 @@ int paramd__net_bench(const paramd__net_bench_options *options)
         used += (size_t)snprintf(json + used, json_capacity - used,
                                  "%s{\"name\": \"t%d\", \"shape\": [%zu]}", c ? ", " : "", c, n);
     snprintf(json + used, json_capacity - used, "]}");
-    wire_link control;
+    wire_link control[PARAMD__NET_BENCH_MAX_SHARDS];
+    int opened = 0;
     paramd__frame_header header;
-    uint8_t *frame = malloc(4096 + json_capacity);
+    size_t frame_capacity = 4096 + json_capacity;
+    uint8_t *frame = malloc(frame_capacity);
     paramd__writer writer;
-    uint32_t model_id = 0;
-    uint8_t **echo = calloc((size_t)clients, sizeof *echo);
-    uint8_t **pushpull = calloc((size_t)clients, sizeof *pushpull);
-    size_t *sizes = calloc((size_t)clients, sizeof *sizes);
-    if (link_open(&control, host, port) != 0) {
-        fprintf(stderr, "paramd-bench net: cannot connect to %s:%d\n", host, port);
-        goto done;
+    uint32_t model_ids[PARAMD__NET_BENCH_MAX_SHARDS] = {0};
+    uint32_t *tensor_ids = calloc((size_t)links, sizeof *tensor_ids);
+    uint8_t **echo = calloc((size_t)links, sizeof *echo);
+    uint8_t **pushpull = calloc((size_t)links, sizeof *pushpull);
+    size_t *sizes = calloc((size_t)links, sizeof *sizes);
+    int *link_ports = calloc((size_t)links, sizeof *link_ports);
+    float *grad = NULL;
+    for (int k = 0; k < shard_count; k++) {
+        if (link_open(&control[k], host, ports[k]) != 0) {
+            fprintf(stderr, "paramd-bench net: cannot connect to %s:%d\n", host, ports[k]);
+            goto done;
+        }
+        opened = k + 1;
+        paramd__writer_init(&writer, frame, frame_capacity);
+        paramd__encode_hello(&writer, 1, 1, 1, "", "paramd-bench");
+        if (control_call(&control[k], frame, writer.size, PARAMD_OP_HELLO, &header) != 0)
+            goto done;
+        link_consume(&control[k], PARAMD_FRAME_HEADER_SIZE + header.length);
+        paramd__writer_init(&writer, frame, frame_capacity);
+        paramd__encode_create(&writer, 2, model, json, strlen(json));
+        if (control_call(&control[k], frame, writer.size, PARAMD_OP_CREATE, &header) != 0)
+            goto done;
+        link_consume(&control[k], PARAMD_FRAME_HEADER_SIZE + header.length);
+        model_ids[k] = 1; /* created: delete it at the end */
+        /* Tensor ids are each server's own: look them up by name. */
+        paramd__writer_init(&writer, frame, frame_capacity);
+        paramd__encode_lookup(&writer, 3, model, NULL, 0);
+        if (control_call(&control[k], frame, writer.size, PARAMD_OP_LOOKUP, &header) != 0)
+            goto done;
+        paramd__lookup_reply lookup;
+        if (paramd__decode_lookup_reply(control[k].input + PARAMD_FRAME_HEADER_SIZE,
+                                        header.length, &lookup, NULL, 0) != PARAMD_OK)
+            goto done;
+        model_ids[k] = lookup.model_id;
+        paramd__lookup_entry entry;
+        int found = 0;
+        size_t position = 0;
+        for (uint32_t e = 0; e < lookup.tensor_count; e++) {
+            paramd__lookup_next_entry(&lookup, &position, &entry);
+            int c = -1; /* "t<c>" */
+            for (uint32_t i = 1; entry.name.length >= 2 && entry.name.data[0] == 't' &&
+                                 i < entry.name.length && entry.name.data[i] >= '0' &&
+                                 entry.name.data[i] <= '9';
+                 i++)
+                c = (c < 0 ? 0 : 10 * c) + (entry.name.data[i] - '0');
+            if (c >= 0 && c < clients) {
+                tensor_ids[c * shard_count + k] = entry.tensor_id;
+                found++;
+            }
+        }
+        link_consume(&control[k], PARAMD_FRAME_HEADER_SIZE + header.length);
+        if (found != clients) {
+            fprintf(stderr, "paramd-bench net: shard %d holds %d of the %d tensors (not split?)\n",
+                    k, found, clients);
+            goto done;
+        }
     }
-    paramd__writer_init(&writer, frame, 4096 + json_capacity);
-    paramd__encode_hello(&writer, 1, 1, 1, "", "paramd-bench");
-    if (call(&control, frame, writer.size, PARAMD_OP_HELLO | PARAMD_OP_REPLY, &header) != 0)
-        goto done;
-    link_consume(&control, PARAMD_FRAME_HEADER_SIZE + header.length);
-    paramd__writer_init(&writer, frame, 4096 + json_capacity);
-    paramd__encode_create(&writer, 2, model, json, strlen(json));
-    if (call(&control, frame, writer.size, PARAMD_OP_CREATE | PARAMD_OP_REPLY, &header) != 0)
-        goto done;
-    link_consume(&control, PARAMD_FRAME_HEADER_SIZE + header.length);
-    paramd__writer_init(&writer, frame, 4096 + json_capacity);
-    paramd__encode_lookup(&writer, 3, model, NULL, 0);
-    if (call(&control, frame, writer.size, PARAMD_OP_LOOKUP | PARAMD_OP_REPLY, &header) != 0)
-        goto done;
-    paramd__lookup_reply lookup;
-    if (paramd__decode_lookup_reply(control.input + PARAMD_FRAME_HEADER_SIZE, header.length,
-                                    &lookup, NULL, 0) != PARAMD_OK)
-        goto done;
-    model_id = lookup.model_id;
-    link_consume(&control, PARAMD_FRAME_HEADER_SIZE + header.length);
 
-    /* One PUSHPULL frame per client (its own tensor), and an ECHO frame of
-     * the same size. */
-    float *grad = malloc(n * sizeof *grad);
+    /* Per client and shard: a PUSHPULL frame of that shard's range of the
+     * client's tensor, and an ECHO frame of the same size. */
+    grad = malloc(n * sizeof *grad);
     for (size_t i = 0; i < n; i++)
         grad[i] = (float)((i * 2654435761u) % 1000) * 1e-6f - 5e-4f;
-    for (int c = 0; c < clients; c++) {
-        paramd__writer_init(&writer, NULL, 0);
-        size_t start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSHPULL, 100, model_id, 1, 0,
-                                                 0, 0, "bench");
-        paramd__put_item_header(&writer, (uint32_t)c, PARAMD_DTYPE_FLOAT32, 0, n);
-        paramd__put_bytes(&writer, NULL, n * sizeof(float));
-        paramd__frame_end(&writer, start);
-        sizes[c] = writer.size;
-        pushpull[c] = malloc(sizes[c]);
-        paramd__writer_init(&writer, pushpull[c], sizes[c]);
-        start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSHPULL, 100, model_id, 1, 0, 0, 0,
-                                          "bench");
-        paramd__put_item_header(&writer, (uint32_t)c, PARAMD_DTYPE_FLOAT32, 0, n);
-        paramd__put_bytes(&writer, grad, n * sizeof(float));
-        paramd__frame_end(&writer, start);
-        echo[c] = malloc(sizes[c]);
-        paramd__writer_init(&writer, echo[c], sizes[c]);
-        start = paramd__frame_begin(&writer, PARAMD_OP_ECHO, 200);
-        paramd__put_reserve(&writer, sizes[c] - PARAMD_FRAME_HEADER_SIZE);
-        paramd__frame_end(&writer, start);
-        memset(echo[c] + PARAMD_FRAME_HEADER_SIZE, 0x3c, sizes[c] - PARAMD_FRAME_HEADER_SIZE);
-    }
-    free(grad);
+    for (int c = 0; c < clients; c++)
+        for (int k = 0; k < shard_count; k++) {
+            int j = c * shard_count + k;
+            uint64_t offset = 0, length = n;
+            if (shard_count > 1)
+                paramd_shard_range(n, (uint32_t)shard_count, (uint32_t)k, &offset, &length);
+            link_ports[j] = ports[k];
+            paramd__writer_init(&writer, NULL, 0);
+            size_t start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSHPULL, 100,
+                                                     model_ids[k], 1, 0, 0, 0, 0, "bench");
+            paramd__put_item_header(&writer, tensor_ids[j], PARAMD_DTYPE_FLOAT32, offset, length);
+            paramd__put_bytes(&writer, NULL, length * sizeof(float));
+            paramd__frame_end(&writer, start);
+            sizes[j] = writer.size;
+            pushpull[j] = malloc(sizes[j]);
+            paramd__writer_init(&writer, pushpull[j], sizes[j]);
+            start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSHPULL, 100, model_ids[k], 1,
+                                              0, 0, 0, 0, "bench");
+            paramd__put_item_header(&writer, tensor_ids[j], PARAMD_DTYPE_FLOAT32, offset, length);
+            paramd__put_bytes(&writer, grad + offset, length * sizeof(float));
+            paramd__frame_end(&writer, start);
+            echo[j] = malloc(sizes[j]);
+            paramd__writer_init(&writer, echo[j], sizes[j]);
+            start = paramd__frame_begin(&writer, PARAMD_OP_ECHO, 200);
+            paramd__put_reserve(&writer, sizes[j] - PARAMD_FRAME_HEADER_SIZE);
+            paramd__frame_end(&writer, start);
+            memset(echo[j] + PARAMD_FRAME_HEADER_SIZE, 0x3c, sizes[j] - PARAMD_FRAME_HEADER_SIZE);
+        }
 
-    phase echo_phase = run_phase(host, port, echo, sizes, PARAMD_OP_ECHO | PARAMD_OP_REPLY,
-                                 clients, options->pipeline, options->seconds);
-    phase push_phase = run_phase(host, port, pushpull, sizes, PARAMD_OP_PUSHPULL | PARAMD_OP_REPLY,
-                                 clients, options->pipeline, options->seconds);
+    phase echo_phase = run_phase(host, link_ports, echo, sizes, PARAMD_OP_ECHO | PARAMD_OP_REPLY,
+                                 links, options->pipeline, options->seconds);
+    phase push_phase = run_phase(host, link_ports, pushpull, sizes,
+                                 PARAMD_OP_PUSHPULL | PARAMD_OP_REPLY, links, options->pipeline,
+                                 options->seconds);
     if (echo_phase.failed || push_phase.failed) {
         fprintf(stderr, "paramd-bench net: a client failed\n");
         goto done;
     }
-    printf("net: %zu float32 per request (%zu-byte frames), %d client%s, %d in flight each\n", n,
-           sizes[0], clients, clients == 1 ? "" : "s", options->pipeline);
+    /* A worker step pushes the whole tensor: one request to every shard. */
+    double steps_per_s = push_phase.ops_per_s / shard_count;
+    if (shards > 0)
+        printf("net: %zu float32 per worker step split over %d shard%s (%zu-byte frames), %d "
+               "client%s x %d shard%s, %d in flight each\n",
+               n, shards, shards == 1 ? "" : "s", sizes[0], clients, clients == 1 ? "" : "s",
+               shard_count, shard_count == 1 ? "" : "s", options->pipeline);
+    else
+        printf("net: %zu float32 per request (%zu-byte frames), %d client%s, %d in flight each\n",
+               n, sizes[0], clients, clients == 1 ? "" : "s", options->pipeline);
     printf("  echo      %9.1f MB/s  %9.0f ops/s  p50 %8.1f us  p99 %8.1f us\n",
            echo_phase.bytes_per_s / 1e6, echo_phase.ops_per_s, echo_phase.p50_us,
            echo_phase.p99_us);
     printf("  pushpull  %9.1f MB/s  %9.0f ops/s  p50 %8.1f us  p99 %8.1f us  (%.0f%% of echo)\n",
            push_phase.bytes_per_s / 1e6, push_phase.ops_per_s, push_phase.p50_us,
            push_phase.p99_us, 100.0 * push_phase.bytes_per_s / echo_phase.bytes_per_s);
-    printf("{\"n\": %zu, \"clients\": %d, \"pipeline\": %d, \"echo_bytes_per_s\": %.0f, "
-           "\"pushpull_bytes_per_s\": %.0f, \"ratio_to_echo\": %.3f, \"p50_us\": %.1f, "
-           "\"p99_us\": %.1f, \"ops_per_s\": %.0f, \"echo_p50_us\": %.1f, \"echo_p99_us\": %.1f}\n",
-           n, clients, options->pipeline, echo_phase.bytes_per_s, push_phase.bytes_per_s,
+    if (shards > 0)
+        printf("  aggregate %9.0f worker steps/s (%.1f M parameters updated per second)\n",
+               steps_per_s, steps_per_s * (double)n / 1e6);
+    printf("{\"n\": %zu, \"clients\": %d, \"pipeline\": %d, \"shards\": %d, "
+           "\"echo_bytes_per_s\": %.0f, \"pushpull_bytes_per_s\": %.0f, \"ratio_to_echo\": %.3f, "
+           "\"p50_us\": %.1f, \"p99_us\": %.1f, \"ops_per_s\": %.0f, \"steps_per_s\": %.0f, "
+           "\"echo_p50_us\": %.1f, \"echo_p99_us\": %.1f}\n",
+           n, clients, options->pipeline, shards, echo_phase.bytes_per_s, push_phase.bytes_per_s,
            push_phase.bytes_per_s / echo_phase.bytes_per_s, push_phase.p50_us, push_phase.p99_us,
-           push_phase.ops_per_s, echo_phase.p50_us, echo_phase.p99_us);
+           push_phase.ops_per_s, steps_per_s, echo_phase.p50_us, echo_phase.p99_us);
     status = 0;
 done:
-    if (model_id) {
-        paramd__writer_init(&writer, frame, 4096 + json_capacity);
-        paramd__encode_model_request(&writer, PARAMD_OP_DELETE, 4, model);
-        if (call(&control, frame, writer.size, PARAMD_OP_DELETE | PARAMD_OP_REPLY, &header) != 0)
-            fprintf(stderr, "paramd-bench net: could not delete model %s\n", model);
+    for (int k = 0; k < opened; k++) {
+        if (model_ids[k]) {
+            paramd__writer_init(&writer, frame, frame_capacity);
+            paramd__encode_model_request(&writer, PARAMD_OP_DELETE, 4, model);
+            if (control_call(&control[k], frame, writer.size, PARAMD_OP_DELETE, &header) != 0)
+                fprintf(stderr, "paramd-bench net: could not delete model %s\n", model);
+        }
+        link_close(&control[k]);
     }
-    link_close(&control);
-    for (int c = 0; c < clients; c++) {
-        free(echo[c]);
-        free(pushpull[c]);
+    for (int j = 0; j < links; j++) {
+        free(echo[j]);
+        free(pushpull[j]);
     }
+    free(grad);
     free(echo);
     free(pushpull);
     free(sizes);
+    free(link_ports);
+    free(tensor_ids);
     free(frame);
     free(json);
     if (!options->address)
-        stop_server(&server);
+        stop_fleet(&servers);
     return status;
 }

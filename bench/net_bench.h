@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#define PARAMD__NET_BENCH_MAX_SHARDS 16
+
 typedef struct paramd__net_bench_options {
     const char *address;  /* "HOST:PORT" of a running paramd's --tcp; NULL: start one */
     size_t elements;      /* float32 gradients per PUSHPULL */
@@ -11,6 +13,7 @@ typedef struct paramd__net_bench_options {
     int pipeline;         /* requests in flight per connection */
     double seconds;       /* per measurement */
     int server_threads;   /* --threads of a server it starts (0: all cores) */
+    int shards;           /* 0: one plain server; S: S shards with a shard map */
 } paramd__net_bench_options;
 
 /* Measures ECHO and PUSHPULL round trips; prints a line each and a final

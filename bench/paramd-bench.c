@@ -23,7 +23,8 @@
  *                           [--no-torch]
  *        paramd-bench --http HOST:PORT [--connections N] [--large-elements N]
  *        paramd-bench net [--n N] [--clients C] [--pipeline P] [--seconds S]
- *                         [--tcp HOST:PORT] [--server-threads T]   (see net_bench.c)
+ *                         [--tcp HOST:PORT] [--server-threads T] [--shards S]
+ *                                                                   (see net_bench.c)
  */
 #define _DEFAULT_SOURCE
 #include "http_bench.h"
@@ -492,10 +493,13 @@ static int net_command(int argc, char **argv)
         } else if (strcmp(argv[i], "--server-threads") == 0 && i + 1 < argc) {
             parse_list(argv[++i], &value, 1);
             options.server_threads = (int)value;
+        } else if (strcmp(argv[i], "--shards") == 0 && i + 1 < argc) {
+            parse_list(argv[++i], &value, 1);
+            options.shards = value >= 1 && value <= PARAMD__NET_BENCH_MAX_SHARDS ? (int)value : -1;
         } else {
             fprintf(stderr,
                     "Usage: paramd-bench net [--n N] [--clients C] [--pipeline P] [--seconds S]\n"
-                    "                        [--tcp HOST:PORT] [--server-threads T]\n"
+                    "                        [--tcp HOST:PORT] [--server-threads T] [--shards S]\n"
                     "Measures ECHO and PUSHPULL (AdamW, N float32 per request) round trips over "
                     "the binary\nprotocol, C connections with P requests in flight each, S seconds "
                     "each (default: N 1024,\nC 1, P 1, S 3).  Without --tcp it starts build/paramd "

@@ -13,7 +13,7 @@
 # command to run and fails.
 set -eu
 
-BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev zlib1g-dev check"
+BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev zlib1g-dev check libcurl4-openssl-dev"
 # prometheus (a real server scraping /metrics, and its promtool linter) and
 # chromium (headless, loading the dashboard) are for the integration tests;
 # fonts-dejavu-core gives the dashboard screenshot its text.

@@ -287,10 +287,12 @@ int paramd__decode_push(const uint8_t *payload, size_t length, paramd__push_requ
     get(&r, 4, "reserved");
     request->loss = get_f64(&r, "loss");
     request->grad_norm = get_f64(&r, "grad_norm");
+    request->version = get(&r, 8, "version");
     request->worker = get_string(&r, "worker");
     if (r.failed)
         return finish(&r, "PUSH", why, why_size);
-    if (request->flags & ~(uint32_t)(PARAMD_PUSH_HAS_LOSS | PARAMD_PUSH_HAS_GRAD_NORM))
+    if (request->flags & ~(uint32_t)(PARAMD_PUSH_HAS_LOSS | PARAMD_PUSH_HAS_GRAD_NORM |
+                                     PARAMD_PUSH_HAS_VERSION))
         return fail(why, why_size, PARAMD_E_BAD_FRAME, "PUSH: unknown flags 0x%x",
                     request->flags);
     if (!(request->flags & PARAMD_PUSH_HAS_LOSS))
@@ -609,7 +611,8 @@ void paramd__encode_lookup(paramd__writer *writer, uint64_t request_id, const ch
 
 size_t paramd__encode_push_begin(paramd__writer *writer, uint8_t opcode, uint64_t request_id,
                                  uint32_t model_id, uint32_t item_count, uint32_t flags,
-                                 double loss, double grad_norm, const char *worker)
+                                 double loss, double grad_norm, uint64_t version,
+                                 const char *worker)
 {
     size_t start = paramd__frame_begin(writer, opcode, request_id);
     paramd__put_u32(writer, model_id);
@@ -618,6 +621,7 @@ size_t paramd__encode_push_begin(paramd__writer *writer, uint8_t opcode, uint64_
     paramd__put_u32(writer, 0);
     paramd__put_f64(writer, flags & PARAMD_PUSH_HAS_LOSS ? loss : NAN);
     paramd__put_f64(writer, flags & PARAMD_PUSH_HAS_GRAD_NORM ? grad_norm : NAN);
+    paramd__put_u64(writer, flags & PARAMD_PUSH_HAS_VERSION ? version : 0);
     put_cstring(writer, worker);
     return start;
 }

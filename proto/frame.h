@@ -132,7 +132,8 @@ paramd__wire_string paramd__lookup_next_name(const paramd__lookup_request *reque
 typedef struct paramd__push_request {
     uint32_t model_id;
     uint32_t flags;           /* PARAMD_PUSH_HAS_* */
-    double loss, grad_norm;   /* meaningful only with their flags */
+    double loss, grad_norm;   /* NaN without their flags */
+    uint64_t version;         /* meaningful only with PARAMD_PUSH_HAS_VERSION */
     paramd__wire_string worker;
     paramd__item_cursor items;
 } paramd__push_request;
@@ -198,7 +199,7 @@ void paramd__lookup_next_entry(const paramd__lookup_reply *reply, size_t *positi
 typedef struct paramd__push_reply {
     uint64_t step;
     double lr, grad_norm, loss_scale; /* NaN: none */
-    uint32_t flags;                   /* PARAMD_PUSH_SKIPPED, PARAMD_PUSH_ACCUMULATED */
+    uint32_t flags;                   /* PARAMD_PUSH_SKIPPED, _ACCUMULATED, _DROPPED */
     paramd__item_cursor items;        /* PUSHPULL: the weights */
 } paramd__push_reply;
 
@@ -287,7 +288,8 @@ void paramd__encode_lookup(paramd__writer *writer, uint64_t request_id, const ch
  * with paramd__put_item_header + data, then paramd__frame_end. */
 size_t paramd__encode_push_begin(paramd__writer *writer, uint8_t opcode, uint64_t request_id,
                                  uint32_t model_id, uint32_t item_count, uint32_t flags,
-                                 double loss, double grad_norm, const char *worker);
+                                 double loss, double grad_norm, uint64_t version,
+                                 const char *worker);
 /* Starts a PULL frame; append item_count ranges with paramd__put_item_header
  * (no data), then paramd__frame_end. */
 size_t paramd__encode_pull_begin(paramd__writer *writer, uint64_t request_id, uint32_t model_id,

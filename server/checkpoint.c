@@ -6,6 +6,7 @@
 #include "log.h"
 #include "parallel.h"
 #include "safetensors.h"
+#include "shard_map.h"
 #include "stats.h"
 
 #include <dirent.h>
@@ -71,16 +72,28 @@ static int read_integer(const json_t *object, const char *key, json_int_t *out)
     return 0;
 }
 
+/* The consistency configuration as its parser reads it (no worker records). */
+static json_t *consistency_json(const paramd__consistency_config *config)
+{
+    json_t *object = json_pack("{s:s}", "mode", paramd__consistency_mode_name(config->mode));
+    if (object && config->mode != PARAMD__CONSISTENCY_ASYNC) {
+        json_object_set_new(object, "workers", json_integer((json_int_t)config->workers));
+        json_object_set_new(object, "timeout", exact_real(config->timeout_seconds));
+    }
+    if (object && config->mode == PARAMD__CONSISTENCY_SYNC)
+        json_object_set_new(object, "backup_workers",
+                            json_integer((json_int_t)config->backup_workers));
+    if (object && config->mode == PARAMD__CONSISTENCY_SSP)
+        json_object_set_new(object, "staleness", json_integer((json_int_t)config->staleness));
+    if (object && config->mode == PARAMD__CONSISTENCY_ASYNC)
+        json_object_set_new(object, "staleness_lr", json_boolean(config->staleness_lr));
+    return object;
+}
+
 json_t *paramd__checkpoint_config_json(const paramd__model *model)
 {
-    json_t *tensors = json_array();
-    for (size_t i = 0; tensors && i < model->tensor_count; i++) {
-        const paramd__tensor *tensor = model->tensors[i];
-        json_t *shape = json_array();
-        for (int d = 0; shape && d < tensor->dimension_count; d++)
-            json_array_append_new(shape, json_integer((json_int_t)tensor->shape[d]));
-        json_array_append_new(tensors, json_pack("{s:s,s:o}", "name", tensor->name, "shape", shape));
-    }
+    /* Every tensor of the creation spec, those another shard holds too. */
+    json_t *tensors = json_deep_copy(model->created_tensors);
     json_t *body = json_pack("{s:o,s:o,s:s}", "optimizer", paramd__json_optimizer(&model->optimizer),
                              "tensors", tensors, "nonfinite",
                              paramd__nonfinite_policy_name(model->nonfinite));
@@ -115,6 +128,8 @@ json_t *paramd__checkpoint_config_json(const paramd__model *model)
         json_object_set_new(body, "accumulate", paramd__json_accumulate(&model->accumulate));
     if (model->grad_noise.enabled)
         json_object_set_new(body, "grad_noise", paramd__json_grad_noise(&model->grad_noise));
+    if (model->consistency.mode != PARAMD__CONSISTENCY_ASYNC || model->consistency.staleness_lr)
+        json_object_set_new(body, "consistency", consistency_json(&model->consistency));
     return body;
 }
 
@@ -228,6 +243,10 @@ static json_t *training_json(paramd__model *model)
                   paramd__json_nonfinite_counts(&model->nonfinite_counts), "tensors", tensors);
     if (training == NULL)
         return NULL;
+    if (model->sharded)
+        json_object_set_new(training, "shard",
+                            json_pack("{s:I,s:I}", "id", (json_int_t)model->shard_id,
+                                      "shard_map_version", (json_int_t)model->shard_map_version));
     if (model->has_schedule) {
         json_t *schedules = json_array();
         pthread_mutex_lock(&model->schedule_lock);
@@ -297,7 +316,9 @@ static int add_array(snapshot *shot, const paramd__tensor *tensor, const char *s
     array->source = source;
     array->entry.name = array->key;
     array->entry.count = count;
-    if (count == tensor->count) {
+    /* The tensor's shape for arrays of all its elements; 1-D otherwise (a
+     * shard's range of a split tensor, tensor-wise state of its own length). */
+    if (count == tensor->full_count) {
         array->entry.dimension_count = tensor->dimension_count;
         memcpy(array->entry.shape, tensor->shape, sizeof tensor->shape);
     } else {
@@ -656,6 +677,8 @@ static int error_code_named(const char *name)
 
 static bool same_shape(const paramd__safetensors_entry *entry, const paramd__tensor *tensor)
 {
+    if (tensor->count != tensor->full_count) /* a range: written 1-D */
+        return entry->dimension_count == 1 && entry->count == tensor->count;
     if (entry->dimension_count != tensor->dimension_count)
         return false;
     for (int d = 0; d < tensor->dimension_count; d++)
@@ -841,8 +864,39 @@ static json_t *metadata_json(const paramd__safetensors_file *file, const char *k
     return value;
 }
 
-int paramd__checkpoint_load_file(const char *path, paramd__model **model_out,
-                                 paramd__error *error)
+/* A checkpoint of a sharded model loads only on the shard that wrote it. */
+static int check_shard(const json_t *training, const paramd__server *server, const char *path,
+                       paramd__error *error)
+{
+    const json_t *shard = json_object_get(training, "shard");
+    bool sharded_here = server && server->shard_map;
+    if (shard == NULL && !sharded_here)
+        return PARAMD_OK;
+    json_int_t id = -1, version = -1;
+    if (shard && (read_integer(shard, "id", &id) || read_integer(shard, "shard_map_version", &version)))
+        return corrupt(error, "training.shard: needs id and shard_map_version");
+    if (shard && sharded_here && (uint32_t)id == server->shard_id &&
+        (uint64_t)version == server->shard_map->version)
+        return PARAMD_OK;
+    char written[96], here[96];
+    if (shard)
+        snprintf(written, sizeof written, "shard %lld of shard map version %lld", (long long)id,
+                 (long long)version);
+    else
+        snprintf(written, sizeof written, "a server without a shard map");
+    if (sharded_here)
+        snprintf(here, sizeof here, "shard %u of shard map version %llu", (unsigned)server->shard_id,
+                 (unsigned long long)server->shard_map->version);
+    else
+        snprintf(here, sizeof here, "a server without a shard map");
+    return paramd__error_set(error, PARAMD_E_CHECKPOINT_CORRUPT,
+                             "%s was written by %s, and this is %s: start with the same "
+                             "--shard-map and --shard-id, or move the file away",
+                             path, written, here);
+}
+
+int paramd__checkpoint_load_file(const paramd__server *server, const char *path,
+                                 paramd__model **model_out, paramd__error *error)
 {
     *model_out = NULL;
     paramd__safetensors_file file;
@@ -874,9 +928,16 @@ int paramd__checkpoint_load_file(const char *path, paramd__model **model_out,
         result = error->code;
         goto done;
     }
+    result = check_shard(training, server, path, error);
+    if (result != PARAMD_OK)
+        goto done;
     paramd__model_spec spec;
     paramd__error spec_error = {0};
     result = paramd__json_parse_model_spec(config, name, &spec, &spec_error);
+    if (result == PARAMD_OK && server && server->shard_map) {
+        spec.shard_map = server->shard_map;
+        spec.shard_id = server->shard_id;
+    }
     if (result == PARAMD_OK)
         result = paramd__core_validate_spec(&spec, &spec_error);
     if (result == PARAMD_OK) {
@@ -1067,13 +1128,14 @@ static int restore_model(paramd__checkpointer *checkpointer, const char *name,
     paramd__error current_error = {0}, prev_error = {0};
     const char *loaded = path;
     bool has_current = access(path, F_OK) == 0;
-    int result = has_current ? paramd__checkpoint_load_file(path, &model, &current_error)
+    const paramd__server *server = checkpointer->server;
+    int result = has_current ? paramd__checkpoint_load_file(server, path, &model, &current_error)
                              : PARAMD_E_CHECKPOINT_FAILED;
     if (has_current && result != PARAMD_OK)
         paramd__log_error("checkpoint %s is damaged and will not be loaded: %s", path,
                           current_error.message);
     if (result != PARAMD_OK && access(prev, F_OK) == 0) {
-        result = paramd__checkpoint_load_file(prev, &model, &prev_error);
+        result = paramd__checkpoint_load_file(server, prev, &model, &prev_error);
         if (result == PARAMD_OK) {
             loaded = prev;
             if (has_current && rename(path, aside) == 0)

@@ -92,9 +92,12 @@ void paramd__checkpointer_stop(paramd__checkpointer *checkpointer);
 int paramd__checkpoint_write_file(paramd__model *model, const char *path, const char *prev_path,
                                   json_t **info_out, paramd__error *error);
 
-/* Rebuilds a model from a checkpoint file (not registered anywhere). */
-int paramd__checkpoint_load_file(const char *path, paramd__model **model_out,
-                                 paramd__error *error);
+/* Rebuilds a model from a checkpoint file (not registered anywhere), placed
+ * by `server`'s shard map when it has one (server may be NULL: none).  A
+ * sharded model's checkpoint loads only on the same shard of the same shard
+ * map version. */
+int paramd__checkpoint_load_file(const paramd__server *server, const char *path,
+                                 paramd__model **model_out, paramd__error *error);
 
 /* The creation body that rebuilds model's configuration (read under its
  * config_lock by the caller or not at all). */

@@ -64,7 +64,10 @@ int paramd__core_create_model(paramd__server *server, const paramd__model_spec *
         return paramd__error_set(error, PARAMD_E_MODEL_EXISTS, "model \"%s\" already exists",
                                  spec->name);
     }
-    paramd__model *model = paramd__model_create(spec, error);
+    paramd__model_spec placed = *spec;
+    placed.shard_map = server->shard_map;
+    placed.shard_id = server->shard_id;
+    paramd__model *model = paramd__model_create(&placed, error);
     if (model == NULL)
         return error->code;
     result = paramd__registry_add(&server->registry, model, error);
@@ -105,8 +108,8 @@ int paramd__core_delete_model(paramd__server *server, const char *name, paramd__
 
 /* Checks the shape of a push (each tensor at most once, lengths) before
  * anything changes.  Finiteness is the non-finite stage's. */
-static int validate_push(const paramd__model *model, const paramd__tensor_io *items,
-                         size_t item_count, paramd__error *error)
+int paramd__core_validate_push(const paramd__model *model, const paramd__tensor_io *items,
+                               size_t item_count, paramd__error *error)
 {
     if (item_count == 0)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
@@ -489,15 +492,29 @@ static int push_locked(paramd__server *server, paramd__model *model, paramd__ten
             goto done;
         }
     }
-    if (model->has_schedule) {
-        scheduled = malloc((1 + model->param_group_count) * sizeof *scheduled);
+    bool scaled = options->lr_scale > 0 && options->lr_scale != 1.0;
+    if (model->has_schedule || scaled) {
+        size_t count = 1 + model->param_group_count;
+        scheduled = malloc(count * sizeof *scheduled);
         if (scheduled == NULL) {
             result = paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
             goto done;
         }
-        result = read_schedules(model, options->loss, !accumulating, scheduled, error);
-        if (result != PARAMD_OK)
-            goto done;
+        if (model->has_schedule) {
+            result = read_schedules(model, options->loss, !accumulating, scheduled, error);
+            if (result != PARAMD_OK)
+                goto done;
+        } else {
+            for (size_t k = 0; k < count; k++)
+                scheduled[k] = k == 0 ? model->optimizer : model->param_groups[k - 1];
+        }
+        /* Staleness-aware lr: every configuration's lr times the scale. */
+        for (size_t k = 0; scaled && k < count; k++) {
+            const paramd__hyperparameter_spec *lr =
+                paramd__optimizer_find_hyperparameter(scheduled[k].type, "lr");
+            if (lr)
+                scheduled[k].values[lr->slot] *= options->lr_scale;
+        }
     }
     /* Nothing can fail from here on: the push happens. */
     if (model->has_loss_scale) {
@@ -585,11 +602,19 @@ static int push_ex(paramd__server *server, paramd__model *model, paramd__tensor_
 {
     memset(outcome, 0, sizeof *outcome);
     outcome->grad_norm = NAN;
-    int result = validate_push(model, items, item_count, error);
+    int result = paramd__core_validate_push(model, items, item_count, error);
     if (result != PARAMD_OK)
         return result;
     if (!isnan(options->loss) && !isfinite(options->loss))
         return paramd__error_set(error, PARAMD_E_NON_FINITE, "loss: must be a finite number");
+    if (model->spans_shards && model->clip.mode == PARAMD__CLIP_NORM && !model->clip.per_tensor &&
+        isnan(options->grad_norm))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "grad_norm: required: model \"%s\" is spread over several "
+                                 "shards, so clipping by the total norm needs the norm over all "
+                                 "of them, which the client computes (the C and Python clients "
+                                 "send it)",
+                                 model->name);
     if (!isnan(options->grad_norm) && !(isfinite(options->grad_norm) && options->grad_norm >= 0))
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "grad_norm: must be a finite number >= 0");
@@ -690,4 +715,16 @@ int paramd__core_pull_state(paramd__server *server, paramd__model *model, const 
     }
     atomic_fetch_add(&server->pulls, 1);
     return PARAMD_OK;
+}
+
+void paramd__core_copy_weights(paramd__tensor_io *items, size_t item_count)
+{
+    for (size_t i = 0; i < item_count; i++) {
+        paramd__tensor *tensor = items[i].tensor;
+        if (items[i].weights == NULL)
+            continue;
+        pthread_mutex_lock(&tensor->lock);
+        memcpy(items[i].weights, tensor->values, tensor->count * sizeof(float));
+        pthread_mutex_unlock(&tensor->lock);
+    }
 }

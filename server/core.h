@@ -20,6 +20,10 @@ typedef struct paramd__server {
     time_t started;
     atomic_uint_fast64_t pushes;  /* successful pushes, all models */
     atomic_uint_fast64_t pulls;   /* successful pulls, all models */
+    /* Sharding: the shard map this server is part of (NULL: none) and its
+     * id in it.  Set before serving, then read-only. */
+    const struct paramd_shard_map *shard_map;
+    uint32_t shard_id;
     /* Issue 8: the checkpointer writing this server's models to its data
      * directory (checkpoint.h), or NULL (unit tests).  Deleting a model
      * removes its checkpoint files through it. */
@@ -78,6 +82,8 @@ typedef struct paramd__push_options {
     double grad_norm;  /* the client's global gradient norm for clipping; NAN: none */
     double loss_scale; /* the scale the gradients carry (loss-scaled models);
                           NAN: the model's current scale */
+    double lr_scale;   /* multiplies every lr of this push (staleness-aware async
+                          SGD); 0 or 1: none */
 } paramd__push_options;
 
 /* What a push reports besides the weights. */
@@ -94,7 +100,84 @@ typedef struct paramd__push_outcome {
     float loss_scale;       /* the scale after this push: multiply the next loss by it */
     size_t zeroed;          /* non-finite entries zeroed (policy zero) */
     uint32_t accumulate_steps; /* the window length when the model accumulates, else 0 */
+    /* Consistency modes (consistency.h): a sync push too late for its step
+     * was dropped (no change; the current weights); the staleness of the
+     * gradients, when the push gave the version they were computed at. */
+    bool dropped;
+    bool has_staleness;
+    uint64_t staleness;
 } paramd__push_outcome;
+
+/* ---------------------------------------------------------------------------
+ * Pushes in every consistency mode (consistency.h, consistency.c)
+ * ------------------------------------------------------------------------- */
+
+/* One push, as a front end submits it.  In sync and ssp models a push may
+ * have to wait for other workers: the ticket, its items, their gradients
+ * and their weights buffers must then stay alive, untouched, until the core
+ * completes the ticket, and the front end learns of that through notify.
+ * The core completes a waiting ticket from another push's thread, with the
+ * model's consistency lock held: notify must only signal (a condition
+ * variable, uv_async_send), never call back into the core. */
+typedef struct paramd__push_ticket {
+    /* Set by the front end. */
+    paramd__tensor_io *items;
+    size_t item_count;
+    paramd__push_options options;
+    const char *worker;       /* the worker's name; required in sync and ssp */
+    bool has_version;
+    uint64_t version;         /* the model step the gradients were computed at */
+    void (*notify)(struct paramd__push_ticket *ticket);
+    void *context;            /* the front end's */
+    /* Set by the core once done is true. */
+    bool done;
+    int result;               /* PARAMD_OK or an error code */
+    paramd__error error;
+    paramd__push_outcome outcome;
+    /* The core's. */
+    struct paramd__push_ticket *next;
+    uint64_t round;
+    double deadline;          /* CLOCK_MONOTONIC seconds */
+} paramd__push_ticket;
+
+/* paramd__core_push_submit's answer for a push that waits. */
+#define PARAMD__PUSH_WAITING 1
+
+/* Submits a push in the model's consistency mode.  Returns an error code
+ * (the ticket is done, nothing changed), PARAMD_OK (the ticket is done:
+ * outcome holds the result), or PARAMD__PUSH_WAITING: the ticket waits,
+ * until ticket->deadline at most, and the core calls notify once it is
+ * done (the caller must not read the ticket before that, or before
+ * paramd__core_push_expire returned).  Async pushes never wait. */
+int paramd__core_push_submit(paramd__server *server, paramd__model *model,
+                             paramd__push_ticket *ticket);
+
+/* Gives up on a waiting ticket (its deadline passed, or its connection
+ * closed): a sync step it belongs to is abandoned, every other push
+ * waiting for that step failing with PARAMD_E_TIMEOUT (notified); an ssp
+ * push stops waiting.  The ticket itself ends done with PARAMD_E_TIMEOUT,
+ * without a notify.  Nothing changes in the model.  Does nothing to a
+ * ticket already done. */
+void paramd__core_push_expire(paramd__server *server, paramd__model *model,
+                              paramd__push_ticket *ticket);
+
+/* Takes back a waiting ticket whose worker went away (its connection
+ * closed): a sync push leaves its round, which goes on waiting for the
+ * workers it still needs (a reconnecting worker may push again); an ssp
+ * push stops waiting.  The ticket ends done with PARAMD_E_UNAVAILABLE,
+ * without a notify; nothing changes in the model.  Does nothing to a
+ * ticket already done. */
+void paramd__core_push_withdraw(paramd__server *server, paramd__model *model,
+                                paramd__push_ticket *ticket);
+
+/* Copies the weights of each item that has a weights buffer (under each
+ * tensor's lock): what a dropped or finished waiting push answers with. */
+void paramd__core_copy_weights(paramd__tensor_io *items, size_t item_count);
+
+/* Checks a push's items before anything changes: at least one, no tensor
+ * twice, each gradient as long as its tensor. */
+int paramd__core_validate_push(const paramd__model *model, const paramd__tensor_io *items,
+                               size_t item_count, paramd__error *error);
 
 /* Applies one optimizer step to each tensor in items (any subset of the
  * model's tensors, each at most once), atomically per tensor, and copies the

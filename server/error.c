@@ -9,6 +9,8 @@ int paramd__error_set(paramd__error *error, int code, const char *format, ...)
     if (error == NULL)
         return code;
     error->code = code;
+    error->shard_map_version = 0;
+    error->owner = -1;
     va_list arguments;
     va_start(arguments, format);
     vsnprintf(error->message, sizeof error->message, format, arguments);
@@ -20,4 +22,6 @@ void paramd__error_clear(paramd__error *error)
 {
     error->code = PARAMD_OK;
     error->message[0] = '\0';
+    error->shard_map_version = 0;
+    error->owner = -1;
 }

@@ -10,11 +10,17 @@
 
 #include "paramd/paramd.h"
 
+#include <stdint.h>
+
 #define PARAMD__ERROR_MESSAGE_SIZE 512
 
 typedef struct paramd__error {
     int code;                                  /* PARAMD_OK or a PARAMD_E* code */
     char message[PARAMD__ERROR_MESSAGE_SIZE];  /* NUL-terminated, may be empty */
+    /* PARAMD_E_NOT_OWNER only: the server's shard-map version and the
+     * shard that owns what was asked for (else 0 and -1). */
+    uint64_t shard_map_version;
+    int owner;
 } paramd__error;
 
 /* Records code and a printf-style message in *error (if error is not NULL)

@@ -52,6 +52,10 @@ unsigned paramd__http_status_for(int code)
         return 409;
     case PARAMD_E_PAYLOAD_TOO_LARGE:
         return 413;
+    case PARAMD_E_NOT_OWNER:
+        return 421; /* Misdirected Request: ask the shard that owns it */
+    case PARAMD_E_TIMEOUT:
+        return 504;
     case PARAMD_E_METHOD_NOT_ALLOWED:
         return 405;
     case PARAMD_E_NO_MEMORY:

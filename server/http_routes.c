@@ -37,6 +37,9 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,6 +245,59 @@ static void respond_weights(paramd__http_response *response, uint64_t step,
     response->raw_length = length;
 }
 
+/* A push's wait for other workers (sync and ssp models): this connection's
+ * thread sleeps on a condition variable the completing push signals. */
+typedef struct push_waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    bool signalled;
+} push_waiter;
+
+static void wake_waiter(paramd__push_ticket *ticket)
+{
+    push_waiter *waiter = ticket->context;
+    pthread_mutex_lock(&waiter->lock);
+    waiter->signalled = true;
+    pthread_cond_signal(&waiter->done);
+    pthread_mutex_unlock(&waiter->lock);
+}
+
+/* Submits the ticket and, when it has to wait, waits until it is done or
+ * its deadline passes (then it is expired, with PARAMD_E_TIMEOUT). */
+static int push_and_wait(paramd__server *server, paramd__model *model, paramd__push_ticket *ticket)
+{
+    push_waiter waiter = {.signalled = false};
+    pthread_mutex_init(&waiter.lock, NULL);
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&waiter.done, &attributes);
+    pthread_condattr_destroy(&attributes);
+    ticket->notify = wake_waiter;
+    ticket->context = &waiter;
+    int result = paramd__core_push_submit(server, model, ticket);
+    if (result == PARAMD__PUSH_WAITING) {
+        struct timespec deadline = {(time_t)ticket->deadline,
+                                    (long)((ticket->deadline - floor(ticket->deadline)) * 1e9)};
+        pthread_mutex_lock(&waiter.lock);
+        while (!waiter.signalled &&
+               pthread_cond_timedwait(&waiter.done, &waiter.lock, &deadline) != ETIMEDOUT) {
+        }
+        bool signalled = waiter.signalled;
+        pthread_mutex_unlock(&waiter.lock);
+        if (!signalled)
+            paramd__core_push_expire(server, model, ticket);
+        /* Once done, a late signal may still be on its way: take the lock
+         * once more so it has finished with the waiter before it goes. */
+        pthread_mutex_lock(&waiter.lock);
+        pthread_mutex_unlock(&waiter.lock);
+        result = ticket->result;
+    }
+    pthread_cond_destroy(&waiter.done);
+    pthread_mutex_destroy(&waiter.lock);
+    return result;
+}
+
 static void handle_push(const paramd__http_request *request, const char *model_name,
                         paramd__http_response *response)
 {
@@ -261,10 +317,10 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     json_object_foreach(body, key, value) {
         if (strcmp(key, "grads") != 0 && strcmp(key, "worker") != 0 &&
             strcmp(key, "loss") != 0 && strcmp(key, "grad_norm") != 0 &&
-            strcmp(key, "loss_scale") != 0) {
+            strcmp(key, "loss_scale") != 0 && strcmp(key, "version") != 0) {
             result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
-                                       "%.100s: unknown field (expected grads, worker, loss, "
-                                       "grad_norm and loss_scale)",
+                                       "%.100s: unknown field (expected grads, worker, version, "
+                                       "loss, grad_norm and loss_scale)",
                                        key);
             goto done;
         }
@@ -284,7 +340,17 @@ static void handle_push(const paramd__http_request *request, const char *model_n
         }
         *numbers[k] = json_number_value(number);
     }
+    const json_t *version = json_object_get(body, "version");
+    if (version && !json_is_null(version) &&
+        (!json_is_integer(version) || json_integer_value(version) < 0)) {
+        result = paramd__error_set(&error, PARAMD_E_BAD_REQUEST,
+                                   "version: must be an integer >= 0: the model step the "
+                                   "gradients were computed at");
+        goto done;
+    }
     const json_t *worker = json_object_get(body, "worker");
+    /* The worker's name outlives the body (freed below): the ticket keeps a copy. */
+    char worker_name[PARAMD__WORKER_NAME_SIZE] = "";
     if (worker && (!json_is_string(worker) || !paramd__model_name_valid(json_string_value(worker)))) {
         result = paramd__error_set(&error, PARAMD_E_BAD_NAME,
                                    "worker: must be a string of 1 to 128 characters from "
@@ -303,9 +369,9 @@ static void handle_push(const paramd__http_request *request, const char *model_n
     json_object_foreach((json_t *)grads, key, value) {
         paramd__tensor *tensor = paramd__model_find_tensor(model, key);
         if (tensor == NULL) {
-            result = paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
-                                       "grads.%.200s: model \"%s\" has no such tensor", key,
-                                       model->name);
+            char field[256];
+            snprintf(field, sizeof field, "grads.%.200s", key);
+            result = paramd__model_missing_tensor(model, field, key, &error);
             goto done;
         }
         paramd__float_encoding encoding;
@@ -324,15 +390,25 @@ static void handle_push(const paramd__http_request *request, const char *model_n
         if (result != PARAMD_OK)
             goto done;
     }
+    if (worker)
+        snprintf(worker_name, sizeof worker_name, "%s", json_string_value(worker));
+    paramd__push_ticket ticket = {.items = batch.items,
+                                  .item_count = batch.count,
+                                  .options = options,
+                                  .worker = worker_name,
+                                  .has_version = version && !json_is_null(version),
+                                  .version = version && json_is_integer(version)
+                                                 ? (uint64_t)json_integer_value(version)
+                                                 : 0};
     /* The gradients are decoded; the JSON text is no longer needed. */
     json_decref(body);
     body = NULL;
-    paramd__push_outcome outcome;
-    result = paramd__core_push_ex(request->http->server, model, batch.items, batch.count,
-                                  &options, &outcome, &error);
+    result = push_and_wait(request->http->server, model, &ticket);
+    if (result != PARAMD_OK)
+        error = ticket.error;
     if (result == PARAMD_OK) {
         size_t length;
-        char *text = paramd__json_write_push_reply(&outcome, batch.items, batch.encodings,
+        char *text = paramd__json_write_push_reply(&ticket.outcome, batch.items, batch.encodings,
                                                    batch.count, &length);
         if (text == NULL) {
             respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while building the response");
@@ -411,9 +487,7 @@ static void read_tensors(const paramd__http_request *request, const char *model_
              name = strtok_r(NULL, ",", &saved)) {
             paramd__tensor *tensor = paramd__model_find_tensor(model, name);
             if (tensor == NULL) {
-                result = paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
-                                           "tensors: model \"%s\" has no tensor \"%.200s\"",
-                                           model->name, name);
+                result = paramd__model_missing_tensor(model, "tensors", name, &error);
                 goto done;
             }
             bool duplicate = false;

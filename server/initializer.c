@@ -32,11 +32,11 @@ static double uniform_at(uint64_t seed, uint64_t index)
  * The initializers
  * ------------------------------------------------------------------------- */
 
-static void fill_zeros(const paramd__initializer *initializer, float *values, size_t begin,
-                       size_t end)
+static void fill_zeros(const paramd__initializer *initializer, float *out, uint64_t first,
+                       size_t count)
 {
-    (void)initializer;
-    memset(values + begin, 0, (end - begin) * sizeof(float));
+    (void)initializer, (void)first;
+    memset(out, 0, count * sizeof(float));
 }
 
 static const paramd__hyperparameter_spec constant_parameters[] = {
@@ -44,12 +44,13 @@ static const paramd__hyperparameter_spec constant_parameters[] = {
      PARAMD__HYPERPARAMETER_REQUIRED, "the value of every element"},
 };
 
-static void fill_constant(const paramd__initializer *initializer, float *values, size_t begin,
-                          size_t end)
+static void fill_constant(const paramd__initializer *initializer, float *out, uint64_t first,
+                          size_t count)
 {
+    (void)first;
     float value = (float)initializer->parameters[0];
-    for (size_t i = begin; i < end; i++)
-        values[i] = value;
+    for (size_t k = 0; k < count; k++)
+        out[k] = value;
 }
 
 static const paramd__hyperparameter_spec uniform_parameters[] = {
@@ -69,14 +70,14 @@ static int validate_uniform(const paramd__initializer *initializer, const char *
 
 /* Values in [a, b): rounding a + (b - a) u to float32 can reach b itself, so
  * such values step down to the largest float below b. */
-static void fill_uniform(const paramd__initializer *initializer, float *values, size_t begin,
-                         size_t end)
+static void fill_uniform(const paramd__initializer *initializer, float *out, uint64_t first,
+                         size_t count)
 {
     double low = initializer->parameters[0], width = initializer->parameters[1] - low;
     float high = (float)initializer->parameters[1], below_high = nextafterf(high, -INFINITY);
-    for (size_t i = begin; i < end; i++) {
-        float value = (float)(low + width * uniform_at(initializer->seed, i));
-        values[i] = value >= high && width > 0 ? below_high : value;
+    for (size_t k = 0; k < count; k++) {
+        float value = (float)(low + width * uniform_at(initializer->seed, first + k));
+        out[k] = value >= high && width > 0 ? below_high : value;
     }
 }
 
@@ -86,15 +87,16 @@ static const paramd__hyperparameter_spec normal_parameters[] = {
 };
 
 /* Box-Muller on two uniforms drawn at indices 2i and 2i + 1. */
-static void fill_normal(const paramd__initializer *initializer, float *values, size_t begin,
-                        size_t end)
+static void fill_normal(const paramd__initializer *initializer, float *out, uint64_t first,
+                        size_t count)
 {
     double mean = initializer->parameters[0], std = initializer->parameters[1];
-    for (size_t i = begin; i < end; i++) {
-        double u1 = 1.0 - uniform_at(initializer->seed, 2 * (uint64_t)i); /* (0, 1] */
-        double u2 = uniform_at(initializer->seed, 2 * (uint64_t)i + 1);
+    for (size_t k = 0; k < count; k++) {
+        uint64_t i = first + k;
+        double u1 = 1.0 - uniform_at(initializer->seed, 2 * i); /* (0, 1] */
+        double u2 = uniform_at(initializer->seed, 2 * i + 1);
         double z = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-        values[i] = (float)(mean + std * z);
+        out[k] = (float)(mean + std * z);
     }
 }
 
@@ -138,17 +140,25 @@ void paramd__initializer_init(paramd__initializer *initializer,
 typedef struct fill_job {
     const paramd__initializer *initializer;
     float *values;
+    uint64_t offset;
 } fill_job;
 
 static void fill_range(void *context, size_t begin, size_t end)
 {
     const fill_job *job = context;
-    job->initializer->type->fill(job->initializer, job->values, begin, end);
+    job->initializer->type->fill(job->initializer, job->values + begin, job->offset + begin,
+                                 end - begin);
 }
 
 void paramd__initializer_fill(const paramd__initializer *initializer, float *values,
                               size_t count)
 {
-    fill_job job = {initializer, values};
+    paramd__initializer_fill_range(initializer, values, 0, count);
+}
+
+void paramd__initializer_fill_range(const paramd__initializer *initializer, float *values,
+                                    uint64_t offset, size_t count)
+{
+    fill_job job = {initializer, values, offset};
     paramd__parallel_for(count, 16, 1u << 16, fill_range, &job);
 }

@@ -28,9 +28,11 @@ typedef struct paramd__initializer_type {
      * messages ("tensors[1].init").  May be NULL. */
     int (*validate)(const struct paramd__initializer *initializer, const char *field,
                     paramd__error *error);
-    /* Writes elements [begin, end) of the tensor. */
-    void (*fill)(const struct paramd__initializer *initializer, float *values, size_t begin,
-                 size_t end);
+    /* Writes `count` elements of the tensor, from element index `first`
+     * (row-major), to out[0 .. count).  Each element is a function of its
+     * index alone, so any range can be generated on its own (a shard's). */
+    void (*fill)(const struct paramd__initializer *initializer, float *out, uint64_t first,
+                 size_t count);
 } paramd__initializer_type;
 
 typedef struct paramd__initializer {
@@ -52,5 +54,11 @@ void paramd__initializer_init(paramd__initializer *initializer,
 /* Fills `count` values, in parallel for large tensors. */
 void paramd__initializer_fill(const paramd__initializer *initializer, float *values,
                               size_t count);
+
+/* Fills values[0 .. count) with elements [offset, offset + count) of the
+ * tensor the initializer describes: exactly the values a whole-tensor fill
+ * puts there. */
+void paramd__initializer_fill_range(const paramd__initializer *initializer, float *values,
+                                    uint64_t offset, size_t count);
 
 #endif

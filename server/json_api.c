@@ -381,6 +381,10 @@ char *paramd__json_write_push_reply(const paramd__push_outcome *outcome,
     }
     if (outcome->skipped)
         text_append(&header, "\"skipped\":true,\"reason\":\"%s\",", outcome->skip_reason);
+    if (outcome->dropped)
+        text_append(&header, "\"dropped\":true,");
+    if (outcome->has_staleness)
+        text_append(&header, "\"staleness\":%llu,", (unsigned long long)outcome->staleness);
     if (outcome->zeroed > 0)
         text_append(&header, "\"zeroed\":%zu,", outcome->zeroed);
     if (outcome->accumulate_steps > 0) {
@@ -887,7 +891,7 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
     json_object_foreach((json_t *)body, key, value) {
         static const char *const known[] = {"optimizer", "tensors", "param_groups", "schedule",
                                             "clip", "nonfinite", "loss_scale", "accumulate",
-                                            "grad_noise"};
+                                            "grad_noise", "consistency"};
         size_t k = 0;
         while (k < sizeof known / sizeof known[0] && strcmp(key, known[k]) != 0)
             k++;
@@ -895,7 +899,7 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                      "%.100s: unknown field (expected optimizer, tensors, "
                                      "param_groups, schedule, clip, nonfinite, loss_scale, "
-                                     "accumulate and grad_noise)",
+                                     "accumulate, grad_noise and consistency)",
                                      key);
     }
     int result = paramd__json_parse_optimizer(json_object_get(body, "optimizer"),
@@ -934,6 +938,10 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
     member = json_object_get(body, "grad_noise");
     if (member && !json_is_null(member) &&
         (result = paramd__json_parse_grad_noise(member, &spec->grad_noise, error)))
+        return result;
+    member = json_object_get(body, "consistency");
+    if (member && !json_is_null(member) &&
+        (result = paramd__json_parse_consistency(member, &spec->consistency, error)))
         return result;
     const json_t *tensors = json_object_get(body, "tensors");
     if (!json_is_array(tensors) || json_array_size(tensors) == 0)
@@ -1001,6 +1009,13 @@ static json_t *describe_model_locked(paramd__model *model)
                                         "step", (json_int_t)step, "state", state);
         if (description && tensor->param_group >= 0)
             json_object_set_new(description, "param_group", json_integer(tensor->param_group));
+        if (description && tensor->count != tensor->full_count)
+            /* A shard's part of a split tensor: elements [offset, offset + numel). */
+            json_object_set_new(description, "range",
+                                json_pack("{s:I,s:I,s:I}", "offset",
+                                          (json_int_t)tensor->range_offset, "count",
+                                          (json_int_t)tensor->count, "of",
+                                          (json_int_t)tensor->full_count));
         json_array_append_new(tensors, description);
     }
     json_t *description = json_pack(
@@ -1018,6 +1033,11 @@ static json_t *describe_model_locked(paramd__model *model)
         json_object_set_new(description, "lr",
                             json_real(paramd__optimizer_config_get(&model->optimizer, "lr")));
     }
+    if (description && model->sharded)
+        json_object_set_new(description, "shard",
+                            json_pack("{s:I,s:I,s:I}", "id", (json_int_t)model->shard_id,
+                                      "shard_map_version", (json_int_t)model->shard_map_version,
+                                      "remote_tensors", (json_int_t)model->remote.count));
     if (description && model->clip.mode != PARAMD__CLIP_NONE)
         json_object_set_new(description, "clip", paramd__json_clip(&model->clip));
     if (description) {
@@ -1037,6 +1057,8 @@ static json_t *describe_model_locked(paramd__model *model)
         json_object_set_new(description, "accumulate", paramd__json_accumulate(&model->accumulate));
     if (description && model->grad_noise.enabled)
         json_object_set_new(description, "grad_noise", paramd__json_grad_noise(&model->grad_noise));
+    if (description)
+        json_object_set_new(description, "consistency", paramd__json_consistency(model));
     if (description && model->param_group_count > 0) {
         /* Like torch's state_dict()["param_groups"]: every hyperparameter of
          * each group, and its tensors. */
@@ -1077,8 +1099,15 @@ json_t *paramd__json_model_summary(paramd__model *model)
 json_t *paramd__json_error(const paramd__error *error)
 {
     const char *message = error->message[0] ? error->message : paramd_strerror(error->code);
-    return json_pack("{s:{s:s,s:s}}", "error", "code", paramd_error_name(error->code), "message",
-                     message);
+    json_t *body = json_pack("{s:{s:s,s:s}}", "error", "code", paramd_error_name(error->code),
+                             "message", message);
+    if (body && error->code == PARAMD_E_NOT_OWNER) {
+        /* What a client with a stale shard map needs to notice it. */
+        json_t *inner = json_object_get(body, "error");
+        json_object_set_new(inner, "shard_map_version", json_integer((json_int_t)error->shard_map_version));
+        json_object_set_new(inner, "owner", json_integer(error->owner));
+    }
+    return body;
 }
 
 /* ---------------------------------------------------------------------------

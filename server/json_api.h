@@ -139,6 +139,16 @@ json_t *paramd__json_loss_scale(const paramd__loss_scale_config *config,
                                 const paramd__loss_scale *state);
 json_t *paramd__json_accumulate(const paramd__accumulate_config *config);
 json_t *paramd__json_grad_noise(const paramd__grad_noise_config *config);
+
+/* "consistency": {"mode": "async" | "sync" | "ssp", "workers": K,
+ * "backup_workers": b, "staleness": s, "timeout": seconds, "staleness_lr":
+ * bool}, defaults filled in and checked. */
+int paramd__json_parse_consistency(const json_t *value, paramd__consistency_config *config,
+                                   paramd__error *error);
+
+/* The configuration and what the model has seen of its workers (takes the
+ * consistency lock). */
+json_t *paramd__json_consistency(paramd__model *model);
 json_t *paramd__json_nonfinite_counts(paramd__nonfinite_counters *counts);
 
 /* ---------------------------------------------------------------------------

@@ -225,3 +225,109 @@ json_t *paramd__json_nonfinite_counts(paramd__nonfinite_counters *counts)
                      (json_int_t)atomic_load(&counts->zeroed_values), "loss_scale_skipped",
                      (json_int_t)atomic_load(&counts->loss_scale_skipped));
 }
+
+/* ---------------------------------------------------------------------------
+ * Consistency (issue 6)
+ * ------------------------------------------------------------------------- */
+
+int paramd__json_parse_consistency(const json_t *value, paramd__consistency_config *config,
+                                   paramd__error *error)
+{
+    memset(config, 0, sizeof *config);
+    config->timeout_seconds = PARAMD__CONSISTENCY_DEFAULT_TIMEOUT;
+    config->staleness = -1;
+    if (json_is_string(value) && strcmp(json_string_value(value), "async") == 0) {
+        config->staleness = 0;
+        return PARAMD_OK;
+    }
+    if (!json_is_object(value))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "consistency: must be an object such as {\"mode\": \"sync\", "
+                                 "\"workers\": 4}");
+    static const char *const known[] = {"mode", "workers", "backup_workers", "staleness",
+                                        "timeout", "staleness_lr", NULL};
+    int result = check_keys(value, "consistency", known,
+                            "mode, workers, backup_workers, staleness, timeout or staleness_lr",
+                            error);
+    if (result != PARAMD_OK)
+        return result;
+    const json_t *mode = json_object_get(value, "mode");
+    int found = json_is_string(mode) ? paramd__consistency_mode_find(json_string_value(mode)) : -1;
+    if (found < 0)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "consistency.mode: required, \"async\", \"sync\" or \"ssp\"");
+    config->mode = (paramd__consistency_mode)found;
+    if (config->mode != PARAMD__CONSISTENCY_SSP && json_object_get(value, "staleness"))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "consistency.staleness: only for ssp mode");
+    if (config->mode == PARAMD__CONSISTENCY_ASYNC &&
+        (json_object_get(value, "workers") || json_object_get(value, "timeout")))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "consistency: workers and timeout are for sync and ssp modes");
+    if ((result = integer_member(value, "consistency", "workers", &config->workers,
+                                 "an integer from 1 to 4096", error)) ||
+        (result = integer_member(value, "consistency", "backup_workers", &config->backup_workers,
+                                 "an integer >= 0", error)) ||
+        (result = integer_member(value, "consistency", "staleness", &config->staleness,
+                                 "an integer >= 0", error)) ||
+        (result = number_member(value, "consistency", "timeout", &config->timeout_seconds, error)))
+        return result;
+    const json_t *lr = json_object_get(value, "staleness_lr");
+    if (lr) {
+        if (!json_is_boolean(lr))
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "consistency.staleness_lr: must be true or false");
+        config->staleness_lr = json_is_true(lr);
+    }
+    if (config->mode != PARAMD__CONSISTENCY_SSP && config->staleness < 0)
+        config->staleness = 0;
+    return paramd__consistency_config_validate(config, error);
+}
+
+json_t *paramd__json_consistency(paramd__model *model)
+{
+    const paramd__consistency_config *config = &model->consistency;
+    json_t *object = json_pack("{s:s}", "mode", paramd__consistency_mode_name(config->mode));
+    if (object == NULL)
+        return NULL;
+    if (config->mode != PARAMD__CONSISTENCY_ASYNC) {
+        json_object_set_new(object, "workers", json_integer(config->workers));
+        json_object_set_new(object, "timeout", json_real(config->timeout_seconds));
+    }
+    if (config->mode == PARAMD__CONSISTENCY_SYNC)
+        json_object_set_new(object, "backup_workers", json_integer(config->backup_workers));
+    if (config->mode == PARAMD__CONSISTENCY_SSP)
+        json_object_set_new(object, "staleness", json_integer(config->staleness));
+    if (config->mode == PARAMD__CONSISTENCY_ASYNC)
+        json_object_set_new(object, "staleness_lr", json_boolean(config->staleness_lr));
+    paramd__consistency_state *state = &model->consistency_state;
+    pthread_mutex_lock(&state->lock);
+    json_t *workers = json_object();
+    for (size_t i = 0; workers && i < state->worker_count; i++) {
+        const paramd__worker_record *worker = &state->workers[i];
+        json_t *record = json_pack("{s:I,s:I}", "pushes", (json_int_t)worker->pushes, "dropped",
+                                   (json_int_t)worker->dropped);
+        if (record && worker->has_version) {
+            json_object_set_new(record, "last_version", json_integer((json_int_t)worker->last_version));
+            json_object_set_new(record, "staleness", json_integer((json_int_t)worker->last_staleness));
+        }
+        json_object_set_new(workers, worker->name, record);
+    }
+    const paramd__staleness_stats *stats = &state->staleness;
+    json_t *staleness = json_pack("{s:I,s:I,s:f}", "observed", (json_int_t)stats->count, "max",
+                                  (json_int_t)stats->maximum, "mean",
+                                  stats->count ? stats->sum / (double)stats->count : 0.0);
+    json_t *waiting = json_integer((json_int_t)(config->mode == PARAMD__CONSISTENCY_SYNC
+                                                    ? state->round_workers
+                                                    : 0));
+    json_int_t timeouts = (json_int_t)state->timeouts;
+    pthread_mutex_unlock(&state->lock);
+    json_object_set_new(object, "seen_workers", workers);
+    json_object_set_new(object, "staleness_observed", staleness);
+    if (config->mode == PARAMD__CONSISTENCY_SYNC)
+        json_object_set_new(object, "waiting", waiting);
+    else
+        json_decref(waiting);
+    json_object_set_new(object, "timeouts", json_integer(timeouts));
+    return object;
+}

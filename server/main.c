@@ -13,6 +13,7 @@
 #include "http.h"
 #include "log.h"
 #include "parallel.h"
+#include "shard_map.h"
 #include "stats.h"
 #include "tcp.h"
 
@@ -47,6 +48,8 @@ typedef struct options {
     unsigned idle_timeout_seconds;
     int threads;
     int log_level;
+    char shard_map[PATH_MAX]; /* empty: not sharded */
+    long shard_id;            /* -1: none given */
     double checkpoint_interval_seconds; /* issue 8; 0: no periodic checkpoints */
     unsigned stats_sample_ms;
 } options;
@@ -102,6 +105,29 @@ static int parse_http(options *target, const char *value, char *message, size_t 
 static int parse_tcp(options *target, const char *value, char *message, size_t size)
 {
     return parse_address(&target->tcp, value, message, size);
+}
+
+static int parse_shard_map(options *target, const char *value, char *message, size_t size)
+{
+    if (strlen(value) >= sizeof target->shard_map) {
+        snprintf(message, size, "path too long");
+        return -1;
+    }
+    strcpy(target->shard_map, value);
+    return 0;
+}
+
+static int parse_shard_id(options *target, const char *value, char *message, size_t size)
+{
+    char *end;
+    long id = strtol(value, &end, 10);
+    if (end == value || *end != '\0' || id < -1 || id >= PARAMD_SHARD_MAX_SHARDS) {
+        snprintf(message, size, "\"%s\": must be a shard id from 0 to %d", value,
+                 PARAMD_SHARD_MAX_SHARDS - 1);
+        return -1;
+    }
+    target->shard_id = id;
+    return 0;
 }
 
 static int parse_data_dir(options *target, const char *value, char *message, size_t size)
@@ -246,6 +272,9 @@ static const option_spec option_table[] = {
     {"idle-timeout", "SECONDS", "300", "close connections (HTTP or binary) idle this long",
      parse_idle_timeout},
     {"threads", "N", "0", "threads per large-tensor update (0: one per core)", parse_threads},
+    {"shard-map", "FILE", "", "be one shard of the parameter service this shard map describes "
+                              "(docs/SHARDING.md); needs --shard-id", parse_shard_map},
+    {"shard-id", "I", "-1", "this server's id in the shard map", parse_shard_id},
     {"log-level", "LEVEL", "info", "debug, info, warn or error", parse_log_level},
     {"checkpoint-interval", "SECONDS", "300",
      "checkpoint every model this often (decimals allowed; 0: only on demand and at shutdown)",
@@ -407,6 +436,25 @@ int main(int argc, char **argv)
 
     paramd__server server;
     paramd__server_init(&server);
+    paramd_shard_map shard_map = {0};
+    if (settings.shard_map[0] || settings.shard_id >= 0) {
+        char why[512];
+        if (!settings.shard_map[0] || settings.shard_id < 0) {
+            paramd__log_error("--shard-map and --shard-id go together");
+            return 2;
+        }
+        if (paramd_shard_map_load(settings.shard_map, &shard_map, why, sizeof why) != 0) {
+            paramd__log_error("--shard-map: %s", why);
+            return 2;
+        }
+        if ((uint32_t)settings.shard_id >= shard_map.shard_count) {
+            paramd__log_error("--shard-id %ld: the shard map %s has shards 0 to %u",
+                              settings.shard_id, settings.shard_map, shard_map.shard_count - 1);
+            return 2;
+        }
+        server.shard_map = &shard_map;
+        server.shard_id = (uint32_t)settings.shard_id;
+    }
     /* Issue 8: restore every checkpointed model before serving anything. */
     paramd__stats_set_sample_interval(settings.stats_sample_ms);
     paramd__checkpointer checkpointer;
@@ -459,12 +507,26 @@ int main(int argc, char **argv)
     const char *bracket_close = strchr(settings.http.host, ':') ? "]" : "";
     const char *tcp_open = strchr(settings.tcp.host, ':') ? "[" : "";
     const char *tcp_close = strchr(settings.tcp.host, ':') ? "]" : "";
+    char shard_text[96] = "";
+    if (server.shard_map)
+        snprintf(shard_text, sizeof shard_text, " shard=%u/%u shard_map_version=%llu",
+                 server.shard_id, shard_map.shard_count,
+                 (unsigned long long)shard_map.version);
     paramd__log_always(PARAMD__LOG_INFO,
                        "paramd %s listening: http=%s%s%s:%u tcp=%s%s%s:%u data_dir=%s pid=%ld "
-                       "update_threads=%d",
+                       "update_threads=%d%s",
                        PARAMD_VERSION_STRING, bracket_open, settings.http.host, bracket_close,
                        http.bound_port, tcp_open, settings.tcp.host, tcp_close, tcp.bound_port,
-                       settings.data_dir, (long)getpid(), paramd__parallel_width());
+                       settings.data_dir, (long)getpid(), paramd__parallel_width(), shard_text);
+    if (server.shard_map) {
+        const paramd_shard *me = &shard_map.shards[server.shard_id];
+        if ((me->http_port && me->http_port != http.bound_port) ||
+            (me->tcp_port && me->tcp_port != tcp.bound_port))
+            paramd__log_warn("the shard map gives shard %u the ports http %u, tcp %u, but this "
+                             "server listens on %u and %u: clients will not find it",
+                             server.shard_id, me->http_port, me->tcp_port, http.bound_port,
+                             tcp.bound_port);
+    }
     if (strcmp(settings.http.host, "127.0.0.1") != 0 && strcmp(settings.http.host, "::1") != 0)
         paramd__log_warn("the HTTP API listens on %s, beyond this machine, with no "
                          "authentication; anyone who can reach it can change models",
@@ -502,6 +564,7 @@ int main(int argc, char **argv)
         paramd__model_release(models[i]);
     free(models);
     paramd__server_destroy(&server);
+    paramd_shard_map_free(&shard_map);
     close(lock);
     paramd__log_info("stopped %s (%zu models released)",
                      checkpointed == PARAMD_OK ? "cleanly" : "after a failed checkpoint",

@@ -3,6 +3,7 @@
 #include "model.h"
 
 #include "log.h"
+#include "shard_map.h"
 #include "stats.h"
 
 #include <ctype.h>
@@ -75,8 +76,17 @@ static int resolve_param_groups(const paramd__model_spec *spec, int *group_of,
     return PARAMD_OK;
 }
 
+static void free_remote(void *value, void *context)
+{
+    (void)context;
+    free(value);
+}
+
 static void model_free(paramd__model *model)
 {
+    for (size_t i = 0; model->consistency_state.sums && i < model->tensor_count; i++)
+        paramd__float_array_free(model->consistency_state.sums[i], model->tensors[i]->count);
+    free(model->consistency_state.sums);
     for (size_t i = 0; i < model->tensor_count; i++) {
         if (model->extras)
             paramd__float_array_free(model->extras[i].accumulated, model->tensors[i]->count);
@@ -84,6 +94,7 @@ static void model_free(paramd__model *model)
     }
     free(model->extras);
     paramd__model_stats_destroy(model->stats);
+    json_decref(model->created_tensors);
     free(model->tensors);
     free(model->schedules);
     pthread_mutex_destroy(&model->schedule_lock);
@@ -91,8 +102,54 @@ static void model_free(paramd__model *model)
     pthread_rwlock_destroy(&model->config_lock);
     free(model->param_groups);
     paramd__dictionary_free(&model->tensor_index);
+    paramd__dictionary_for_each(&model->remote, free_remote, NULL);
+    free(model->consistency_state.workers);
+    pthread_mutex_destroy(&model->consistency_state.lock);
+    paramd__dictionary_free(&model->remote);
     free(model->name);
     free(model);
+}
+
+/* What a model spread over several shards cannot do, because each shard
+ * sees only its part of every push: decisions that need all the gradients
+ * of a step.  Clipping by the total norm works when the client sends the
+ * global norm (checked per push, core.c). */
+static int spanning_check(const paramd__model *model, bool split, paramd__error *error)
+{
+    if (!model->spans_shards)
+        return PARAMD_OK;
+    if (split && model->clip.mode == PARAMD__CLIP_AGC)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "clip.agc: not available for a model with tensors split "
+                                 "across shards (a unit's rows may lie on two shards)");
+    if (split && model->clip.mode == PARAMD__CLIP_NORM && model->clip.per_tensor)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "clip.per_tensor: not available for a model with tensors split "
+                                 "across shards (no shard sees a whole tensor's norm)");
+    if (model->has_loss_scale)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "loss_scale: not available for a model spread over several "
+                                 "shards (an overflow on one shard must skip the step on all of "
+                                 "them); scale on the worker, as GradScaler does");
+    if (model->consistency.mode == PARAMD__CONSISTENCY_SYNC &&
+        model->clip.mode == PARAMD__CLIP_NORM && !model->clip.per_tensor)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "clip.max_norm: a sync model spread over several shards cannot "
+                                 "clip the averaged gradient by its total norm: no shard sees "
+                                 "all of it (clip on the workers, or per tensor)");
+    if (model->nonfinite == PARAMD__NONFINITE_SKIP)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "nonfinite: \"skip\" is not available for a model spread over "
+                                 "several shards (a skip on one shard must skip the step on all "
+                                 "of them); use \"error\" or \"zero\"");
+    return PARAMD_OK;
+}
+
+/* Whether a tensor whose optimizer is `config` may be split across shards:
+ * only element-wise optimizers update a range without the rest. */
+static bool splittable(const paramd__optimizer_config *config)
+{
+    return config->type->tensor_step == NULL;
 }
 
 paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__error *error)
@@ -113,8 +170,15 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     if (model == NULL)
         goto out_of_memory;
     paramd__dictionary_init(&model->tensor_index);
+    paramd__dictionary_init(&model->remote);
+    if (spec->shard_map) {
+        model->sharded = true;
+        model->shard_id = spec->shard_id;
+        model->shard_map_version = spec->shard_map->version;
+    }
     pthread_mutex_init(&model->schedule_lock, NULL);
     pthread_mutex_init(&model->loss_scale_lock, NULL);
+    pthread_mutex_init(&model->consistency_state.lock, NULL);
     pthread_rwlockattr_t attributes;
     pthread_rwlockattr_init(&attributes);
     pthread_rwlockattr_setkind_np(&attributes, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -124,14 +188,27 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     model->tensors = calloc(spec->tensor_count, sizeof *model->tensors);
     model->extras = calloc(spec->tensor_count, sizeof *model->extras);
     model->stats = paramd__model_stats_create(spec->tensor_count); /* issue 8 */
+    model->created_tensors = json_array();
+    for (size_t i = 0; model->created_tensors && i < spec->tensor_count; i++) {
+        json_t *shape = json_array();
+        for (int d = 0; shape && d < spec->tensors[i].dimension_count; d++)
+            json_array_append_new(shape, json_integer((json_int_t)spec->tensors[i].shape[d]));
+        if (json_array_append_new(model->created_tensors,
+                                  json_pack("{s:s,s:o}", "name", spec->tensors[i].name, "shape",
+                                            shape)) != 0) {
+            json_decref(model->created_tensors);
+            model->created_tensors = NULL;
+        }
+    }
     if (model->name == NULL || model->tensors == NULL || model->extras == NULL ||
-        model->stats == NULL)
+        model->stats == NULL || model->created_tensors == NULL)
         goto out_of_memory;
     model->optimizer = spec->optimizer;
     model->clip = spec->clip;
     model->nonfinite = spec->nonfinite;
     model->grad_noise = spec->grad_noise;
     model->accumulate = spec->accumulate;
+    model->consistency = spec->consistency;
     model->has_loss_scale = spec->has_loss_scale;
     if (spec->has_loss_scale) {
         model->loss_scale_config = spec->loss_scale;
@@ -176,7 +253,8 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
                               i, tensor_spec->name);
             goto fail;
         }
-        if (paramd__dictionary_find(&model->tensor_index, tensor_spec->name) != NULL) {
+        if (paramd__dictionary_find(&model->tensor_index, tensor_spec->name) != NULL ||
+            paramd__dictionary_find(&model->remote, tensor_spec->name) != NULL) {
             paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                               "tensors[%zu].name: \"%s\" appears more than once", i,
                               tensor_spec->name);
@@ -205,11 +283,39 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         int group = group_of ? group_of[i] : -1;
         const paramd__optimizer_config *config =
             group >= 0 ? &model->param_groups[group] : &model->optimizer;
+        /* Placement on a sharded server (shard_map.h): a whole tensor here
+         * or elsewhere, or this shard's range of a split one. */
+        size_t offset = 0, held = count;
+        if (spec->shard_map) {
+            const paramd_shard_map *map = spec->shard_map;
+            if (paramd_shard_splits(map, count) && splittable(config)) {
+                uint64_t range_offset, range_count;
+                paramd_shard_range(count, map->shard_count, spec->shard_id, &range_offset,
+                                   &range_count);
+                offset = (size_t)range_offset;
+                held = (size_t)range_count;
+            } else {
+                uint32_t owner = paramd_shard_owner(map, spec->name, tensor_spec->name);
+                if (owner != spec->shard_id) {
+                    size_t length = strlen(tensor_spec->name);
+                    paramd__remote_tensor *remote = malloc(sizeof *remote + length + 1);
+                    if (remote == NULL)
+                        goto out_of_memory;
+                    remote->owner = owner;
+                    memcpy(remote->name, tensor_spec->name, length + 1);
+                    if (paramd__dictionary_insert(&model->remote, remote->name, remote) != 0) {
+                        free(remote);
+                        goto out_of_memory;
+                    }
+                    continue;
+                }
+            }
+        }
         paramd__optimizer_config allocation = paramd__model_state_config(
             config, model->has_schedule ? &model->schedules[group + 1] : NULL);
-        paramd__tensor *tensor = paramd__tensor_create(
-            tensor_spec->name, tensor_spec->dimension_count, tensor_spec->shape, &allocation,
-            error);
+        paramd__tensor *tensor = paramd__tensor_create_range(
+            tensor_spec->name, tensor_spec->dimension_count, tensor_spec->shape, offset, held,
+            &allocation, error);
         if (tensor == NULL)
             goto fail;
         tensor->optimizer = config;
@@ -219,17 +325,26 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         if (paramd__dictionary_insert(&model->tensor_index, tensor->name, tensor) != 0)
             goto out_of_memory;
         if (tensor_spec->has_values)
-            memcpy(tensor->values, tensor_spec->values, count * sizeof(float));
+            memcpy(tensor->values, tensor_spec->values + offset, held * sizeof(float));
         else
-            paramd__initializer_fill(&tensor_spec->initializer, tensor->values, count);
-        model->parameter_count += count;
+            paramd__initializer_fill_range(&tensor_spec->initializer, tensor->values, offset,
+                                           held);
+        model->parameter_count += held;
         model->memory_bytes += paramd__tensor_memory_bytes(tensor);
         if (paramd__accumulate_enabled(&model->accumulate)) {
-            model->extras[tensor->position].accumulated = paramd__float_array_alloc(count);
+            model->extras[tensor->position].accumulated = paramd__float_array_alloc(held);
             if (model->extras[tensor->position].accumulated == NULL)
                 goto out_of_memory;
             model->memory_bytes += count * sizeof(float);
         }
+    }
+    if (model->sharded) {
+        bool split = false;
+        for (size_t i = 0; i < model->tensor_count; i++)
+            split |= model->tensors[i]->count != model->tensors[i]->full_count;
+        model->spans_shards = split || model->remote.count > 0;
+        if (spanning_check(model, split, error) != PARAMD_OK)
+            goto fail;
     }
     free(group_of);
     return model;
@@ -259,6 +374,31 @@ paramd__optimizer_config paramd__model_state_config(const paramd__optimizer_conf
 paramd__tensor *paramd__model_find_tensor(const paramd__model *model, const char *name)
 {
     return paramd__dictionary_find(&model->tensor_index, name);
+}
+
+int paramd__model_remote_owner(const paramd__model *model, const char *name)
+{
+    const paramd__remote_tensor *remote = paramd__dictionary_find(&model->remote, name);
+    return remote ? (int)remote->owner : -1;
+}
+
+int paramd__model_missing_tensor(const paramd__model *model, const char *field, const char *name,
+                                 paramd__error *error)
+{
+    int owner = paramd__model_remote_owner(model, name);
+    if (owner >= 0) {
+        paramd__error_set(error, PARAMD_E_NOT_OWNER,
+                          "%s: tensor \"%.200s\" of model \"%s\" is held by shard %d, not "
+                          "shard %u (shard map version %llu)",
+                          field, name, model->name, owner, (unsigned)model->shard_id,
+                          (unsigned long long)model->shard_map_version);
+        error->shard_map_version = model->shard_map_version;
+        error->owner = owner;
+        return PARAMD_E_NOT_OWNER;
+    }
+    return paramd__error_set(error, PARAMD_E_TENSOR_NOT_FOUND,
+                             "%s: model \"%s\" has no tensor \"%.200s\"", field, model->name,
+                             name);
 }
 
 void paramd__model_retain(paramd__model *model)

@@ -24,6 +24,7 @@
 #define PARAMD_SERVER_MODEL_H
 
 #include "accumulate.h"
+#include "consistency.h"
 #include "clip.h"
 #include "dictionary.h"
 #include "grad_noise.h"
@@ -57,6 +58,12 @@ typedef struct paramd__nonfinite_counters {
     atomic_uint_fast64_t loss_scale_skipped; /* loss-scale overflows */
 } paramd__nonfinite_counters;
 
+/* A tensor of a sharded model that another shard holds. */
+typedef struct paramd__remote_tensor {
+    uint32_t owner;
+    char name[]; /* the dictionary's key */
+} paramd__remote_tensor;
+
 typedef struct paramd__model {
     char *name;
     uint32_t id;                       /* the registry's number for it (binary protocol) */
@@ -67,7 +74,16 @@ typedef struct paramd__model {
     paramd__tensor **tensors;          /* in creation order */
     size_t tensor_count;
     paramd__dictionary tensor_index;   /* name -> tensor */
-    size_t parameter_count;            /* total elements of all tensors */
+    size_t parameter_count;            /* total elements of all tensors (held here) */
+    /* Sharding (issue 6): on a server started with --shard-map, the model
+     * holds only the tensors (or, for split tensors, the ranges) this shard
+     * owns; `remote` maps every other tensor of the model to its owner (a
+     * paramd__remote_tensor, owned), for not_owner errors. */
+    bool sharded;
+    bool spans_shards;                 /* some of its tensors (or ranges) are elsewhere */
+    uint32_t shard_id;
+    uint64_t shard_map_version;
+    paramd__dictionary remote;         /* name -> paramd__remote_tensor */
     size_t memory_bytes;               /* values and optimizer state */
     time_t created;
     atomic_uint_fast64_t step;         /* pushes applied to the model */
@@ -91,6 +107,10 @@ typedef struct paramd__model {
     paramd__nonfinite_policy nonfinite;      /* issue 4, item 3 */
     paramd__grad_noise_config grad_noise;    /* item 6; enabled false for none */
     paramd__accumulate_config accumulate;    /* item 5; fixed at creation */
+    /* How the pushes of many workers combine (issue 6; consistency.h):
+     * the configuration is fixed at creation, the state has its own lock. */
+    paramd__consistency_config consistency;
+    paramd__consistency_state consistency_state;
     /* Dynamic loss scaling (item 4): the configuration (under config_lock)
      * and the running scale (under loss_scale_lock). */
     bool has_loss_scale;
@@ -102,6 +122,10 @@ typedef struct paramd__model {
     /* Issue 8: training statistics, history and checkpoint outcomes
      * (stats.h), owned by the model; never NULL once created. */
     struct paramd__model_stats *stats;
+    /* Issue 8: [{"name", "shape"}, ...] of every tensor of the creation
+     * spec, in order, the ones another shard holds included, so that a
+     * checkpoint can rebuild the model (and its placement) exactly. */
+    json_t *created_tensors;
 } paramd__model;
 
 /* How one tensor of a new model gets its initial values: `values` when
@@ -140,6 +164,11 @@ typedef struct paramd__model_spec {
     paramd__loss_scale_config loss_scale;
     paramd__accumulate_config accumulate; /* steps 0: none */
     paramd__grad_noise_config grad_noise; /* enabled false: none */
+    paramd__consistency_config consistency; /* mode async (zeroed): the default */
+    /* The shard map of a sharded server and this server's id in it; NULL
+     * for a server of its own.  Borrowed. */
+    const struct paramd_shard_map *shard_map;
+    uint32_t shard_id;
 } paramd__model_spec;
 
 /* True when `name` is a valid model name: 1 to 128 characters from
@@ -155,6 +184,17 @@ bool paramd__tensor_name_valid(const char *name);
 paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__error *error);
 
 paramd__tensor *paramd__model_find_tensor(const paramd__model *model, const char *name);
+
+/* For a tensor name the model does not hold: the shard that does, or -1
+ * when the model has no such tensor anywhere (or is not sharded). */
+int paramd__model_remote_owner(const paramd__model *model, const char *name);
+
+/* Fills *error for a tensor the model does not hold: PARAMD_E_NOT_OWNER
+ * naming its owner and the shard map's version when another shard holds
+ * it, else PARAMD_E_TENSOR_NOT_FOUND.  `field` prefixes the message
+ * ("grads.w").  Returns the code. */
+int paramd__model_missing_tensor(const paramd__model *model, const char *field, const char *name,
+                                 paramd__error *error);
 
 /* The configuration whose state slots a tensor with optimizer configuration
  * `config` holds: `config` itself, except that a schedule cycling momentum

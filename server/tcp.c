@@ -15,6 +15,13 @@
  * completes.  libuv writes in order, so replies leave in request order.  A
  * client that does not read its replies stops being read from once
  * PARAMD__TCP_MAX_PENDING_WRITE bytes are queued for it.
+ *
+ * A push that waits for other workers (tcp.h) holds its connection like a
+ * request on a worker thread does - its input buffer in place, no request
+ * handled after it - with a timer for its deadline.  The core completes it from whichever
+ * thread finished the step; that thread puts the connection on the
+ * server's ready list and wakes the loop, which writes the reply and goes
+ * on with the connection's next request.
  */
 #define _DEFAULT_SOURCE
 #include "tcp.h"
@@ -22,6 +29,8 @@
 #include "log.h"
 
 #include <arpa/inet.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +40,7 @@
 typedef struct connection {
     uv_tcp_t handle;               /* first: the handle's address is the connection's */
     uv_timer_t idle_timer;
+    uv_timer_t deadline_timer;     /* the waiting push's deadline */
     paramd__tcp_server *tcp;
     paramd__tcp_session session;
     uint8_t *input;                /* input_capacity bytes; [0, input_size) read */
@@ -47,7 +57,7 @@ typedef struct connection {
     bool busy;                     /* a worker thread is handling a request */
     bool closing;
     bool close_after_write;        /* a frame could not be delimited: close once replied */
-    int open_handles;              /* handle and timer; freed when both are closed */
+    int open_handles;              /* handle and timers; freed when all are closed */
     /* The request on a worker thread. */
     uv_work_t work;
     paramd__frame_header work_header;
@@ -55,6 +65,13 @@ typedef struct connection {
     size_t work_frame_size;
     paramd__tcp_reply work_reply;
     bool work_ok;
+    /* A push waiting for other workers (loop thread only). */
+    paramd__tcp_waiting *waiting;
+    size_t waiting_bytes;          /* input bytes to drop once it is finished */
+    bool ready_early;              /* completed before after_work saw it wait */
+    /* On tcp->ready (guarded by tcp->ready_lock). */
+    bool ready;
+    struct connection *ready_next;
 } connection;
 
 typedef struct write_request {
@@ -69,6 +86,7 @@ typedef struct write_request {
 
 static void process_input(connection *c);
 static void close_connection(connection *c);
+static void discard_waiting(connection *c);
 
 /* ---------------------------------------------------------------------------
  * Closing
@@ -125,8 +143,16 @@ static void on_handle_closed(uv_handle_t *handle)
         free_connection(c);
 }
 
+static void close_handles(connection *c)
+{
+    uv_close((uv_handle_t *)&c->idle_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->deadline_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->handle, on_handle_closed);
+}
+
 /* Closes the connection; a request running on a worker thread finishes
- * first (after_work then finds it closing and frees what is left). */
+ * first (after_work then finds it closing and frees what is left), and a
+ * waiting push is withdrawn. */
 static void close_connection(connection *c)
 {
     if (c->closing)
@@ -136,8 +162,9 @@ static void close_connection(connection *c)
     uv_timer_stop(&c->idle_timer);
     if (c->busy)
         return; /* after_work closes the handles */
-    uv_close((uv_handle_t *)&c->idle_timer, on_handle_closed);
-    uv_close((uv_handle_t *)&c->handle, on_handle_closed);
+    if (c->waiting)
+        discard_waiting(c);
+    close_handles(c);
 }
 
 /* ---------------------------------------------------------------------------
@@ -255,6 +282,13 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buffer)
 {
     (void)suggested;
     connection *c = handle->data;
+    if (c->waiting) {
+        /* The buffer must not move: only the room it already has. */
+        size_t room = c->input_capacity - c->input_size;
+        *buffer = uv_buf_init((char *)c->input + c->input_size,
+                              room > UINT32_MAX ? UINT32_MAX : (unsigned)room);
+        return;
+    }
     size_t wanted = c->input_size + READ_CHUNK;
     if (c->frame_needed > wanted)
         wanted = c->frame_needed; /* a large frame: read it in place */
@@ -287,19 +321,28 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buffer)
     c->input_size += (size_t)nread;
     if (c->tcp->options.idle_timeout_seconds)
         uv_timer_again(&c->idle_timer);
+    if (c->waiting) {
+        update_reading(c); /* stops once the room is used up */
+        return;
+    }
     process_input(c);
 }
 
 /* Reads when the connection can take more: not closing, no request on a
- * worker thread, and not too many replies waiting to be written. */
+ * worker thread, and not too many replies waiting to be written.  While a
+ * push waits, reading goes on into the room left in the input buffer (it
+ * must not move), so that a worker that goes away is noticed and its push
+ * withdrawn; frames read then are handled once the push is finished. */
 static void update_reading(connection *c)
 {
     bool want = !c->closing && !c->busy && !c->close_after_write &&
-                c->pending_write_bytes < PARAMD__TCP_MAX_PENDING_WRITE;
+                c->pending_write_bytes < PARAMD__TCP_MAX_PENDING_WRITE &&
+                (!c->waiting || c->input_size < c->input_capacity);
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->handle, on_alloc, on_read) == 0)
             c->reading = true;
-        process_input(c); /* frames may be waiting from before the pause */
+        if (!c->waiting)
+            process_input(c); /* frames may be waiting from before the pause */
     } else if (!want && c->reading) {
         uv_read_stop((uv_stream_t *)&c->handle);
         c->reading = false;
@@ -317,18 +360,27 @@ static void run_work(uv_work_t *work)
                                     &c->work_reply);
 }
 
+static void begin_waiting(connection *c, paramd__tcp_waiting *waiting, size_t bytes);
+
 static void after_work(uv_work_t *work, int status)
 {
     (void)status;
     connection *c = work->data;
     c->busy = false;
-    atomic_fetch_add(&c->tcp->requests, 1);
     take_back_spare(c);
     c->last_frame_size = c->work_frame_size;
+    if (c->work_reply.waiting) {
+        begin_waiting(c, c->work_reply.waiting, c->work_frame_size);
+        if (c->closing) {
+            discard_waiting(c);
+            close_handles(c);
+        }
+        return;
+    }
+    atomic_fetch_add(&c->tcp->requests, 1);
     if (c->closing) {
         free(c->work_reply.data);
-        uv_close((uv_handle_t *)&c->idle_timer, on_handle_closed);
-        uv_close((uv_handle_t *)&c->handle, on_handle_closed);
+        close_handles(c);
         return;
     }
     /* The frame is done with: drop it from the front of the input. */
@@ -348,7 +400,7 @@ static void after_work(uv_work_t *work, int status)
 static void process_input(connection *c)
 {
     size_t consumed = 0;
-    while (!c->busy && !c->closing && !c->close_after_write) {
+    while (!c->busy && !c->waiting && !c->closing && !c->close_after_write) {
         paramd__frame_header header;
         char why[200] = "";
         long long frame = paramd__frame_parse(c->input + consumed, c->input_size - consumed,
@@ -378,7 +430,7 @@ static void process_input(connection *c)
             c->work_header = header;
             c->work_payload = c->input + PARAMD_FRAME_HEADER_SIZE;
             c->work_frame_size = (size_t)frame;
-            c->work_reply = (paramd__tcp_reply){NULL, 0, 0};
+            c->work_reply = (paramd__tcp_reply){NULL, 0, 0, NULL};
             flush_batch(c);
             update_reading(c);
             lend_spare(c);
@@ -388,13 +440,19 @@ static void process_input(connection *c)
             }
             return;
         }
-        paramd__tcp_reply reply = {NULL, 0, 0};
+        paramd__tcp_reply reply = {NULL, 0, 0, NULL};
         lend_spare(c);
         bool ok = paramd__tcp_handle(&c->session, &header, payload, &reply);
         take_back_spare(c);
-        atomic_fetch_add(&c->tcp->requests, 1);
         consumed += (size_t)frame;
         c->last_frame_size = (size_t)frame;
+        if (reply.waiting) {
+            /* This frame, and those before it, stay at the front of the
+             * input until the push is finished. */
+            begin_waiting(c, reply.waiting, consumed);
+            return;
+        }
+        atomic_fetch_add(&c->tcp->requests, 1);
         if (!ok || reply.data == NULL) {
             free(reply.data);
             close_connection(c);
@@ -421,13 +479,154 @@ static void process_input(connection *c)
 }
 
 /* ---------------------------------------------------------------------------
+ * Pushes that wait for other workers
+ * ------------------------------------------------------------------------- */
+
+static double monotonic_seconds(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+}
+
+/* Called by the core, from any thread, with the model's consistency lock
+ * held: only queues the connection and wakes the loop. */
+void paramd__tcp_waiting_notify(paramd__push_ticket *ticket)
+{
+    paramd__tcp_session *session = ticket->context;
+    connection *c = (connection *)(void *)((char *)session - offsetof(connection, session));
+    paramd__tcp_server *tcp = c->tcp;
+    pthread_mutex_lock(&tcp->ready_lock);
+    if (!c->ready) {
+        c->ready = true;
+        c->ready_next = tcp->ready;
+        tcp->ready = c;
+    }
+    if (tcp->ready_open)
+        uv_async_send(&tcp->ready_signal);
+    pthread_mutex_unlock(&tcp->ready_lock);
+}
+
+/* Takes the connection off the ready list, if it is on it. */
+static void unready(connection *c)
+{
+    paramd__tcp_server *tcp = c->tcp;
+    pthread_mutex_lock(&tcp->ready_lock);
+    if (c->ready) {
+        for (connection **link = &tcp->ready; *link; link = &(*link)->ready_next)
+            if (*link == c) {
+                *link = c->ready_next;
+                break;
+            }
+        c->ready = false;
+    }
+    pthread_mutex_unlock(&tcp->ready_lock);
+}
+
+/* Drops the first `bytes` of the input (handled frames). */
+static void drop_input(connection *c, size_t bytes)
+{
+    memmove(c->input, c->input + bytes, c->input_size - bytes);
+    c->input_size -= bytes;
+}
+
+/* Replies to the done waiting push and goes on with the connection. */
+static void finish_waiting(connection *c)
+{
+    paramd__tcp_waiting *waiting = c->waiting;
+    c->waiting = NULL;
+    c->ready_early = false;
+    uv_timer_stop(&c->deadline_timer);
+    paramd__tcp_reply reply = {NULL, 0, 0, NULL};
+    lend_spare(c);
+    bool ok = paramd__tcp_waiting_finish(&c->session, waiting, &reply);
+    take_back_spare(c);
+    atomic_fetch_add(&c->tcp->requests, 1);
+    drop_input(c, c->waiting_bytes);
+    if (!ok || reply.data == NULL) {
+        free(reply.data);
+        close_connection(c);
+        return;
+    }
+    queue_reply(c, &reply);
+    /* Frames read while it waited come next (process_input also resumes
+     * reading and writes the replies). */
+    process_input(c);
+}
+
+/* A closing connection's waiting push: withdrawn, and its reply dropped. */
+static void discard_waiting(connection *c)
+{
+    paramd__tcp_waiting *waiting = c->waiting;
+    c->waiting = NULL;
+    uv_timer_stop(&c->deadline_timer);
+    paramd__tcp_waiting_withdraw(&c->session, waiting);
+    unready(c);
+    paramd__tcp_reply reply = {NULL, 0, 0, NULL};
+    paramd__tcp_waiting_finish(&c->session, waiting, &reply);
+    free(reply.data);
+}
+
+static void on_deadline(uv_timer_t *timer)
+{
+    connection *c = timer->data;
+    if (c->waiting == NULL)
+        return;
+    /* Done already if the core completed it just now (then it is on the
+     * ready list, and the reply is its result); else a timeout. */
+    paramd__tcp_waiting_expire(&c->session, c->waiting);
+    unready(c);
+    finish_waiting(c);
+}
+
+/* The connection's request is a push that waits: hold the connection
+ * until the core completes it or its deadline passes. */
+static void begin_waiting(connection *c, paramd__tcp_waiting *waiting, size_t bytes)
+{
+    c->waiting = waiting;
+    c->waiting_bytes = bytes;
+    if (c->closing)
+        return; /* the caller discards it */
+    flush_batch(c);   /* the replies before it go out now */
+    update_reading(c); /* reads on only into the room the input buffer has */
+    if (c->ready_early) {
+        finish_waiting(c);
+        return;
+    }
+    double remaining = paramd__tcp_waiting_deadline(waiting) - monotonic_seconds();
+    uint64_t milliseconds = remaining > 0 ? (uint64_t)ceil(remaining * 1000.0) : 0;
+    uv_timer_start(&c->deadline_timer, on_deadline, milliseconds, 0);
+}
+
+/* The loop's side of paramd__tcp_waiting_notify. */
+static void on_ready(uv_async_t *async)
+{
+    paramd__tcp_server *tcp = async->data;
+    for (;;) {
+        pthread_mutex_lock(&tcp->ready_lock);
+        connection *c = tcp->ready;
+        if (c) {
+            tcp->ready = c->ready_next;
+            c->ready = false;
+        }
+        pthread_mutex_unlock(&tcp->ready_lock);
+        if (c == NULL)
+            break;
+        if (c->waiting)
+            finish_waiting(c);
+        else
+            c->ready_early = true; /* its handler is still on a worker thread */
+    }
+}
+
+/* ---------------------------------------------------------------------------
  * Accepting
  * ------------------------------------------------------------------------- */
 
 static void on_idle_timeout(uv_timer_t *timer)
 {
     connection *c = timer->data;
-    if (c->busy)
+    if (c->busy || c->waiting)
         return; /* a request is running: the connection is not idle */
     paramd__log_debug("tcp %s: idle for %u s, closing", c->session.peer,
                       c->tcp->options.idle_timeout_seconds);
@@ -497,7 +696,9 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     uv_timer_init(&tcp->loop, &c->idle_timer);
     c->idle_timer.data = c;
-    c->open_handles = 2;
+    uv_timer_init(&tcp->loop, &c->deadline_timer);
+    c->deadline_timer.data = c;
+    c->open_handles = 3;
     tcp->connection_count++;
     uv_tcp_nodelay(&c->handle, 1);
     describe_peer(&c->handle, c->session.peer, sizeof c->session.peer);
@@ -530,6 +731,9 @@ static void close_every_handle(uv_handle_t *handle, void *argument)
 static void on_stop(uv_async_t *async)
 {
     paramd__tcp_server *tcp = async->data;
+    pthread_mutex_lock(&tcp->ready_lock);
+    tcp->ready_open = false; /* ready_signal is closed below */
+    pthread_mutex_unlock(&tcp->ready_lock);
     uv_walk(&tcp->loop, close_every_handle, NULL);
 }
 
@@ -582,9 +786,15 @@ int paramd__tcp_start(paramd__tcp_server *tcp, paramd__server *server,
                                     : ((struct sockaddr_in *)&bound)->sin_port);
     uv_async_init(&tcp->loop, &tcp->stop_signal, on_stop);
     tcp->stop_signal.data = tcp;
+    pthread_mutex_init(&tcp->ready_lock, NULL);
+    uv_async_init(&tcp->loop, &tcp->ready_signal, on_ready);
+    tcp->ready_signal.data = tcp;
+    tcp->ready_open = true;
     if (pthread_create(&tcp->thread, NULL, serve, tcp) != 0) {
         uv_close((uv_handle_t *)&tcp->listener, NULL);
         uv_close((uv_handle_t *)&tcp->stop_signal, NULL);
+        uv_close((uv_handle_t *)&tcp->ready_signal, NULL);
+        pthread_mutex_destroy(&tcp->ready_lock);
         uv_run(&tcp->loop, UV_RUN_DEFAULT);
         uv_loop_close(&tcp->loop);
         return paramd__error_set(error, PARAMD_E_NO_MEMORY, "--tcp: cannot start its thread");
@@ -600,5 +810,6 @@ void paramd__tcp_stop(paramd__tcp_server *tcp)
     uv_async_send(&tcp->stop_signal);
     pthread_join(tcp->thread, NULL);
     uv_loop_close(&tcp->loop);
+    pthread_mutex_destroy(&tcp->ready_lock);
     tcp->running = false;
 }

@@ -43,6 +43,12 @@ typedef struct paramd__tcp_server {
     pthread_t thread;
     bool running;
     unsigned connection_count;        /* loop thread only */
+    /* Connections whose waiting push the core completed, for the loop to
+     * finish (ready_lock guards the list and ready_open). */
+    uv_async_t ready_signal;
+    pthread_mutex_t ready_lock;
+    struct connection *ready;
+    bool ready_open;
     atomic_uint_fast64_t requests;    /* frames answered */
     atomic_uint_fast64_t refused_connections;
 } paramd__tcp_server;
@@ -75,11 +81,16 @@ typedef struct paramd__tcp_session {
     size_t spare_capacity;
 } paramd__tcp_session;
 
-/* A reply to send: a malloc'ed buffer of whole frames. */
+/* A push that waits for other workers (sync and ssp models); see below. */
+typedef struct paramd__tcp_waiting paramd__tcp_waiting;
+
+/* A reply to send: a malloc'ed buffer of whole frames; or, for a push that
+ * has to wait for other workers, no data yet and `waiting` set. */
 typedef struct paramd__tcp_reply {
     uint8_t *data;
     size_t size;
     size_t capacity; /* bytes allocated (at least size) */
+    paramd__tcp_waiting *waiting;
 } paramd__tcp_reply;
 
 /* A buffer of at least `size` bytes for a reply: the session's spare when
@@ -101,6 +112,38 @@ uint64_t paramd__tcp_request_cost(const paramd__frame_header *header, const uint
  * reply itself ran out (tcp.c then closes the connection). */
 bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header *header,
                         const uint8_t *payload, paramd__tcp_reply *reply);
+
+/* ---------------------------------------------------------------------------
+ * Pushes that wait (sync and ssp models; consistency.h)
+ *
+ * paramd__tcp_handle answers such a push with reply->waiting instead of
+ * data.  The waiting push refers to its frame in the connection's input
+ * buffer, so tcp.c keeps that buffer where it is and stops reading the
+ * connection (later requests wait their turn: replies stay in order) until
+ * one of these happens, each on the loop thread:
+ *   - the core completes the push and calls paramd__tcp_waiting_notify
+ *     (from any thread, with the model's consistency lock held): tcp.c
+ *     wakes its loop, which calls paramd__tcp_waiting_finish;
+ *   - its deadline passes: tcp.c calls paramd__tcp_waiting_expire, then
+ *     finish (the reply is a timeout ERROR, or the result if the core
+ *     completed it just before);
+ *   - its connection closes: tcp.c calls paramd__tcp_waiting_withdraw, then
+ *     finish, and frees the reply.
+ * ------------------------------------------------------------------------- */
+
+/* The ticket's notify: the ticket's context is the session. */
+void paramd__tcp_waiting_notify(paramd__push_ticket *ticket);
+
+/* When the push stops waiting at the latest (CLOCK_MONOTONIC seconds). */
+double paramd__tcp_waiting_deadline(const paramd__tcp_waiting *push);
+
+void paramd__tcp_waiting_expire(paramd__tcp_session *session, paramd__tcp_waiting *push);
+void paramd__tcp_waiting_withdraw(paramd__tcp_session *session, paramd__tcp_waiting *push);
+
+/* Fills *reply with a done push's reply and frees the push; returns false
+ * only when memory for the reply ran out. */
+bool paramd__tcp_waiting_finish(paramd__tcp_session *session, paramd__tcp_waiting *push,
+                                paramd__tcp_reply *reply);
 
 /* An ERROR frame for request_id (reply->data NULL if memory ran out). */
 void paramd__tcp_error_reply(uint64_t request_id, int code, const char *message,

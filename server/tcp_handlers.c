@@ -72,7 +72,16 @@ void paramd__tcp_error_reply(uint64_t request_id, int code, const char *message,
 static bool reply_error(const paramd__frame_header *header, const paramd__error *error,
                         paramd__tcp_reply *reply)
 {
-    paramd__tcp_error_reply(header->request_id, error->code, error->message, reply);
+    paramd__writer writer;
+    paramd__writer_init(&writer, NULL, 0);
+    uint32_t version = error->code == PARAMD_E_NOT_OWNER ? (uint32_t)error->shard_map_version : 0;
+    paramd__encode_error(&writer, header->request_id, error->code, version, error->message);
+    reply->size = reply->capacity = writer.size;
+    reply->data = malloc(writer.size);
+    if (reply->data) {
+        paramd__writer_init(&writer, reply->data, reply->size);
+        paramd__encode_error(&writer, header->request_id, error->code, version, error->message);
+    }
     return reply->data != NULL;
 }
 
@@ -177,7 +186,7 @@ static void encode_lookup(paramd__writer *writer, uint64_t request_id, paramd__m
     for (uint32_t i = 0; i < count; i++)
         paramd__put_lookup_entry(writer, (uint32_t)tensors[i]->position, PARAMD_DTYPE_FLOAT32,
                                  (uint8_t)tensors[i]->dimension_count, tensors[i]->shape,
-                                 tensors[i]->count, tensors[i]->name);
+                                 tensors[i]->full_count, tensors[i]->name);
     paramd__frame_end(writer, start);
 }
 
@@ -209,13 +218,15 @@ static bool handle_lookup(paramd__tcp_session *session, const paramd__frame_head
     size_t position = 0;
     for (uint32_t i = 0; i < lookup.tensor_count; i++) {
         paramd__wire_string wire = paramd__lookup_next_name(&lookup, &position);
-        tensors[i] = wire_name(wire, name, PARAMD__MAX_NAME_LENGTH)
-                         ? paramd__model_find_tensor(model, name)
-                         : NULL;
+        bool valid = wire_name(wire, name, PARAMD__MAX_NAME_LENGTH);
+        tensors[i] = valid ? paramd__model_find_tensor(model, name) : NULL;
         if (tensors[i] == NULL) {
-            paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
-                              "LOOKUP: model \"%s\" has no tensor \"%.*s\"", model->name,
-                              (int)wire.length, wire.data);
+            if (valid)
+                paramd__model_missing_tensor(model, "LOOKUP", name, &error);
+            else
+                paramd__error_set(&error, PARAMD_E_TENSOR_NOT_FOUND,
+                                  "LOOKUP: model \"%s\" has no tensor \"%.*s\"", model->name,
+                                  (int)(wire.length > 255 ? 255 : wire.length), wire.data);
             goto done;
         }
     }
@@ -279,22 +290,48 @@ static paramd__tensor *item_tensor(paramd__model *model, const paramd__wire_item
                           model->tensor_count);
         return NULL;
     }
+    /* Ranges are in the whole tensor's elements; a shard holds
+     * [range_offset, range_offset + count) of it (all of it, unsharded). */
     paramd__tensor *tensor = model->tensors[item->tensor_id];
-    if (whole && (item->offset != 0 || item->count != tensor->count)) {
-        paramd__error_set(error, PARAMD_E_BAD_RANGE,
-                          "%s item %u (%s): a push covers the whole tensor, offset 0 and count "
-                          "%zu; got offset %llu, count %llu",
-                          operation, (unsigned)index, tensor->name, tensor->count,
-                          (unsigned long long)item->offset, (unsigned long long)item->count);
+    uint64_t first = tensor->range_offset, last = tensor->range_offset + tensor->count;
+    if (whole && (item->offset != first || item->count != tensor->count)) {
+        if (tensor->count == tensor->full_count)
+            paramd__error_set(error, PARAMD_E_BAD_RANGE,
+                              "%s item %u (%s): a push covers the whole tensor, offset 0 and "
+                              "count %zu; got offset %llu, count %llu",
+                              operation, (unsigned)index, tensor->name, tensor->count,
+                              (unsigned long long)item->offset, (unsigned long long)item->count);
+        else
+            paramd__error_set(error, PARAMD_E_NOT_OWNER,
+                              "%s item %u (%s): this shard holds elements [%llu, %llu) of the "
+                              "split tensor, and a push covers exactly them; got offset %llu, "
+                              "count %llu (shard map version %llu)",
+                              operation, (unsigned)index, tensor->name,
+                              (unsigned long long)first, (unsigned long long)last,
+                              (unsigned long long)item->offset, (unsigned long long)item->count,
+                              (unsigned long long)model->shard_map_version);
+        error->shard_map_version = model->shard_map_version;
         return NULL;
     }
-    if (!whole && (item->offset > tensor->count || item->count > tensor->count - item->offset)) {
+    /* core_pull reads a count of 0 as "the whole tensor", which would
+     * overrun the 0-element slot of the reply: an empty range is refused. */
+    if (!whole && item->count == 0) {
         paramd__error_set(error, PARAMD_E_BAD_RANGE,
-                          "%s item %u (%s): range [%llu, %llu) is outside the tensor's %zu "
-                          "elements",
+                          "%s item %u (%s): count 0: a range has at least one element",
+                          operation, (unsigned)index, tensor->name);
+        return NULL;
+    }
+    if (!whole && (item->offset < first || item->offset > last || item->count > last - item->offset)) {
+        int code = item->offset + item->count <= tensor->full_count ? PARAMD_E_NOT_OWNER
+                                                                     : PARAMD_E_BAD_RANGE;
+        paramd__error_set(error, code,
+                          "%s item %u (%s): range [%llu, %llu) is outside the elements [%llu, "
+                          "%llu) held here (the tensor has %zu)",
                           operation, (unsigned)index, tensor->name,
                           (unsigned long long)item->offset,
-                          (unsigned long long)(item->offset + item->count), tensor->count);
+                          (unsigned long long)(item->offset + item->count),
+                          (unsigned long long)first, (unsigned long long)last, tensor->full_count);
+        error->shard_map_version = model->shard_map_version;
         return NULL;
     }
     return tensor;
@@ -309,6 +346,74 @@ typedef struct wire_slot {
     uint8_t *reply_data;   /* the item's data in the reply */
 } wire_slot;
 
+/* A push under way: everything its reply needs.  A push that waits for
+ * other workers (sync and ssp models) lives on in this form, owned by its
+ * connection (tcp.h), until the core completes its ticket. */
+struct paramd__tcp_waiting {
+    paramd__push_ticket ticket;
+    paramd__frame_header header;
+    paramd__model *model;          /* a reference, released when finished */
+    bool with_weights;
+    uint32_t count;
+    paramd__tensor_io *items;
+    wire_slot *slots;
+    uint8_t *buffer;               /* the reply, with placeholders in its header */
+    size_t reply_size, capacity;
+    char worker[PARAMD__WORKER_NAME_SIZE];
+};
+
+static void free_push(paramd__tcp_session *session, paramd__tcp_waiting *push)
+{
+    for (uint32_t i = 0; push->slots && i < push->count; i++) {
+        free(push->slots[i].owned_grad);
+        free(push->slots[i].owned_weights);
+    }
+    give_back(session, push->buffer, push->capacity);
+    free(push->slots);
+    free(push->items);
+    paramd__model_release(push->model);
+    free(push);
+}
+
+/* Turns a done push into its reply (the weights, or an ERROR frame), and
+ * frees it. */
+static bool finish_push(paramd__tcp_session *session, paramd__tcp_waiting *push,
+                        paramd__tcp_reply *reply)
+{
+    paramd__push_ticket *ticket = &push->ticket;
+    if (ticket->result != PARAMD_OK) {
+        paramd__error error = ticket->error;
+        paramd__frame_header header = push->header;
+        free_push(session, push);
+        return reply_error(&header, &error, reply);
+    }
+    const paramd__push_outcome *outcome = &ticket->outcome;
+    for (uint32_t i = 0; push->with_weights && i < push->count; i++)
+        if (push->slots[i].owned_weights)
+            narrow(push->slots[i].owned_weights, push->slots[i].dtype, push->slots[i].reply_data,
+                   push->items[i].tensor->count);
+    uint32_t flags = outcome->skipped ? PARAMD_PUSH_SKIPPED : 0;
+    if (outcome->dropped)
+        flags |= PARAMD_PUSH_DROPPED;
+    for (uint32_t i = 0; i < push->count && outcome->accumulate_steps; i++)
+        if (push->items[i].accumulated < outcome->accumulate_steps)
+            flags |= PARAMD_PUSH_ACCUMULATED;
+    /* The header fields, now known, over the placeholders. */
+    paramd__writer head;
+    paramd__writer_init(&head, push->buffer, push->reply_size);
+    paramd__encode_push_reply_begin(&head, push->header.opcode, push->header.request_id,
+                                    outcome->step, outcome->lr, outcome->grad_norm,
+                                    outcome->has_loss_scale ? (double)outcome->loss_scale : NAN,
+                                    flags, push->with_weights ? push->count : 0);
+    paramd__frame_set_length(push->buffer, push->reply_size);
+    reply->data = push->buffer;
+    reply->size = push->reply_size;
+    reply->capacity = push->capacity;
+    push->buffer = NULL;
+    free_push(session, push);
+    return true;
+}
+
 static bool handle_push(paramd__tcp_session *session, const paramd__frame_header *header,
                         const uint8_t *payload, paramd__tcp_reply *reply)
 {
@@ -316,44 +421,62 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
     const char *operation = with_weights ? "PUSHPULL" : "PUSH";
     paramd__error error = {0};
     char why[200];
-    paramd__push_request push;
-    int result = paramd__decode_push(payload, header->length, &push, why, sizeof why);
+    paramd__push_request request;
+    int result = paramd__decode_push(payload, header->length, &request, why, sizeof why);
     if (result != PARAMD_OK)
         return decode_failed(result, why, &error), reply_error(header, &error, reply);
-    paramd__model *model = model_by_id(session, push.model_id, &error);
+    char worker[PARAMD__WORKER_NAME_SIZE];
+    if (!wire_name(request.worker, worker, sizeof worker - 1) ||
+        (worker[0] && !paramd__model_name_valid(worker))) {
+        paramd__error_set(&error, PARAMD_E_BAD_NAME,
+                          "%s: worker: must be 1 to 128 characters from A-Z a-z 0-9 . _ -",
+                          operation);
+        return reply_error(header, &error, reply);
+    }
+    paramd__model *model = model_by_id(session, request.model_id, &error);
     if (model == NULL)
         return reply_error(header, &error, reply);
-    uint32_t count = push.items.remaining;
-    paramd__tensor_io *items = calloc(count ? count : 1, sizeof *items);
-    wire_slot *slots = calloc(count ? count : 1, sizeof *slots);
-    uint8_t *buffer = NULL;
-    size_t capacity = 0;
-    bool ok = false;
+    uint32_t count = request.items.remaining;
+    paramd__tcp_waiting *push = calloc(1, sizeof *push);
+    if (push == NULL) {
+        paramd__model_release(model);
+        paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
+        return reply_error(header, &error, reply);
+    }
+    push->header = *header;
+    push->model = model;
+    push->with_weights = with_weights;
+    push->count = count;
+    push->items = calloc(count ? count : 1, sizeof *push->items);
+    push->slots = calloc(count ? count : 1, sizeof *push->slots);
+    paramd__tensor_io *items = push->items;
+    wire_slot *slots = push->slots;
     if (items == NULL || slots == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
-        goto done;
+        goto failed;
     }
     /* Gradients, and the reply's size. */
     size_t items_bytes = 0;
-    paramd__item_cursor cursor = push.items;
+    paramd__item_cursor cursor = request.items;
     paramd__wire_item item;
     for (uint32_t i = 0; paramd__next_item(&cursor, &item); i++) {
         paramd__tensor *tensor = item_tensor(model, &item, i, true, operation, &error);
         if (tensor == NULL)
-            goto done;
+            goto failed;
         items[i].tensor = tensor;
         items[i].grad_count = (size_t)item.count;
         slots[i].dtype = item.dtype;
         if (item.dtype == PARAMD_DTYPE_FLOAT32) {
             /* In place: the input buffer is this request's and is dropped
-             * after it, so the core may also work in it. */
+             * after it (not before the push is done, if it waits), so the
+             * core may also work in it. */
             items[i].grad = (const float *)(const void *)item.data;
             items[i].grad_writable = true;
         } else {
             slots[i].owned_grad = widen(&item);
             if (slots[i].owned_grad == NULL) {
                 paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
-                goto done;
+                goto failed;
             }
             items[i].grad = slots[i].owned_grad;
             items[i].grad_writable = true;
@@ -363,20 +486,20 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
     }
     /* The reply, allocated before anything changes; float32 weights are
      * written by the core into it directly. */
-    size_t reply_size = paramd__push_reply_size(with_weights ? items_bytes : 0);
-    buffer = paramd__tcp_reply_buffer(session, reply_size, &capacity);
-    if (buffer == NULL) {
+    push->reply_size = paramd__push_reply_size(with_weights ? items_bytes : 0);
+    push->buffer = paramd__tcp_reply_buffer(session, push->reply_size, &push->capacity);
+    if (push->buffer == NULL) {
         paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory for a %zu-byte reply",
-                          operation, reply_size);
-        goto done;
+                          operation, push->reply_size);
+        goto failed;
     }
     paramd__writer writer;
-    paramd__writer_init(&writer, buffer, reply_size);
+    paramd__writer_init(&writer, push->buffer, push->reply_size);
     size_t start = paramd__encode_push_reply_begin(&writer, header->opcode, header->request_id, 0,
                                                    0, 0, 0, 0, with_weights ? count : 0);
     for (uint32_t i = 0; with_weights && i < count; i++) {
-        paramd__put_item_header(&writer, (uint32_t)items[i].tensor->position, slots[i].dtype, 0,
-                                items[i].tensor->count);
+        paramd__put_item_header(&writer, (uint32_t)items[i].tensor->position, slots[i].dtype,
+                                items[i].tensor->range_offset, items[i].tensor->count);
         slots[i].reply_data = paramd__put_reserve(
             &writer, items[i].tensor->count * paramd__dtype_size(slots[i].dtype));
         if (slots[i].dtype == PARAMD_DTYPE_FLOAT32) {
@@ -385,49 +508,58 @@ static bool handle_push(paramd__tcp_session *session, const paramd__frame_header
             slots[i].owned_weights = malloc(items[i].tensor->count * sizeof(float) + sizeof(float));
             if (slots[i].owned_weights == NULL) {
                 paramd__error_set(&error, PARAMD_E_NO_MEMORY, "%s: out of memory", operation);
-                goto done;
+                goto failed;
             }
             items[i].weights = slots[i].owned_weights;
         }
     }
     paramd__frame_end(&writer, start);
-    paramd__push_options options = {push.loss, push.grad_norm, NAN};
-    paramd__push_outcome outcome;
-    result = paramd__core_push_ex(session->tcp->server, model, items, count, &options, &outcome,
-                                  &error);
-    if (result != PARAMD_OK)
-        goto done;
-    for (uint32_t i = 0; with_weights && i < count; i++)
-        if (slots[i].owned_weights)
-            narrow(slots[i].owned_weights, slots[i].dtype, slots[i].reply_data,
-                   items[i].tensor->count);
-    uint32_t flags = outcome.skipped ? PARAMD_PUSH_SKIPPED : 0;
-    for (uint32_t i = 0; i < count && outcome.accumulate_steps; i++)
-        if (items[i].accumulated < outcome.accumulate_steps)
-            flags |= PARAMD_PUSH_ACCUMULATED;
-    /* The header fields, now known, over the placeholders. */
-    paramd__writer head;
-    paramd__writer_init(&head, buffer, reply_size);
-    paramd__encode_push_reply_begin(&head, header->opcode, header->request_id, outcome.step,
-                                    outcome.lr, outcome.grad_norm,
-                                    outcome.has_loss_scale ? (double)outcome.loss_scale : NAN,
-                                    flags, with_weights ? count : 0);
-    paramd__frame_set_length(buffer, reply_size);
-    reply->data = buffer;
-    reply->size = reply_size;
-    reply->capacity = capacity;
-    buffer = NULL;
-    ok = true;
-done:
-    for (uint32_t i = 0; slots && i < count; i++) {
-        free(slots[i].owned_grad);
-        free(slots[i].owned_weights);
+    memcpy(push->worker, worker, sizeof worker);
+    push->ticket = (paramd__push_ticket){
+        .items = items,
+        .item_count = count,
+        .options = {request.loss, request.grad_norm, NAN, 0},
+        .worker = push->worker,
+        .has_version = (request.flags & PARAMD_PUSH_HAS_VERSION) != 0,
+        .version = request.version,
+        .notify = paramd__tcp_waiting_notify,
+        .context = session,
+    };
+    result = paramd__core_push_submit(session->tcp->server, model, &push->ticket);
+    if (result == PARAMD__PUSH_WAITING) {
+        /* The connection holds on to the push (and to this frame) until
+         * the core calls notify: see tcp.c. */
+        reply->waiting = push;
+        return true;
     }
-    give_back(session, buffer, capacity);
-    free(slots);
-    free(items);
-    paramd__model_release(model);
-    return ok ? true : reply_error(header, &error, reply);
+    return finish_push(session, push, reply);
+failed:
+    free_push(session, push);
+    return reply_error(header, &error, reply);
+}
+
+double paramd__tcp_waiting_deadline(const paramd__tcp_waiting *push)
+{
+    return push->ticket.deadline;
+}
+
+void paramd__tcp_waiting_expire(paramd__tcp_session *session, paramd__tcp_waiting *push)
+{
+    paramd__core_push_expire(session->tcp->server, push->model, &push->ticket);
+}
+
+void paramd__tcp_waiting_withdraw(paramd__tcp_session *session, paramd__tcp_waiting *push)
+{
+    paramd__core_push_withdraw(session->tcp->server, push->model, &push->ticket);
+}
+
+bool paramd__tcp_waiting_finish(paramd__tcp_session *session, paramd__tcp_waiting *push,
+                                paramd__tcp_reply *reply)
+{
+    reply->data = NULL;
+    reply->size = reply->capacity = 0;
+    reply->waiting = NULL;
+    return finish_push(session, push, reply);
 }
 
 /* ---------------------------------------------------------------------------
@@ -468,7 +600,7 @@ static bool handle_pull(paramd__tcp_session *session, const paramd__frame_header
         if (tensor == NULL)
             goto done;
         items[i].tensor = tensor;
-        items[i].range_offset = (size_t)item.offset;
+        items[i].range_offset = (size_t)(item.offset - tensor->range_offset);
         items[i].weights_count = (size_t)item.count;
         slots[i].dtype = item.dtype;
         items_bytes += paramd__item_size(item.dtype, item.count);
@@ -485,7 +617,8 @@ static bool handle_pull(paramd__tcp_session *session, const paramd__frame_header
     size_t start = paramd__encode_pull_reply_begin(&writer, header->request_id, 0, count);
     for (uint32_t i = 0; i < count; i++) {
         paramd__put_item_header(&writer, (uint32_t)items[i].tensor->position, slots[i].dtype,
-                                items[i].range_offset, items[i].weights_count);
+                                items[i].tensor->range_offset + items[i].range_offset,
+                                items[i].weights_count);
         slots[i].reply_data =
             paramd__put_reserve(&writer, items[i].weights_count * paramd__dtype_size(slots[i].dtype));
         if (slots[i].dtype == PARAMD_DTYPE_FLOAT32) {
@@ -651,6 +784,7 @@ static bool handle_frame(paramd__tcp_session *session, const paramd__frame_heade
 {
     reply->data = NULL;
     reply->size = reply->capacity = 0;
+    reply->waiting = NULL;
     paramd__error error = {0};
     if (header->opcode != PARAMD_OP_HELLO && !session->hello_done) {
         paramd__error_set(&error, PARAMD_E_HELLO_REQUIRED,

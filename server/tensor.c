@@ -122,10 +122,30 @@ paramd__tensor *paramd__tensor_create(const char *name, int dimension_count,
     size_t count;
     if (paramd__tensor_check_shape(dimension_count, shape, &count, "shape", error) != PARAMD_OK)
         return NULL;
+    return paramd__tensor_create_range(name, dimension_count, shape, 0, count, config, error);
+}
+
+paramd__tensor *paramd__tensor_create_range(const char *name, int dimension_count,
+                                            const int64_t *shape, size_t offset, size_t count,
+                                            const paramd__optimizer_config *config,
+                                            paramd__error *error)
+{
+    size_t full_count;
+    if (paramd__tensor_check_shape(dimension_count, shape, &full_count, "shape", error) !=
+        PARAMD_OK)
+        return NULL;
+    if (offset > full_count || count > full_count - offset || count == 0) {
+        paramd__error_set(error, PARAMD_E_BAD_RANGE,
+                          "tensor \"%s\": range [%zu, %zu) of %zu elements", name, offset,
+                          offset + count, full_count);
+        return NULL;
+    }
     paramd__tensor *tensor = calloc(1, sizeof *tensor);
     if (tensor == NULL)
         goto out_of_memory;
     tensor->count = count;
+    tensor->full_count = full_count;
+    tensor->range_offset = offset;
     tensor->dimension_count = dimension_count;
     memcpy(tensor->shape, shape, (size_t)dimension_count * sizeof *shape);
     tensor->name = strdup(name);

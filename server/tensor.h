@@ -29,7 +29,10 @@ typedef struct paramd__tensor {
     char *name;                             /* owned, e.g. "fc1.weight" */
     int dimension_count;                    /* 0 (a scalar) to PARAMD__MAX_DIMENSIONS */
     int64_t shape[PARAMD__MAX_DIMENSIONS];
-    size_t count;                           /* product of shape, >= 1 */
+    size_t count;                           /* elements held here: the product of shape,
+                                               or a shard's range of a split tensor */
+    size_t full_count;                      /* product of shape (== count unless split) */
+    size_t range_offset;                    /* first element held (0 unless split) */
     float *values;                          /* owned, count floats */
     float *state[PARAMD__MAX_STATE_SLOTS];  /* owned; NULL for unused slots */
     size_t state_length[PARAMD__MAX_STATE_SLOTS]; /* floats in each; 0 for unused slots */
@@ -50,6 +53,13 @@ int paramd__tensor_check_shape(int dimension_count, const int64_t *shape, size_t
 paramd__tensor *paramd__tensor_create(const char *name, int dimension_count,
                                       const int64_t *shape, const paramd__optimizer_config *config,
                                       paramd__error *error);
+
+/* The same for the part [offset, offset + count) of a tensor of this shape
+ * split across shards (element-wise optimizers only). */
+paramd__tensor *paramd__tensor_create_range(const char *name, int dimension_count,
+                                            const int64_t *shape, size_t offset, size_t count,
+                                            const paramd__optimizer_config *config,
+                                            paramd__error *error);
 
 void paramd__tensor_destroy(paramd__tensor *tensor);
 

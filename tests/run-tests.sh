@@ -18,7 +18,9 @@ echo "== unit and conformance tests (Check)"
 for binary in "$BUILD"/tests/test_*; do
     [ -x "$binary" ] || continue
     # stderr (server log lines) is kept apart so it cannot split Check's summary.
-    CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-600} "$binary" >"$log" 2>"$log.stderr"
+    # The client tests start $PARAMD_BINARY themselves.
+    PARAMD_BINARY="$BUILD/paramd" CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-600} "$binary" \
+        >"$log" 2>"$log.stderr"
     status=$?
     cat "$log"
     sed 's/^/    log: /' "$log.stderr"

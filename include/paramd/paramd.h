@@ -7,7 +7,9 @@
  * error body) and the default messages can never drift apart.
  *
  * Codes are part of the wire contract: never renumber an existing entry,
- * only append.
+ * only append.  The server never sends connect_failed, connection_error,
+ * timeout or invalid_argument: the client library reports them for what
+ * happens on its side of the connection (include/paramd/client.h).
  */
 #ifndef PARAMD_PARAMD_H
 #define PARAMD_PARAMD_H
@@ -44,8 +46,21 @@ extern "C" {
     XX(HELLO_REQUIRED,     -19, "hello_required",      "the first request must be HELLO") \
     XX(UNSUPPORTED_VERSION,-20, "unsupported_version", "no protocol version in common") \
     XX(BAD_RANGE,          -21, "bad_range",           "range is outside the tensor or does not cover it") \
-    XX(CHECKPOINT_FAILED,  -22, "checkpoint_failed",   "a checkpoint could not be written or read") \
-    XX(CHECKPOINT_CORRUPT, -23, "checkpoint_corrupt",  "a checkpoint file is damaged or inconsistent")
+    XX(NOT_OWNER,          -22, "not_owner",           "this shard does not hold that tensor (stale shard map?)") \
+    XX(TIMEOUT,            -23, "timeout",             "timed out: the server did not answer in time, or other workers did not push") \
+    XX(CONNECT,            -24, "connect_failed",      "cannot connect to the server")  \
+    XX(CONNECTION,         -25, "connection_error",    "the connection to the server failed or was closed") \
+    XX(INVALID_ARGUMENT,   -26, "invalid_argument",    "an argument of a client library call is invalid") \
+    XX(CHECKPOINT_FAILED,  -27, "checkpoint_failed",   "a checkpoint could not be written or read") \
+    XX(CHECKPOINT_CORRUPT, -28, "checkpoint_corrupt",  "a checkpoint file is damaged or inconsistent")
+
+/* Marks the functions a shared library of paramd exports; everything else
+ * in it is built with -fvisibility=hidden. */
+#if defined(__GNUC__)
+#define PARAMD_EXPORT __attribute__((visibility("default")))
+#else
+#define PARAMD_EXPORT
+#endif
 
 typedef enum paramd_error_code {
     PARAMD_OK = 0,
@@ -56,11 +71,11 @@ typedef enum paramd_error_code {
 
 /* Default human-readable message for an error code ("success" for 0,
  * "unknown error" for a code not in the list).  Never returns NULL. */
-const char *paramd_strerror(int code);
+PARAMD_EXPORT const char *paramd_strerror(int code);
 
 /* Stable machine-readable name of an error code, e.g. "model_not_found".
  * Never returns NULL. */
-const char *paramd_error_name(int code);
+PARAMD_EXPORT const char *paramd_error_name(int code);
 
 #ifdef __cplusplus
 }

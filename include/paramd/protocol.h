@@ -52,10 +52,12 @@ typedef enum paramd_dtype {
 /* PUSH and PUSHPULL request flags. */
 #define PARAMD_PUSH_HAS_LOSS (1u << 0)
 #define PARAMD_PUSH_HAS_GRAD_NORM (1u << 1)
+#define PARAMD_PUSH_HAS_VERSION (1u << 2) /* the model step the gradients were computed at */
 
 /* PUSH and PUSHPULL reply flags. */
 #define PARAMD_PUSH_SKIPPED (1u << 0)     /* non-finite gradients: the step was skipped */
 #define PARAMD_PUSH_ACCUMULATED (1u << 1) /* gradients accumulated; no step yet */
+#define PARAMD_PUSH_DROPPED (1u << 2)     /* sync mode: too late for its step, not applied */
 
 #ifdef __cplusplus
 }

@@ -41,9 +41,10 @@ int main(int argc, char **argv)
     write_seed(directory, "lookup", &w);
 
     paramd__writer_init(&w, buffer, sizeof buffer);
-    size_t start = paramd__encode_push_begin(&w, PARAMD_OP_PUSHPULL, 3, 1, 2,
-                                             PARAMD_PUSH_HAS_LOSS | PARAMD_PUSH_HAS_GRAD_NORM,
-                                             0.5, 1.0, "worker");
+    size_t start = paramd__encode_push_begin(
+        &w, PARAMD_OP_PUSHPULL, 3, 1, 2,
+        PARAMD_PUSH_HAS_LOSS | PARAMD_PUSH_HAS_GRAD_NORM | PARAMD_PUSH_HAS_VERSION, 0.5, 1.0, 7,
+        "worker");
     paramd__put_item_header(&w, 0, PARAMD_DTYPE_FLOAT32, 0, 5);
     paramd__put_bytes(&w, grad, sizeof grad);
     paramd__put_item_header(&w, 1, PARAMD_DTYPE_FLOAT16, 0, 3);

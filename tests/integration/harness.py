@@ -170,11 +170,18 @@ class ServerStartError(RuntimeError):
 
 
 class Server:
-    """A paramd process on ephemeral ports with its own data directory."""
+    """A paramd process on ephemeral ports with its own data directory.
 
-    def __init__(self, extra_args=(), data_dir=None, binary=None, start=True):
+    http and tcp choose the addresses to listen on (e.g. fixed ports for
+    the shards of a shard map); wrapper is a command to run paramd under
+    (e.g. ["ip", "netns", "exec", "ns0"])."""
+
+    def __init__(self, extra_args=(), data_dir=None, binary=None, start=True,
+                 http="127.0.0.1:0", tcp="127.0.0.1:0", wrapper=()):
         self.binary = binary or binary_path()
         self.extra_args = list(extra_args)
+        self.http_address, self.tcp_address = http, tcp
+        self.wrapper = list(wrapper)
         self._tempdir = None
         if data_dir is None:
             self._tempdir = tempfile.TemporaryDirectory(prefix="paramd-test-")
@@ -196,8 +203,8 @@ class Server:
 
     @property
     def command(self):
-        return [self.binary, "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0",
-                "--data-dir", self.data_dir] + self.extra_args
+        return self.wrapper + [self.binary, "--http", self.http_address, "--tcp",
+                               self.tcp_address, "--data-dir", self.data_dir] + self.extra_args
 
     def start(self, timeout=START_TIMEOUT):
         if not os.path.exists(self.binary):

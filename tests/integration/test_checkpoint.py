@@ -13,6 +13,7 @@ state that the API does not return).
 """
 
 import base64
+import json
 import os
 import random
 import shutil
@@ -252,6 +253,45 @@ class CheckpointTests(CheckpointCase):
             time.sleep(0.05)
         self.assertEqual(read_checkpoint(self.path("p")).training["step"], 1)
         self.assertEqual(server.stop(), 0)
+
+
+class ShardCheckpointTests(CheckpointCase):
+    """A shard checkpoints the part of each model it holds, restores it with
+    the same placement, and refuses a checkpoint of another shard or map."""
+
+    def shard_map(self, version):
+        path = self.directory + "-map%d.json" % version
+        with open(path, "w") as stream:
+            json.dump({"version": version, "split_threshold": 64,
+                       "shards": [{"id": 0, "http": "127.0.0.1:1"}, {"id": 1, "http": "127.0.0.1:2"}]}, stream)
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def test_shard_restores_its_part(self):
+        map1 = self.shard_map(1)
+        server = self.start("--shard-map", map1, "--shard-id", "0")
+        body = {"optimizer": {"name": "SGD", "lr": 0.1, "momentum": 0.9},
+                "tensors": [{"name": "big", "shape": [16, 8], "init": {"name": "normal", "std": 1, "seed": 4}},
+                            {"name": "a", "shape": [3], "values": [1, 2, 3]},
+                            {"name": "b", "shape": [2], "values": [4, 5]},
+                            {"name": "c", "shape": [2], "values": [6, 7]}]}
+        created = self.create(server, "sharded", body)
+        before = server.request("GET", "/v1/models/sharded/weights?encoding=b64")[2]
+        self.assertEqual(server.stop(), 0)
+        checkpoint = read_checkpoint(self.path("sharded"))
+        self.assertEqual(checkpoint.training["shard"], {"id": 0, "shard_map_version": 1})
+        self.assertEqual([t["name"] for t in checkpoint.config["tensors"]], ["big", "a", "b", "c"])
+        self.assertEqual(checkpoint.shapes["big"], [64])  # this shard's half, 1-D
+        server = self.start("--shard-map", map1, "--shard-id", "0")
+        self.assertEqual(server.request("GET", "/v1/models/sharded")[2]["tensors"], created["tensors"])
+        after = server.request("GET", "/v1/models/sharded/weights?encoding=b64")[2]
+        self.assertEqual(after, before)
+        self.assertEqual(server.stop(), 0)
+        for extra in (("--shard-map", map1, "--shard-id", "1"),
+                      ("--shard-map", self.shard_map(2), "--shard-id", "0"), ()):
+            with self.assertRaises(ServerStartError) as raised:
+                self.start(*extra)
+            self.assertIn("written by shard 0 of shard map version 1", str(raised.exception))
 
 
 class CrashTests(CheckpointCase):

@@ -69,7 +69,8 @@ class DashboardTests(ServerTestCase):
                 deadline = time.monotonic() + 60
                 drawn = 0
                 while time.monotonic() < deadline:
-                    drawn = int(page.evaluate("document.body.getAttribute('data-drawn')") or 0)
+                    # (document.body is null until the navigation has committed)
+                    drawn = int(page.evaluate("document.body ? document.body.getAttribute('data-drawn') : 0") or 0)
                     if drawn >= 5:
                         break
                     time.sleep(0.25)

@@ -373,7 +373,7 @@ class BadInputTests(TcpTestCase):
     def test_malformed_payload_keeps_the_connection(self):
         connection = self.connect()
         # A PUSH whose item claims more data than there is.
-        bad = wire.frame(wire.PUSH, 6, struct.pack("<IIIIdd", 1, 1, 0, 0, 0, 0) +
+        bad = wire.frame(wire.PUSH, 6, struct.pack("<IIIIddQ", 1, 1, 0, 0, 0, 0, 0) +
                          struct.pack("<H6x", 0) + struct.pack("<IBBHQQ", 0, 1, 0, 0, 0, 1000))
         self.assert_wire_error(connection.call(bad), "bad_frame", "item 0")
         bad_dtype = wire.frame(wire.PULL, 7, struct.pack("<II", 1, 1) +

@@ -186,7 +186,7 @@ static void round_trip(const char *body, unsigned pushes)
                      (json_int_t)atomic_load(&model->step));
     json_decref(info);
     paramd__model *restored = NULL;
-    ck_assert_msg(paramd__checkpoint_load_file(path, &restored, &error) == PARAMD_OK, "%s: %s",
+    ck_assert_msg(paramd__checkpoint_load_file(NULL, path, &restored, &error) == PARAMD_OK, "%s: %s",
                   body, error.message);
     ck_assert_int_eq(paramd__registry_add(&second.registry, restored, &error), PARAMD_OK);
     assert_same_model(model, restored);
@@ -291,7 +291,7 @@ START_TEST(test_damaged_files_are_refused)
     fwrite(bytes, 1, size - 5, out);
     fclose(out);
     paramd__model *loaded = NULL;
-    ck_assert_int_eq(paramd__checkpoint_load_file(damaged, &loaded, &error),
+    ck_assert_int_eq(paramd__checkpoint_load_file(NULL, damaged, &loaded, &error),
                      PARAMD_E_CHECKPOINT_CORRUPT);
     ck_assert_ptr_null(loaded);
     ck_assert_msg(strstr(error.message, "checksum") || strstr(error.message, "truncated") ||

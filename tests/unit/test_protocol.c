@@ -147,8 +147,9 @@ static void encode_push(paramd__writer *w, uint8_t opcode)
 {
     static const float grad[5] = {0.5f, -1.0f, 2.0f, 3.0f, -4.0f};
     static const uint16_t half[3] = {0x3c00, 0xc000, 0x0001};
-    size_t start = paramd__encode_push_begin(w, opcode, 9, 3, 3, PARAMD_PUSH_HAS_LOSS, 0.25, 0,
-                                             "worker-7");
+    size_t start = paramd__encode_push_begin(w, opcode, 9, 3, 3,
+                                             PARAMD_PUSH_HAS_LOSS | PARAMD_PUSH_HAS_VERSION, 0.25,
+                                             0, 41, "worker-7");
     paramd__put_item_header(w, 0, PARAMD_DTYPE_FLOAT32, 0, 5);
     paramd__put_bytes(w, grad, sizeof grad);
     paramd__put_item_header(w, 4, PARAMD_DTYPE_FLOAT16, 0, 3);
@@ -173,6 +174,7 @@ START_TEST(test_push_round_trip)
     ck_assert_uint_eq(request.model_id, 3);
     ck_assert_double_eq(request.loss, 0.25);
     ck_assert(isnan(request.grad_norm)); /* flag not set */
+    ck_assert_uint_eq(request.version, 41);
     assert_string(request.worker, "worker-7");
     paramd__wire_item item;
     ck_assert(paramd__next_item(&request.items, &item));
@@ -343,16 +345,17 @@ START_TEST(test_worked_examples)
     free(f.bytes);
 
     static const uint8_t pushpull[] = {
-        0x50, 0x44, 0x01, 0x05, 0x50, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x50, 0x44, 0x01, 0x05, 0x58, 0x00, 0x00, 0x00, 0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf8, 0x7f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xf8, 0x7f,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x02, 0x00, 0x77, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         0x00, 0x00, 0x00, 0x3f, 0x00, 0x00, 0x80, 0xbf, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00,
     };
     static const float grad[3] = {0.5f, -1.0f, 2.0f};
     ENCODE(f, {
-        size_t start = paramd__encode_push_begin(w, PARAMD_OP_PUSHPULL, 7, 1, 1, 0, 0, 0, "w0");
+        size_t start = paramd__encode_push_begin(w, PARAMD_OP_PUSHPULL, 7, 1, 1, 0, 0, 0, 0, "w0");
         paramd__put_item_header(w, 0, PARAMD_DTYPE_FLOAT32, 0, 3);
         paramd__put_bytes(w, grad, sizeof grad);
         paramd__frame_end(w, start);
@@ -544,7 +547,7 @@ START_TEST(test_bad_items)
     paramd__writer writer;
 
     paramd__writer_init(&writer, buffer, sizeof buffer);
-    size_t start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSH, 1, 1, 1, 0, 0, 0, "");
+    size_t start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSH, 1, 1, 1, 0, 0, 0, 0, "");
     paramd__put_item_header(&writer, 0, 9, 0, 1);
     paramd__put_bytes(&writer, "abcd", 4);
     paramd__frame_end(&writer, start);
@@ -553,7 +556,7 @@ START_TEST(test_bad_items)
     ck_assert_ptr_nonnull(strstr(why, "item 0: unknown dtype 9"));
 
     paramd__writer_init(&writer, buffer, sizeof buffer);
-    start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSH, 1, 1, 1, 0, 0, 0, "");
+    start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSH, 1, 1, 1, 0, 0, 0, 0, "");
     paramd__put_item_header(&writer, 0, PARAMD_DTYPE_FLOAT32, 0, UINT64_C(1) << 62);
     paramd__frame_end(&writer, start);
     ck_assert_int_eq(paramd__decode_push(buffer + 16, writer.size - 16, &request, why, sizeof why),
@@ -589,7 +592,7 @@ START_TEST(test_bad_items)
 
     /* Unknown push flags. */
     paramd__writer_init(&writer, buffer, sizeof buffer);
-    start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSH, 1, 1, 0, 0x80, 0, 0, "");
+    start = paramd__encode_push_begin(&writer, PARAMD_OP_PUSH, 1, 1, 0, 0x80, 0, 0, 0, "");
     paramd__frame_end(&writer, start);
     ck_assert_int_eq(paramd__decode_push(buffer + 16, writer.size - 16, &request, why, sizeof why),
                      PARAMD_E_BAD_FRAME);

@@ -30,8 +30,8 @@ DTYPE_SIZES = {FLOAT32: 4, FLOAT16: 2, BFLOAT16: 2}
 DTYPE_NAMES = {FLOAT32: "float32", FLOAT16: "float16", BFLOAT16: "bfloat16"}
 DTYPE_CODES = {name: code for code, name in DTYPE_NAMES.items()}
 
-PUSH_HAS_LOSS, PUSH_HAS_GRAD_NORM = 1, 2
-PUSH_SKIPPED, PUSH_ACCUMULATED = 1, 2
+PUSH_HAS_LOSS, PUSH_HAS_GRAD_NORM, PUSH_HAS_VERSION = 1, 2, 4
+PUSH_SKIPPED, PUSH_ACCUMULATED, PUSH_DROPPED = 1, 2, 4
 
 Header = collections.namedtuple("Header", "version opcode length request_id")
 Item = collections.namedtuple("Item", "tensor_id dtype offset count data")
@@ -98,12 +98,14 @@ def _item_bytes(entry, with_data=True):
 
 
 def encode_push(request_id, model_id, items, loss=None, grad_norm=None, worker="",
-                with_weights=True):
+                with_weights=True, version=None):
     flags = (PUSH_HAS_LOSS if loss is not None else 0) | \
-            (PUSH_HAS_GRAD_NORM if grad_norm is not None else 0)
-    payload = struct.pack("<IIIIdd", model_id, len(items), flags, 0,
+            (PUSH_HAS_GRAD_NORM if grad_norm is not None else 0) | \
+            (PUSH_HAS_VERSION if version is not None else 0)
+    payload = struct.pack("<IIIIddQ", model_id, len(items), flags, 0,
                           loss if loss is not None else math.nan,
-                          grad_norm if grad_norm is not None else math.nan)
+                          grad_norm if grad_norm is not None else math.nan,
+                          version if version is not None else 0)
     payload += _string(worker)
     for entry in items:
         payload += _item_bytes(entry)
@@ -196,6 +198,7 @@ def decode_push_reply(payload):
     step, lr, grad_norm, loss_scale, flags, count = r.unpack("<QdddII", "PUSH reply")
     return {"step": step, "lr": lr, "grad_norm": grad_norm, "loss_scale": loss_scale,
             "skipped": bool(flags & PUSH_SKIPPED), "accumulated": bool(flags & PUSH_ACCUMULATED),
+            "dropped": bool(flags & PUSH_DROPPED),
             "items": r.items(count)}
 
 

@@ -1,0 +1,481 @@
+/*
+ * test_consistency.c - the consistency modes (issue 6, item 3) through the
+ * core's ticket interface: sync rounds (average in worker-name order, one
+ * optimizer step, backup workers and dropped pushes, timeouts, withdrawn
+ * workers), ssp's staleness bound, async staleness and staleness-aware lr,
+ * and many threads pushing sync rounds at once with nothing lost.
+ *
+ * Models use SGD with lr 1 and zero weights, so the weights after a step
+ * are exactly minus the gradient that reached the optimizer.
+ */
+#include "test_util.h"
+
+#include "core.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static paramd__server server;
+
+static void setup(void)
+{
+    paramd__server_init(&server);
+}
+
+static void teardown(void)
+{
+    paramd__server_destroy(&server);
+}
+
+/* Model "m": one tensor w of 3 zeros, SGD lr 1, the given consistency. */
+static paramd__model *make_model(paramd__consistency_config consistency)
+{
+    static paramd__tensor_spec tensors[1] = {{.name = "w", .dimension_count = 1, .shape = {3}}};
+    paramd__initializer_init(&tensors[0].initializer, paramd__initializer_find("zeros"));
+    paramd__model_spec spec = {.name = "m", .tensors = tensors, .tensor_count = 1,
+                               .consistency = consistency};
+    paramd__optimizer_config_init(&spec.optimizer, paramd__optimizer_find("SGD"));
+    spec.optimizer.values[paramd__optimizer_find_hyperparameter(spec.optimizer.type, "lr")->slot] =
+        1.0;
+    paramd__error error = {0};
+    paramd__model *model = NULL;
+    ck_assert_msg(paramd__core_create_model(&server, &spec, &model, &error) == PARAMD_OK, "%s",
+                  error.message);
+    return model;
+}
+
+static void drop(paramd__model *model)
+{
+    ck_assert_int_eq(paramd__core_delete_model(&server, model->name, NULL), PARAMD_OK);
+    paramd__model_release(model);
+}
+
+/* One worker's push: its gradient, weights buffer and ticket. */
+typedef struct push {
+    float grad[3];
+    float weights[3];
+    paramd__tensor_io item;
+    paramd__push_ticket ticket;
+    int notified;
+} push;
+
+static void count_notify(paramd__push_ticket *ticket)
+{
+    ((push *)ticket->context)->notified++;
+}
+
+static int submit(paramd__model *model, push *p, const char *worker, float g0, float g1, float g2,
+                  long version)
+{
+    memset(p, 0, sizeof *p);
+    p->grad[0] = g0;
+    p->grad[1] = g1;
+    p->grad[2] = g2;
+    p->item = (paramd__tensor_io){.tensor = model->tensors[0], .grad = p->grad, .grad_count = 3,
+                                  .weights = p->weights};
+    p->ticket = (paramd__push_ticket){.items = &p->item, .item_count = 1,
+                                      .options = {NAN, NAN, NAN, 0}, .worker = worker,
+                                      .has_version = version >= 0,
+                                      .version = version >= 0 ? (uint64_t)version : 0,
+                                      .notify = count_notify, .context = p};
+    return paramd__core_push_submit(&server, model, &p->ticket);
+}
+
+static void weights(paramd__model *model, float out[3])
+{
+    paramd__tensor_io item = {.tensor = model->tensors[0], .weights = out};
+    uint64_t step;
+    ck_assert_int_eq(paramd__core_pull(&server, model, &item, 1, &step, NULL), PARAMD_OK);
+}
+
+static paramd__consistency_config sync_config(int workers, int backup)
+{
+    return (paramd__consistency_config){.mode = PARAMD__CONSISTENCY_SYNC, .workers = workers,
+                                        .backup_workers = backup, .timeout_seconds = 60};
+}
+
+/* ---------------------------------------------------------------------------
+ * Configuration
+ * ------------------------------------------------------------------------- */
+
+START_TEST(test_config_validation)
+{
+    paramd__error error = {0};
+    paramd__consistency_config config = sync_config(0, 0);
+    ck_assert_int_eq(paramd__consistency_config_validate(&config, &error), PARAMD_E_BAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(error.message, "consistency.workers"));
+    config = sync_config(3, 3);
+    ck_assert_int_eq(paramd__consistency_config_validate(&config, &error), PARAMD_E_BAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(error.message, "consistency.backup_workers"));
+    config = sync_config(3, 1);
+    config.timeout_seconds = 0;
+    ck_assert_int_eq(paramd__consistency_config_validate(&config, &error), PARAMD_E_BAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(error.message, "consistency.timeout"));
+    config = (paramd__consistency_config){.mode = PARAMD__CONSISTENCY_SSP, .workers = 2,
+                                          .staleness = -1, .timeout_seconds = 1};
+    ck_assert_int_eq(paramd__consistency_config_validate(&config, &error), PARAMD_E_BAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(error.message, "consistency.staleness"));
+    config.staleness = 2;
+    ck_assert_int_eq(paramd__consistency_config_validate(&config, &error), PARAMD_OK);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+ * sync
+ * ------------------------------------------------------------------------- */
+
+START_TEST(test_sync_averages_in_worker_name_order)
+{
+    paramd__model *model = make_model(sync_config(3, 0));
+    push a, b, c;
+    /* Values whose float32 sum depends on the order: 1e8 + 1 - 1e8. */
+    ck_assert_int_eq(submit(model, &c, "w2", -1e8f, 3, 0.1f, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &a, "w0", 1e8f, 6, 0.2f, 0), PARAMD__PUSH_WAITING);
+    float before[3];
+    weights(model, before);
+    ck_assert(before[0] == 0 && before[1] == 0 && before[2] == 0); /* nothing applied yet */
+    ck_assert_int_eq(atomic_load(&model->step), 0);
+    ck_assert_int_eq(submit(model, &b, "w1", 1, 9, 0.3f, 0), PARAMD_OK);
+    /* The two waiting pushes were notified, the last one answered at once. */
+    ck_assert_int_eq(a.notified, 1);
+    ck_assert_int_eq(c.notified, 1);
+    ck_assert_int_eq(b.notified, 0);
+    ck_assert(a.ticket.done && c.ticket.done && b.ticket.done);
+    ck_assert_int_eq(a.ticket.result, PARAMD_OK);
+    ck_assert_int_eq(c.ticket.result, PARAMD_OK);
+    ck_assert_int_eq(atomic_load(&model->step), 1); /* one optimizer step for the round */
+    ck_assert_uint_eq(a.ticket.outcome.step, 1);
+    /* Sum in name order w0, w1, w2, then divided by 3. */
+    float expected[3];
+    volatile float s0 = 1e8f;
+    s0 += 1.0f;
+    s0 += -1e8f;
+    expected[0] = -(s0 / 3.0f);
+    volatile float s1 = 6.0f;
+    s1 += 9.0f;
+    s1 += 3.0f;
+    expected[1] = -(s1 / 3.0f);
+    volatile float s2 = 0.2f;
+    s2 += 0.3f;
+    s2 += 0.1f;
+    expected[2] = -(s2 / 3.0f);
+    float after[3];
+    weights(model, after);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(after[i] == expected[i], "w[%d] = %.9g, expected %.9g", i, after[i],
+                      expected[i]);
+        /* Every push of the round got the fresh weights. */
+        ck_assert(a.weights[i] == expected[i] && b.weights[i] == expected[i] &&
+                  c.weights[i] == expected[i]);
+    }
+    drop(model);
+}
+END_TEST
+
+START_TEST(test_sync_newer_push_replaces_and_future_versions_are_refused)
+{
+    paramd__model *model = make_model(sync_config(2, 0));
+    push a, again, future, anonymous, other;
+    ck_assert_int_eq(submit(model, &a, "w0", 100, 100, 100, 0), PARAMD__PUSH_WAITING);
+    /* The same worker again (say, back after a crash): it replaces the first. */
+    ck_assert_int_eq(submit(model, &again, "w0", 2, 2, 2, 0), PARAMD__PUSH_WAITING);
+    ck_assert(a.ticket.done);
+    ck_assert_int_eq(a.ticket.result, PARAMD_E_UNAVAILABLE);
+    ck_assert_int_eq(a.notified, 1);
+    ck_assert_ptr_nonnull(strstr(a.ticket.error.message, "took its place"));
+    ck_assert_uint_eq(model->consistency_state.round_workers, 1);
+    ck_assert_int_eq(submit(model, &future, "w1", 1, 1, 1, 5), PARAMD_E_BAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(future.ticket.error.message, "ahead"));
+    ck_assert_int_eq(submit(model, &anonymous, "", 1, 1, 1, -1), PARAMD_E_BAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(anonymous.ticket.error.message, "worker: required"));
+    ck_assert(!again.ticket.done); /* none of them completed the round */
+    ck_assert_int_eq(submit(model, &other, "w1", 4, 4, 4, 0), PARAMD_OK);
+    ck_assert(again.ticket.done);
+    float after[3];
+    weights(model, after);
+    ck_assert(after[0] == -3 && after[1] == -3 && after[2] == -3); /* (2 + 4) / 2 */
+    drop(model);
+}
+END_TEST
+
+START_TEST(test_sync_backup_workers_drop_late_pushes)
+{
+    paramd__model *model = make_model(sync_config(3, 1));
+    push a, b, late;
+    ck_assert_int_eq(submit(model, &a, "w0", 2, 4, 6, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &b, "w1", 4, 8, 2, 0), PARAMD_OK); /* K - b = 2 arrived */
+    ck_assert_int_eq(atomic_load(&model->step), 1);
+    float after[3];
+    weights(model, after);
+    ck_assert(after[0] == -3 && after[1] == -6 && after[2] == -4);
+    /* The third worker's push, computed at step 0, is too late. */
+    ck_assert_int_eq(submit(model, &late, "w2", 100, 100, 100, 0), PARAMD_OK);
+    ck_assert(late.ticket.outcome.dropped);
+    ck_assert_uint_eq(late.ticket.outcome.step, 1);
+    for (int i = 0; i < 3; i++)
+        ck_assert(late.weights[i] == after[i]); /* the current weights */
+    float unchanged[3];
+    weights(model, unchanged);
+    ck_assert(memcmp(unchanged, after, sizeof after) == 0);
+    ck_assert_int_eq(atomic_load(&model->step), 1);
+    ck_assert_uint_eq(model->consistency_state.workers[2].dropped, 1);
+    drop(model);
+}
+END_TEST
+
+START_TEST(test_sync_expire_abandons_the_round)
+{
+    paramd__model *model = make_model(sync_config(3, 0));
+    push a, b, c;
+    ck_assert_int_eq(submit(model, &a, "w0", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &b, "w1", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
+    ck_assert(a.ticket.deadline > 0);
+    paramd__core_push_expire(&server, model, &a.ticket);
+    ck_assert(a.ticket.done && b.ticket.done);
+    ck_assert_int_eq(a.ticket.result, PARAMD_E_TIMEOUT);
+    ck_assert_int_eq(b.ticket.result, PARAMD_E_TIMEOUT);
+    ck_assert_int_eq(a.notified, 0); /* the expired ticket's owner knows */
+    ck_assert_int_eq(b.notified, 1);
+    ck_assert_ptr_nonnull(strstr(b.ticket.error.message, "2 of the 3 workers"));
+    ck_assert_ptr_nonnull(strstr(b.ticket.error.message, "w0, w1"));
+    float after[3];
+    weights(model, after);
+    ck_assert(after[0] == 0 && after[1] == 0 && after[2] == 0);
+    ck_assert_int_eq(atomic_load(&model->step), 0);
+    ck_assert_uint_eq(model->consistency_state.timeouts, 2);
+    /* Expiring a done ticket does nothing; a new round starts afresh. */
+    paramd__core_push_expire(&server, model, &a.ticket);
+    ck_assert_int_eq(submit(model, &a, "w0", 3, 3, 3, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &b, "w1", 3, 3, 3, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &c, "w2", 3, 3, 3, 0), PARAMD_OK);
+    weights(model, after);
+    ck_assert(after[0] == -3);
+    drop(model);
+}
+END_TEST
+
+START_TEST(test_sync_withdrawn_worker_leaves_the_round)
+{
+    paramd__model *model = make_model(sync_config(3, 0));
+    push a, b, c, again;
+    ck_assert_int_eq(submit(model, &a, "w0", 30, 30, 30, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &b, "w1", 3, 3, 3, 0), PARAMD__PUSH_WAITING);
+    paramd__core_push_withdraw(&server, model, &a.ticket);
+    ck_assert(a.ticket.done);
+    ck_assert_int_eq(a.ticket.result, PARAMD_E_UNAVAILABLE);
+    ck_assert(!b.ticket.done); /* the others go on waiting */
+    ck_assert_int_eq(submit(model, &c, "w2", 3, 3, 3, 0), PARAMD__PUSH_WAITING);
+    /* The worker comes back and pushes again: the round completes without
+     * its withdrawn gradient. */
+    ck_assert_int_eq(submit(model, &again, "w0", 6, 6, 6, 0), PARAMD_OK);
+    ck_assert(b.ticket.done && c.ticket.done);
+    float after[3];
+    weights(model, after);
+    ck_assert(after[0] == -4 && after[1] == -4 && after[2] == -4);
+    drop(model);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+ * ssp
+ * ------------------------------------------------------------------------- */
+
+START_TEST(test_ssp_bounds_staleness)
+{
+    paramd__model *model = make_model((paramd__consistency_config){
+        .mode = PARAMD__CONSISTENCY_SSP, .workers = 2, .staleness = 1, .timeout_seconds = 60});
+    push a1, a2, a3, a4, b1, extra;
+    /* Worker a, at clock c (pushes applied), may push while c <= slowest +
+     * s: b has not pushed (clock 0), so a's clocks 0 and 1 may push. */
+    ck_assert_int_eq(submit(model, &a1, "a", 1, 0, 0, -1), PARAMD_OK);
+    ck_assert_int_eq(submit(model, &a2, "a", 1, 0, 0, -1), PARAMD_OK);
+    ck_assert_int_eq(submit(model, &a3, "a", 1, 0, 0, -1), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(atomic_load(&model->step), 2);
+    /* A newer push of a takes the waiting one's place. */
+    ck_assert_int_eq(submit(model, &a4, "a", 1, 0, 0, -1), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(a3.ticket.result, PARAMD_E_UNAVAILABLE);
+    ck_assert_int_eq(a3.notified, 1);
+    /* b's push lets a's waiting push through. */
+    ck_assert_int_eq(submit(model, &b1, "b", 0, 1, 0, -1), PARAMD_OK);
+    /* Both of the K = 2 workers are known now: a third is refused. */
+    ck_assert_int_eq(submit(model, &extra, "c", 1, 0, 0, -1), PARAMD_E_BAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(extra.ticket.error.message, "2 workers"));
+    ck_assert(a4.ticket.done);
+    ck_assert_int_eq(a4.ticket.result, PARAMD_OK);
+    ck_assert_int_eq(a4.notified, 1);
+    ck_assert_int_eq(atomic_load(&model->step), 4);
+    float after[3];
+    weights(model, after);
+    ck_assert(after[0] == -3 && after[1] == -1);
+    ck_assert(a4.weights[0] == -3); /* its reply: the weights after its own step */
+    drop(model);
+}
+END_TEST
+
+START_TEST(test_ssp_expire)
+{
+    paramd__model *model = make_model((paramd__consistency_config){
+        .mode = PARAMD__CONSISTENCY_SSP, .workers = 2, .staleness = 0, .timeout_seconds = 60});
+    push a1, a2;
+    ck_assert_int_eq(submit(model, &a1, "a", 1, 0, 0, -1), PARAMD_OK);
+    ck_assert_int_eq(submit(model, &a2, "a", 1, 0, 0, -1), PARAMD__PUSH_WAITING);
+    paramd__core_push_expire(&server, model, &a2.ticket);
+    ck_assert_int_eq(a2.ticket.result, PARAMD_E_TIMEOUT);
+    ck_assert_ptr_nonnull(strstr(a2.ticket.error.message, "slowest worker"));
+    ck_assert_int_eq(atomic_load(&model->step), 1); /* not applied */
+    drop(model);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+ * async: staleness
+ * ------------------------------------------------------------------------- */
+
+START_TEST(test_async_staleness_and_staleness_lr)
+{
+    paramd__model *model = make_model(
+        (paramd__consistency_config){.mode = PARAMD__CONSISTENCY_ASYNC, .staleness_lr = true});
+    push p;
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(submit(model, &p, "fast", 1, 0, 0, i), PARAMD_OK);
+    ck_assert(p.ticket.outcome.has_staleness);
+    ck_assert_uint_eq(p.ticket.outcome.staleness, 0);
+    float before[3];
+    weights(model, before);
+    ck_assert(before[0] == -4);
+    /* Computed at step 0, arriving at step 4: staleness 4, lr 1/4. */
+    ck_assert_int_eq(submit(model, &p, "slow", 0, 8, 0, 0), PARAMD_OK);
+    ck_assert_uint_eq(p.ticket.outcome.staleness, 4);
+    float after[3];
+    weights(model, after);
+    ck_assert_msg(after[1] == -2, "w[1] = %g: lr 1 / staleness 4 moves it by 8 / 4", after[1]);
+    const paramd__staleness_stats *stats = &model->consistency_state.staleness;
+    ck_assert_uint_eq(stats->count, 5);
+    ck_assert_uint_eq(stats->maximum, 4);
+    ck_assert_uint_eq(stats->buckets[0], 4); /* staleness 0 */
+    ck_assert_uint_eq(stats->buckets[3], 1); /* (2, 4] */
+    /* Without a version there is no staleness. */
+    ck_assert_int_eq(submit(model, &p, "slow", 0, 0, 1, -1), PARAMD_OK);
+    ck_assert(!p.ticket.outcome.has_staleness);
+    ck_assert_uint_eq(stats->count, 5);
+    drop(model);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+ * Many threads
+ * ------------------------------------------------------------------------- */
+
+#define THREAD_WORKERS 4
+#define THREAD_ROUNDS 200
+
+typedef struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    bool signalled;
+} waiter;
+
+static void wake(paramd__push_ticket *ticket)
+{
+    waiter *w = ticket->context;
+    pthread_mutex_lock(&w->lock);
+    w->signalled = true;
+    pthread_cond_signal(&w->done);
+    pthread_mutex_unlock(&w->lock);
+}
+
+typedef struct worker_thread {
+    paramd__model *model;
+    int index;
+    int failures;
+    uint64_t last_step;
+} worker_thread;
+
+/* Worker i pushes gradient i + 1 in every element, THREAD_ROUNDS times,
+ * each time with the version its previous reply gave. */
+static void *run_worker(void *argument)
+{
+    worker_thread *self = argument;
+    char name[16];
+    snprintf(name, sizeof name, "worker-%d", self->index);
+    uint64_t version = 0;
+    for (int round = 0; round < THREAD_ROUNDS; round++) {
+        float grad[3], out[3];
+        for (int e = 0; e < 3; e++)
+            grad[e] = (float)(self->index + 1);
+        paramd__tensor_io item = {.tensor = self->model->tensors[0], .grad = grad,
+                                  .grad_count = 3, .weights = out};
+        waiter w = {.signalled = false};
+        pthread_mutex_init(&w.lock, NULL);
+        pthread_cond_init(&w.done, NULL);
+        paramd__push_ticket ticket = {.items = &item, .item_count = 1,
+                                      .options = {NAN, NAN, NAN, 0}, .worker = name,
+                                      .has_version = true, .version = version,
+                                      .notify = wake, .context = &w};
+        int result = paramd__core_push_submit(&server, self->model, &ticket);
+        if (result == PARAMD__PUSH_WAITING) {
+            pthread_mutex_lock(&w.lock);
+            while (!w.signalled)
+                pthread_cond_wait(&w.done, &w.lock);
+            pthread_mutex_unlock(&w.lock);
+            result = ticket.result;
+        }
+        pthread_cond_destroy(&w.done);
+        pthread_mutex_destroy(&w.lock);
+        if (result != PARAMD_OK || ticket.outcome.dropped) {
+            self->failures++;
+            break;
+        }
+        version = ticket.outcome.step;
+    }
+    self->last_step = version;
+    return NULL;
+}
+
+START_TEST(test_sync_many_threads_lose_nothing)
+{
+    paramd__model *model = make_model(sync_config(THREAD_WORKERS, 0));
+    pthread_t threads[THREAD_WORKERS];
+    worker_thread workers[THREAD_WORKERS];
+    for (int i = 0; i < THREAD_WORKERS; i++) {
+        workers[i] = (worker_thread){.model = model, .index = i};
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, run_worker, &workers[i]), 0);
+    }
+    for (int i = 0; i < THREAD_WORKERS; i++) {
+        pthread_join(threads[i], NULL);
+        ck_assert_int_eq(workers[i].failures, 0);
+        ck_assert_uint_eq(workers[i].last_step, THREAD_ROUNDS);
+    }
+    ck_assert_int_eq(atomic_load(&model->step), THREAD_ROUNDS);
+    /* Each round's average is (1 + 2 + 3 + 4) / 4 = 2.5, exact in float32. */
+    float after[3];
+    weights(model, after);
+    ck_assert_msg(after[0] == -2.5f * THREAD_ROUNDS, "w = %g", after[0]);
+    drop(model);
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+    Suite *suite = suite_create("consistency");
+    TCase *tc = tcase_create("modes");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_config_validation);
+    tcase_add_test(tc, test_sync_averages_in_worker_name_order);
+    tcase_add_test(tc, test_sync_newer_push_replaces_and_future_versions_are_refused);
+    tcase_add_test(tc, test_sync_backup_workers_drop_late_pushes);
+    tcase_add_test(tc, test_sync_expire_abandons_the_round);
+    tcase_add_test(tc, test_sync_withdrawn_worker_leaves_the_round);
+    tcase_add_test(tc, test_ssp_bounds_staleness);
+    tcase_add_test(tc, test_ssp_expire);
+    tcase_add_test(tc, test_async_staleness_and_staleness_lr);
+    tcase_add_test(tc, test_sync_many_threads_lose_nothing);
+    suite_add_tcase(suite, tc);
+    return suite;
+}
+
+PARAMD_TEST_MAIN(make_suite)
