@@ -1003,6 +1003,8 @@ void paramd__checkpointer_destroy(paramd__checkpointer *checkpointer)
     paramd__checkpointer_stop(checkpointer);
     if (checkpointer->server && checkpointer->server->checkpointer == checkpointer)
         checkpointer->server->checkpointer = NULL;
+    json_decref(checkpointer->restore_notes);
+    checkpointer->restore_notes = NULL;
     pthread_mutex_destroy(&checkpointer->write_lock);
     pthread_mutex_destroy(&checkpointer->files_lock);
     pthread_mutex_destroy(&checkpointer->thread_lock);
@@ -1115,6 +1117,38 @@ void paramd__checkpoint_forget(paramd__checkpointer *checkpointer, const char *m
     pthread_mutex_unlock(&checkpointer->files_lock);
 }
 
+/* Restore messages wait in checkpointer->restore_notes until
+ * paramd__checkpoint_log_restore prints them, so that the server's first log
+ * line stays the one with its addresses. */
+static void restore_note(paramd__checkpointer *checkpointer, paramd__log_level level,
+                         const char *format, ...) __attribute__((format(printf, 3, 4)));
+
+static void restore_note(paramd__checkpointer *checkpointer, paramd__log_level level,
+                         const char *format, ...)
+{
+    char message[2 * PARAMD__ERROR_MESSAGE_SIZE];
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(message, sizeof message, format, arguments);
+    va_end(arguments);
+    if (checkpointer->restore_notes == NULL)
+        checkpointer->restore_notes = json_array();
+    if (json_array_append_new(checkpointer->restore_notes,
+                              json_pack("[i,s]", (int)level, message)) != 0)
+        paramd__log(level, "%s", message); /* out of memory: print it now */
+}
+
+void paramd__checkpoint_log_restore(paramd__checkpointer *checkpointer)
+{
+    size_t index;
+    json_t *note;
+    json_array_foreach(checkpointer->restore_notes, index, note)
+        paramd__log((paramd__log_level)json_integer_value(json_array_get(note, 0)), "%s",
+                    json_string_value(json_array_get(note, 1)));
+    json_decref(checkpointer->restore_notes);
+    checkpointer->restore_notes = NULL;
+}
+
 /* Loads M from its checkpoint, or from M.prev by the policy in checkpoint.h. */
 static int restore_model(paramd__checkpointer *checkpointer, const char *name,
                          paramd__error *error)
@@ -1132,20 +1166,20 @@ static int restore_model(paramd__checkpointer *checkpointer, const char *name,
     int result = has_current ? paramd__checkpoint_load_file(server, path, &model, &current_error)
                              : PARAMD_E_CHECKPOINT_FAILED;
     if (has_current && result != PARAMD_OK)
-        paramd__log_error("checkpoint %s is damaged and will not be loaded: %s", path,
+        restore_note(checkpointer, PARAMD__LOG_ERROR, "checkpoint %s is damaged and will not be loaded: %s", path,
                           current_error.message);
     if (result != PARAMD_OK && access(prev, F_OK) == 0) {
         result = paramd__checkpoint_load_file(server, prev, &model, &prev_error);
         if (result == PARAMD_OK) {
             loaded = prev;
             if (has_current && rename(path, aside) == 0)
-                paramd__log_warn("moved the damaged %s aside to %s", path, aside);
-            paramd__log_warn("model \"%s\" restored from the PREVIOUS checkpoint %s (step %llu): "
+                restore_note(checkpointer, PARAMD__LOG_WARN, "moved the damaged %s aside to %s", path, aside);
+            restore_note(checkpointer, PARAMD__LOG_WARN, "model \"%s\" restored from the PREVIOUS checkpoint %s (step %llu): "
                              "%s",
                              name, prev, (unsigned long long)atomic_load(&model->step),
                              has_current ? "the newer one is damaged" : "the newer one is missing");
         } else {
-            paramd__log_error("checkpoint %s is damaged too: %s", prev, prev_error.message);
+            restore_note(checkpointer, PARAMD__LOG_ERROR, "checkpoint %s is damaged too: %s", prev, prev_error.message);
         }
     } else if (result != PARAMD_OK && has_current) {
         paramd__error_set(&prev_error, PARAMD_E_CHECKPOINT_FAILED, "missing");
@@ -1165,7 +1199,7 @@ static int restore_model(paramd__checkpointer *checkpointer, const char *name,
     }
     result = paramd__registry_add(&checkpointer->server->registry, model, error);
     if (result == PARAMD_OK)
-        paramd__log_info("model \"%s\" restored from %s: step %llu, %zu tensors, %zu parameters, "
+        restore_note(checkpointer, PARAMD__LOG_INFO, "model \"%s\" restored from %s: step %llu, %zu tensors, %zu parameters, "
                          "%.1f MiB in %.3f s",
                          name, loaded, (unsigned long long)atomic_load(&model->step),
                          model->tensor_count, model->parameter_count,
@@ -1201,7 +1235,7 @@ int paramd__checkpoint_restore_all(paramd__checkpointer *checkpointer, paramd__e
         if ((file[0] == '.' && ends_with(file, ".tmp")) || ends_with(file, PREV_SUFFIX ".link")) {
             snprintf(path, sizeof path, "%s/%s", checkpointer->directory, file);
             if (unlink(path) == 0)
-                paramd__log_warn("removed %s, a checkpoint left incomplete by a crash", path);
+                restore_note(checkpointer, PARAMD__LOG_WARN, "removed %s, a checkpoint left incomplete by a crash", path);
             continue;
         }
         /* M.safetensors and M.safetensors.prev name model M (a model named

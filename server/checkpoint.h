@@ -51,6 +51,7 @@ typedef struct paramd__checkpointer {
     bool stopping;
     bool thread_running;
     pthread_t thread;
+    json_t *restore_notes;        /* restore's log lines, until logged */
 } paramd__checkpointer;
 
 /* Sets up a checkpointer for `directory` (which exists and is locked) and
@@ -63,6 +64,11 @@ void paramd__checkpointer_destroy(paramd__checkpointer *checkpointer);
  * the policy above.  PARAMD_OK, or an error (a model that cannot be
  * restored from either file): the caller refuses to start. */
 int paramd__checkpoint_restore_all(paramd__checkpointer *checkpointer, paramd__error *error);
+
+/* Logs what paramd__checkpoint_restore_all did (models restored, damaged
+ * files, fallbacks), which it keeps back so that it can be printed after
+ * the server's first log line, the one with its addresses. */
+void paramd__checkpoint_log_restore(paramd__checkpointer *checkpointer);
 
 /* Checkpoints one model now.  On success *info_out (may be NULL) receives
  * {"model", "file", "step", "bytes", "seconds", "snapshot_seconds"}. */

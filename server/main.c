@@ -408,6 +408,14 @@ static int lock_data_dir(const char *directory)
  * main
  * ------------------------------------------------------------------------- */
 
+static pthread_t main_thread;
+
+/* Runs only on a thread that does not block SIGINT and SIGTERM (see main). */
+static void forward_to_main_thread(int signal_number)
+{
+    pthread_kill(main_thread, signal_number);
+}
+
 int main(int argc, char **argv)
 {
     options settings;
@@ -424,6 +432,16 @@ int main(int argc, char **argv)
     sigaddset(&shutdown_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &shutdown_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Threads that libraries start before main (OpenBLAS starts its pool in
+     * a constructor) do not block them, and the kernel hands a SIGTERM that
+     * arrives while this thread is not in sigwait() to such a thread, whose
+     * default action would kill the process without its final checkpoint.
+     * The handler sends it on to this thread, where sigwait() takes it. */
+    main_thread = pthread_self();
+    struct sigaction forward = {.sa_handler = forward_to_main_thread};
+    sigemptyset(&forward.sa_mask);
+    sigaction(SIGINT, &forward, NULL);
+    sigaction(SIGTERM, &forward, NULL);
 
     int lock = lock_data_dir(settings.data_dir);
     if (lock < 0)
@@ -462,6 +480,7 @@ int main(int argc, char **argv)
                               settings.checkpoint_interval_seconds);
     paramd__error restore_error = {0};
     if (paramd__checkpoint_restore_all(&checkpointer, &restore_error) != PARAMD_OK) {
+        paramd__checkpoint_log_restore(&checkpointer);
         paramd__log_error("refusing to start: %s", restore_error.message);
         paramd__checkpointer_destroy(&checkpointer);
         paramd__parallel_stop();
@@ -503,6 +522,10 @@ int main(int argc, char **argv)
         close(lock);
         return 1;
     }
+    /* Issue 8: periodic checkpoints and the statistics history. */
+    if (paramd__checkpointer_start(&checkpointer) != PARAMD_OK ||
+        paramd__stats_sampler_start(&server) != PARAMD_OK)
+        paramd__log_warn("could not start the checkpoint or statistics thread");
     const char *bracket_open = strchr(settings.http.host, ':') ? "[" : "";
     const char *bracket_close = strchr(settings.http.host, ':') ? "]" : "";
     const char *tcp_open = strchr(settings.tcp.host, ':') ? "[" : "";
@@ -527,6 +550,10 @@ int main(int argc, char **argv)
                              server.shard_id, me->http_port, me->tcp_port, http.bound_port,
                              tcp.bound_port);
     }
+    paramd__checkpoint_log_restore(&checkpointer); /* issue 8: after the first line */
+    if (settings.checkpoint_interval_seconds > 0)
+        paramd__log_info("checkpoints every %g s to %s", settings.checkpoint_interval_seconds,
+                         settings.data_dir);
     if (strcmp(settings.http.host, "127.0.0.1") != 0 && strcmp(settings.http.host, "::1") != 0)
         paramd__log_warn("the HTTP API listens on %s, beyond this machine, with no "
                          "authentication; anyone who can reach it can change models",
@@ -535,13 +562,6 @@ int main(int argc, char **argv)
         paramd__log_warn("the binary protocol listens on %s, beyond this machine, with no "
                          "authentication or encryption; keep it on a private network",
                          settings.tcp.host);
-
-    if (paramd__checkpointer_start(&checkpointer) != PARAMD_OK ||
-        paramd__stats_sampler_start(&server) != PARAMD_OK)
-        paramd__log_warn("could not start the checkpoint or statistics thread");
-    if (settings.checkpoint_interval_seconds > 0)
-        paramd__log_info("checkpoints every %g s to %s", settings.checkpoint_interval_seconds,
-                         settings.data_dir);
 
     int received = 0;
     while (sigwait(&shutdown_signals, &received) != 0) {

@@ -166,6 +166,7 @@ class CheckpointTests(CheckpointCase):
 
         server = self.start()
         self.assertIn("restored from", server.wait_for_log("model \"rich\" restored", 10))
+        self.assertIn(" listening: ", server.log_lines[0])  # still the first line
         for name, checkpoint in (("rich", rich), ("factored", factored)):
             after = server.request("GET", "/v1/models/%s/weights?encoding=b64" % name)[2]
             self.assertEqual(after["weights"], before[name]["weights"])
