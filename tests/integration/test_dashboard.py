@@ -50,12 +50,17 @@ class DashboardTests(ServerTestCase):
 
         def train():
             with self.server.client() as client:
-                k = 0
+                k, step = 0, 0
                 while not stop.is_set() and k < 3000:
                     k += 1
                     grads = {"w": b64_floats([0.01 * ((i * 7 + k) % 13 - 6) for i in range(256)])}
-                    client.request("POST", "/v1/models/training/push",
-                                   {"grads": grads, "loss": 3.0 / (1 + 0.05 * k) + 0.1 * (k % 7) / 7})
+                    # "version": the step the gradient was computed at, 0 to 3 steps stale.
+                    status, _, reply, _ = client.request(
+                        "POST", "/v1/models/training/push",
+                        {"grads": grads, "loss": 3.0 / (1 + 0.05 * k) + 0.1 * (k % 7) / 7,
+                         "version": max(0, step - k % 4)})
+                    if status == 200:
+                        step = reply["step"]
                     time.sleep(0.004)
 
         thread = threading.Thread(target=train)
@@ -76,7 +81,7 @@ class DashboardTests(ServerTestCase):
                     time.sleep(0.25)
                 self.assertGreaterEqual(drawn, 5, "the loss plot never drew 5 points; status: %s"
                                         % page.evaluate("document.getElementById('status').textContent"))
-                for series in ("loss", "lr", "grad_norm", "update_ratio", "pushes_per_second"):
+                for series in ("loss", "lr", "grad_norm", "update_ratio", "pushes_per_second", "staleness"):
                     ink = page.evaluate(INK + "(%r)" % series)
                     self.assertGreater(ink, 200, "the %s plot is empty (%d pixels)" % (series, ink))
                 self.assertIn("step", page.evaluate("document.querySelector('.summary').textContent"))
