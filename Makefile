@@ -29,7 +29,7 @@ endif
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PACKAGES = libmicrohttpd jansson openblas libuv zlib
+PACKAGES = libmicrohttpd jansson openblas lapacke libuv zlib
 # paramctl speaks HTTP with libcurl and reads JSON with jansson.
 PARAMCTL_PACKAGES = jansson libcurl
 PREFIX ?= /usr/local
@@ -194,9 +194,10 @@ $(BUILD)/checkpoint-bench: bench/checkpoint_bench.c $(BUILD)/libparamd-server.a 
 bench-checkpoint: $(BUILD)/checkpoint-bench
 	$(BUILD)/checkpoint-bench
 
+# Every golden generator (each writes its own directory under tests/conformance).
 goldens:
 	sh deploy/install-deps.sh --goldens
-	$(PYTHON) tests/conformance/generate_goldens.py
+	set -e; for script in tests/conformance/generate_*.py; do $(PYTHON) $$script; done
 
 # libFuzzer needs clang; deploy/install-deps.sh --fuzz installs it.
 CLANG ?= clang

@@ -3,6 +3,7 @@
 #include "checkpoint.h"
 
 #include "json_api.h"
+#include "lbfgs.h"
 #include "log.h"
 #include "parallel.h"
 #include "safetensors.h"
@@ -13,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,6 +218,189 @@ static int read_schedule(const json_t *object, paramd__schedule *schedule)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------
+ * L-BFGS's scalar state (lbfgs.h): every field, by a table, so that a
+ * suspended step (mid line search included) resumes exactly.
+ * ------------------------------------------------------------------------- */
+
+typedef enum lbfgs_field_kind { FIELD_DOUBLE, FIELD_U64, FIELD_SIZE, FIELD_INT, FIELD_BOOL } lbfgs_field_kind;
+
+typedef struct lbfgs_field {
+    const char *name;
+    lbfgs_field_kind kind;
+    size_t offset;
+    int count; /* elements, for the small fixed arrays */
+} lbfgs_field;
+
+#define LBFGS_FIELD(name, kind) {#name, kind, offsetof(paramd__lbfgs_state, name), 1}
+#define LBFGS_ARRAY(name, kind, n) {#name, kind, offsetof(paramd__lbfgs_state, name), n}
+static const lbfgs_field lbfgs_fields[] = {
+    LBFGS_FIELD(history_size, FIELD_SIZE),   LBFGS_FIELD(func_evals, FIELD_U64),
+    LBFGS_FIELD(n_iter, FIELD_U64),          LBFGS_FIELD(history_count, FIELD_SIZE),
+    LBFGS_FIELD(history_head, FIELD_SIZE),   LBFGS_FIELD(t, FIELD_DOUBLE),
+    LBFGS_FIELD(H_diag, FIELD_DOUBLE),       LBFGS_FIELD(loss, FIELD_DOUBLE),
+    LBFGS_FIELD(prev_loss, FIELD_DOUBLE),    LBFGS_FIELD(step_iterations, FIELD_U64),
+    LBFGS_FIELD(current_evals, FIELD_U64),   LBFGS_FIELD(opt_cond, FIELD_BOOL),
+    LBFGS_FIELD(gtd, FIELD_DOUBLE),          LBFGS_FIELD(f, FIELD_DOUBLE),
+    LBFGS_FIELD(d_norm, FIELD_DOUBLE),       LBFGS_FIELD(t_prev, FIELD_DOUBLE),
+    LBFGS_FIELD(f_prev, FIELD_DOUBLE),       LBFGS_FIELD(gtd_prev, FIELD_DOUBLE),
+    LBFGS_FIELD(f_new, FIELD_DOUBLE),        LBFGS_FIELD(gtd_new, FIELD_DOUBLE),
+    LBFGS_FIELD(ls_iter, FIELD_INT),         LBFGS_FIELD(ls_func_evals, FIELD_INT),
+    LBFGS_FIELD(done, FIELD_BOOL),           LBFGS_FIELD(insuf_progress, FIELD_BOOL),
+    LBFGS_ARRAY(bracket, FIELD_DOUBLE, 2),   LBFGS_ARRAY(bracket_f, FIELD_DOUBLE, 2),
+    LBFGS_ARRAY(bracket_gtd, FIELD_DOUBLE, 2), LBFGS_FIELD(bracket_size, FIELD_INT),
+    LBFGS_FIELD(low_pos, FIELD_INT),         LBFGS_FIELD(high_pos, FIELD_INT),
+    LBFGS_FIELD(eval_at_offset, FIELD_BOOL), LBFGS_FIELD(eval_t, FIELD_DOUBLE),
+    LBFGS_FIELD(steps_done, FIELD_U64),
+};
+
+static json_t *lbfgs_value(const lbfgs_field *field, const void *at)
+{
+    switch (field->kind) {
+    case FIELD_DOUBLE: {
+        double value;
+        memcpy(&value, at, sizeof value);
+        return exact_real(value);
+    }
+    case FIELD_U64: {
+        uint64_t value;
+        memcpy(&value, at, sizeof value);
+        return json_integer((json_int_t)value);
+    }
+    case FIELD_SIZE: {
+        size_t value;
+        memcpy(&value, at, sizeof value);
+        return json_integer((json_int_t)value);
+    }
+    case FIELD_INT: {
+        int value;
+        memcpy(&value, at, sizeof value);
+        return json_integer(value);
+    }
+    case FIELD_BOOL: {
+        bool value;
+        memcpy(&value, at, sizeof value);
+        return json_boolean(value);
+    }
+    }
+    return json_null();
+}
+
+static json_t *lbfgs_json(const paramd__lbfgs_state *state)
+{
+    json_t *object = json_pack("{s:i}", "phase", (int)state->phase);
+    for (size_t i = 0; object && i < sizeof lbfgs_fields / sizeof lbfgs_fields[0]; i++) {
+        const lbfgs_field *field = &lbfgs_fields[i];
+        const char *at = (const char *)state + field->offset;
+        if (field->count == 1) {
+            json_object_set_new(object, field->name, lbfgs_value(field, at));
+        } else {
+            json_t *array = json_array();
+            for (int k = 0; array && k < field->count; k++)
+                json_array_append_new(array, lbfgs_value(field, at + (size_t)k * sizeof(double)));
+            json_object_set_new(object, field->name, array);
+        }
+    }
+    json_t *ro = json_array(), *al = json_array();
+    for (size_t k = 0; ro && al && k <= state->history_size; k++) {
+        json_array_append_new(ro, exact_real(state->ro[k]));
+        json_array_append_new(al, exact_real(state->al[k]));
+    }
+    json_object_set_new(object, "ro", ro);
+    json_object_set_new(object, "al", al);
+    return object;
+}
+
+/* Reads one value of a field from `value` into `at`. */
+static int read_lbfgs_value(const lbfgs_field *field, const json_t *value, void *at)
+{
+    json_t *holder = json_pack("{s:O}", "v", value);
+    int result = 0;
+    switch (field->kind) {
+    case FIELD_DOUBLE: {
+        double number;
+        result = read_real(holder, "v", &number);
+        memcpy(at, &number, sizeof number);
+        break;
+    }
+    case FIELD_U64:
+    case FIELD_SIZE:
+    case FIELD_INT: {
+        json_int_t number = 0;
+        result = read_integer(holder, "v", &number);
+        if (result == 0 && number < 0)
+            result = -1;
+        if (field->kind == FIELD_U64) {
+            uint64_t v = (uint64_t)number;
+            memcpy(at, &v, sizeof v);
+        } else if (field->kind == FIELD_SIZE) {
+            size_t v = (size_t)number;
+            memcpy(at, &v, sizeof v);
+        } else {
+            int v = (int)number;
+            memcpy(at, &v, sizeof v);
+        }
+        break;
+    }
+    case FIELD_BOOL: {
+        bool v = json_is_true(value);
+        result = json_is_boolean(value) ? 0 : -1;
+        memcpy(at, &v, sizeof v);
+        break;
+    }
+    }
+    json_decref(holder);
+    return result;
+}
+
+/* Restores the state into `state` (allocated for the config's history size). */
+static int read_lbfgs(const json_t *object, paramd__lbfgs_state *state)
+{
+    json_int_t phase;
+    if (!json_is_object(object) || read_integer(object, "phase", &phase) || phase < 0 ||
+        phase > PARAMD__LBFGS_SEARCH_ZOOM)
+        return -1;
+    paramd__lbfgs_state copy = *state;
+    for (size_t i = 0; i < sizeof lbfgs_fields / sizeof lbfgs_fields[0]; i++) {
+        const lbfgs_field *field = &lbfgs_fields[i];
+        const json_t *value = json_object_get(object, field->name);
+        char *at = (char *)&copy + field->offset;
+        if (field->count == 1) {
+            if (value == NULL || read_lbfgs_value(field, value, at) != 0)
+                return -1;
+        } else {
+            if (!json_is_array(value) || json_array_size(value) != (size_t)field->count)
+                return -1;
+            for (int k = 0; k < field->count; k++)
+                if (read_lbfgs_value(field, json_array_get(value, (size_t)k),
+                                     at + (size_t)k * sizeof(double)) != 0)
+                    return -1;
+        }
+    }
+    const json_t *ro = json_object_get(object, "ro"), *al = json_object_get(object, "al");
+    if (copy.history_size != state->history_size || copy.history_count > copy.history_size ||
+        copy.history_head > copy.history_size || json_array_size(ro) != state->history_size + 1 ||
+        json_array_size(al) != state->history_size + 1)
+        return -1;
+    for (size_t k = 0; k <= state->history_size; k++) {
+        json_t *holder = json_pack("{s:O,s:O}", "ro", json_array_get(ro, k), "al",
+                                   json_array_get(al, k));
+        int bad = read_real(holder, "ro", &state->ro[k]) || read_real(holder, "al", &state->al[k]);
+        json_decref(holder);
+        if (bad)
+            return -1;
+    }
+    /* Everything but the lock and the arrays, which stay the state's own. */
+    pthread_mutex_t lock = state->lock;
+    double *ro_array = state->ro, *al_array = state->al;
+    *state = copy;
+    state->lock = lock;
+    state->ro = ro_array;
+    state->al = al_array;
+    state->phase = (paramd__lbfgs_phase)phase;
+    return 0;
+}
+
 /* The training state; the caller holds config_lock for writing, so no push
  * runs.  Tensor fields are read under each tensor's lock. */
 static json_t *training_json(paramd__model *model)
@@ -243,6 +428,11 @@ static json_t *training_json(paramd__model *model)
                   paramd__json_nonfinite_counts(&model->nonfinite_counts), "tensors", tensors);
     if (training == NULL)
         return NULL;
+    if (model->lbfgs) {
+        pthread_mutex_lock(&model->lbfgs->lock);
+        json_object_set_new(training, "lbfgs", lbfgs_json(model->lbfgs));
+        pthread_mutex_unlock(&model->lbfgs->lock);
+    }
     if (model->sharded)
         json_object_set_new(training, "shard",
                             json_pack("{s:I,s:I}", "id", (json_int_t)model->shard_id,
@@ -811,6 +1001,13 @@ static int load_training(paramd__model *model, const json_t *training,
                 return corrupt(error, "training.schedules[%zu]: malformed", k);
     } else if (schedules) {
         return corrupt(error, "training.schedules: the config has no schedule");
+    }
+    const json_t *lbfgs = json_object_get(training, "lbfgs");
+    if (model->lbfgs) {
+        if (read_lbfgs(lbfgs, model->lbfgs) != 0)
+            return corrupt(error, "training.lbfgs: missing or malformed L-BFGS state");
+    } else if (lbfgs) {
+        return corrupt(error, "training.lbfgs: the config's optimizer is not LBFGS");
     }
     const json_t *schedule_error = json_object_get(training, "schedule_error");
     if (schedule_error) {

@@ -3,6 +3,7 @@
 
 #include "checkpoint.h"
 #include "clip.h"
+#include "lbfgs.h"
 #include "log.h"
 #include "stats.h"
 #include "tensor.h"
@@ -622,6 +623,8 @@ static int push_ex(paramd__server *server, paramd__model *model, paramd__tensor_
         !(options->loss_scale > 0 && options->loss_scale <= FLT_MAX))
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "loss_scale: must be a number > 0 that fits in float32");
+    if (model->lbfgs) /* a closure evaluation, not a step: lbfgs.h */
+        return paramd__lbfgs_push(model, items, item_count, options->loss, outcome, error);
     push_gradient *gradients = calloc(item_count, sizeof *gradients);
     if (gradients == NULL)
         return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");

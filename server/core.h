@@ -106,6 +106,12 @@ typedef struct paramd__push_outcome {
     bool dropped;
     bool has_staleness;
     uint64_t staleness;
+    /* LBFGS models (lbfgs.h): whether the step is done (the weights are its
+     * result) or goes on (the weights are the next point to evaluate), and
+     * torch's n_iter and func_evals so far. */
+    bool has_lbfgs;
+    bool lbfgs_step_done;
+    uint64_t lbfgs_iterations, lbfgs_evaluations;
 } paramd__push_outcome;
 
 /* ---------------------------------------------------------------------------

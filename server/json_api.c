@@ -2,6 +2,8 @@
 #define _DEFAULT_SOURCE
 #include "json_api.h"
 
+#include "lbfgs.h"
+
 #include "base64.h"
 #include "half.h"
 
@@ -387,6 +389,11 @@ char *paramd__json_write_push_reply(const paramd__push_outcome *outcome,
         text_append(&header, "\"staleness\":%llu,", (unsigned long long)outcome->staleness);
     if (outcome->zeroed > 0)
         text_append(&header, "\"zeroed\":%zu,", outcome->zeroed);
+    if (outcome->has_lbfgs)
+        text_append(&header, "\"lbfgs\":{\"step_done\":%s,\"n_iter\":%llu,\"func_evals\":%llu},",
+                    outcome->lbfgs_step_done ? "true" : "false",
+                    (unsigned long long)outcome->lbfgs_iterations,
+                    (unsigned long long)outcome->lbfgs_evaluations);
     if (outcome->accumulate_steps > 0) {
         /* Tensor names need no escaping (model.h restricts their characters). */
         text_append(&header, "\"accumulated\":{");
@@ -432,6 +439,10 @@ static int json_hyperparameter_numbers(const paramd__hyperparameter_spec *spec,
         return PARAMD_OK;
     case PARAMD__HYPERPARAMETER_INTEGER:
         /* 5.0 is accepted as 5; 5.5 gets the range check's message. */
+        if (json_is_null(value) && (spec->flags & PARAMD__HYPERPARAMETER_NULL_IS_DEFAULT)) {
+            numbers[0] = spec->default_value[0];
+            return PARAMD_OK;
+        }
         if (!json_is_number(value))
             return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
                                      "%s: must be an integer", field);
@@ -553,6 +564,9 @@ json_t *paramd__json_hyperparameter(const paramd__hyperparameter_spec *spec, con
     case PARAMD__HYPERPARAMETER_REAL:
         return json_real(v[0]);
     case PARAMD__HYPERPARAMETER_INTEGER:
+        /* A default that stands for torch's None (LBFGS's max_eval) shows as null. */
+        if ((spec->flags & PARAMD__HYPERPARAMETER_NULL_IS_DEFAULT) && v[0] == spec->default_value[0])
+            return json_null();
         return json_integer((json_int_t)v[0]);
     case PARAMD__HYPERPARAMETER_BOOLEAN:
         return json_boolean(v[0] != 0);
@@ -589,9 +603,24 @@ json_t *paramd__json_optimizer(const paramd__optimizer_config *config)
  * Model creation
  * ------------------------------------------------------------------------- */
 
-static int parse_initializer(const json_t *object, const char *field,
-                             paramd__initializer *initializer, paramd__error *error)
+/* "zeros, ones, constant, ..." for error messages. */
+static void initializer_names(char *buffer, size_t size)
 {
+    size_t used = 0;
+    buffer[0] = '\0';
+    for (int i = 0; i < paramd__initializer_type_count && used < size; i++)
+        used += (size_t)snprintf(buffer + used, size - used, "%s%s", i ? ", " : "",
+                                 paramd__initializer_types[i]->name);
+}
+
+/* An "init" object for a tensor of the given shape (which the fan-based
+ * initializers need). */
+static int parse_initializer(const json_t *object, const char *field, int dimension_count,
+                             const int64_t *shape, paramd__initializer *initializer,
+                             paramd__error *error)
+{
+    char known[400];
+    initializer_names(known, sizeof known);
     if (!json_is_object(object))
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "%s: must be an object such as {\"name\": \"normal\", "
@@ -599,15 +628,15 @@ static int parse_initializer(const json_t *object, const char *field,
                                  field);
     const json_t *name = json_object_get(object, "name");
     if (!json_is_string(name))
-        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                 "%s.name: required: zeros, constant, uniform or normal", field);
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "%s.name: required: one of %s",
+                                 field, known);
     const paramd__initializer_type *type = paramd__initializer_find(json_string_value(name));
     if (type == NULL)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                 "%s.name: unknown initializer \"%.100s\" (known: zeros, "
-                                 "constant, uniform, normal)",
-                                 field, json_string_value(name));
+                                 "%s.name: unknown initializer \"%.100s\" (known: %s)", field,
+                                 json_string_value(name), known);
     paramd__initializer_init(initializer, type);
+    paramd__initializer_set_shape(initializer, dimension_count, shape);
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)object, key, value) {
@@ -628,23 +657,25 @@ static int parse_initializer(const json_t *object, const char *field,
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                      "%s.%.100s: initializer %s has no such parameter", field,
                                      key, type->name);
-        if (!json_is_number(value))
-            return paramd__error_set(error, PARAMD_E_BAD_REQUEST, "%s.%s: must be a number",
-                                     field, key);
-        double number = json_number_value(value);
-        if (!(number >= spec->minimum && number <= spec->maximum) || !isfinite(number))
-            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                     "%s.%s: out of range (got %.17g)", field, key, number);
-        initializer->parameters[spec->slot] = number;
+        /* The optimizer schema's rules: numbers in range, choices by name. */
+        char parameter_field[200];
+        snprintf(parameter_field, sizeof parameter_field, "%s.%s", field, key);
+        double number[3];
+        int result = json_hyperparameter_numbers(spec, value, parameter_field, number, error);
+        if (result == PARAMD_OK)
+            result = paramd__hyperparameter_check(spec, number, parameter_field, error);
+        if (result != PARAMD_OK) {
+            error->code = PARAMD_E_BAD_REQUEST; /* an initializer is not a hyperparameter */
+            return PARAMD_E_BAD_REQUEST;
+        }
+        initializer->parameters[spec->slot] = number[0];
     }
     for (int i = 0; i < type->parameter_count; i++)
         if (isnan(initializer->parameters[type->parameters[i].slot]))
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                      "%s.%s: required by the %s initializer", field,
                                      type->parameters[i].name, type->name);
-    if (type->validate)
-        return type->validate(initializer, field, error);
-    return PARAMD_OK;
+    return paramd__initializer_validate(initializer, field, error);
 }
 
 static int parse_tensor_spec(const json_t *object, size_t index, paramd__tensor_spec *spec,
@@ -707,7 +738,8 @@ static int parse_tensor_spec(const json_t *object, size_t index, paramd__tensor_
     if (init) {
         char init_field[80];
         snprintf(init_field, sizeof init_field, "%s.init", field);
-        return parse_initializer(init, init_field, &spec->initializer, error);
+        return parse_initializer(init, init_field, spec->dimension_count, spec->shape,
+                                 &spec->initializer, error);
     }
     return PARAMD_OK;
 }
@@ -1059,6 +1091,20 @@ static json_t *describe_model_locked(paramd__model *model)
         json_object_set_new(description, "grad_noise", paramd__json_grad_noise(&model->grad_noise));
     if (description)
         json_object_set_new(description, "consistency", paramd__json_consistency(model));
+    if (description && model->lbfgs) {
+        /* torch's LBFGS state counters and where the step stands. */
+        static const char *const phases[] = {"step_start", "fixed_step", "line_search",
+                                             "line_search", "line_search"};
+        paramd__lbfgs_state *lbfgs = model->lbfgs;
+        pthread_mutex_lock(&lbfgs->lock);
+        json_object_set_new(description, "lbfgs",
+                            json_pack("{s:I,s:I,s:I,s:s,s:f}", "n_iter",
+                                      (json_int_t)lbfgs->n_iter, "func_evals",
+                                      (json_int_t)lbfgs->func_evals, "history",
+                                      (json_int_t)lbfgs->history_count, "waiting_for",
+                                      phases[lbfgs->phase], "t", lbfgs->t));
+        pthread_mutex_unlock(&lbfgs->lock);
+    }
     if (description && model->param_group_count > 0) {
         /* Like torch's state_dict()["param_groups"]: every hyperparameter of
          * each group, and its tensors. */

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: a writer-preferring config_lock */
 #include "model.h"
 
+#include "lbfgs.h"
+
 #include "log.h"
 #include "shard_map.h"
 #include "stats.h"
@@ -105,6 +107,7 @@ static void model_free(paramd__model *model)
     paramd__dictionary_for_each(&model->remote, free_remote, NULL);
     free(model->consistency_state.workers);
     pthread_mutex_destroy(&model->consistency_state.lock);
+    paramd__lbfgs_destroy(model->lbfgs);
     paramd__dictionary_free(&model->remote);
     free(model->name);
     free(model);
@@ -118,6 +121,11 @@ static int spanning_check(const paramd__model *model, bool split, paramd__error 
 {
     if (!model->spans_shards)
         return PARAMD_OK;
+    if (model->lbfgs)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "optimizer: LBFGS needs the whole model on one shard (its "
+                                 "direction and history are vectors over all the tensors); this "
+                                 "shard map places its tensors on several");
     if (split && model->clip.mode == PARAMD__CLIP_AGC)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "clip.agc: not available for a model with tensors split "
@@ -149,7 +157,44 @@ static int spanning_check(const paramd__model *model, bool split, paramd__error 
  * only element-wise optimizers update a range without the rest. */
 static bool splittable(const paramd__optimizer_config *config)
 {
-    return config->type->tensor_step == NULL;
+    return config->type->tensor_step == NULL &&
+           !(config->type->flags & PARAMD__OPTIMIZER_WHOLE_MODEL);
+}
+
+/* A whole-model optimizer (LBFGS) runs its own step over several pushes,
+ * so nothing that shapes one push's gradients applies to it. */
+static int whole_model_check(const paramd__model_spec *spec, paramd__error *error)
+{
+    const char *name = spec->optimizer.type->name;
+    if (!(spec->optimizer.type->flags & PARAMD__OPTIMIZER_WHOLE_MODEL))
+        return PARAMD_OK;
+    static const char reason[] = "each of its steps runs over many pushes (closure evaluations)";
+    if (spec->param_group_count > 0)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "param_groups: %s has one configuration for the whole model, as "
+                                 "torch's (which refuses parameter groups)", name);
+    if (spec->clip.mode != PARAMD__CLIP_NONE)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "clip: not available with %s: %s, whose gradients it must see "
+                                 "as they are", name, reason);
+    if (spec->has_schedule)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "schedule: not available with %s: %s; set its lr", name, reason);
+    if (spec->has_loss_scale || spec->accumulate.steps != 0 || spec->grad_noise.enabled)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s: not available with %s: %s",
+                                 spec->has_loss_scale ? "loss_scale"
+                                 : spec->accumulate.steps ? "accumulate" : "grad_noise",
+                                 name, reason);
+    if (spec->nonfinite != PARAMD__NONFINITE_ERROR)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "nonfinite: %s needs finite gradients, so only \"error\" "
+                                 "applies", name);
+    if (spec->consistency.mode != PARAMD__CONSISTENCY_ASYNC)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "consistency: %s is driven by one worker's evaluations; only "
+                                 "\"async\" applies", name);
+    return PARAMD_OK;
 }
 
 paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__error *error)
@@ -166,6 +211,8 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         paramd__error_set(error, PARAMD_E_BAD_REQUEST, "tensors: a model needs at least one tensor");
         return NULL;
     }
+    if (whole_model_check(spec, error) != PARAMD_OK)
+        return NULL;
     paramd__model *model = calloc(1, sizeof *model);
     if (model == NULL)
         goto out_of_memory;
@@ -243,6 +290,10 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     }
     atomic_init(&model->step, 0);
     atomic_init(&model->references, 1);
+    if (model->optimizer.type == &paramd__optimizer_lbfgs &&
+        (model->lbfgs = paramd__lbfgs_create((size_t)paramd__optimizer_config_get(
+             &model->optimizer, "history_size"))) == NULL)
+        goto out_of_memory;
 
     for (size_t i = 0; i < spec->tensor_count; i++) {
         const paramd__tensor_spec *tensor_spec = &spec->tensors[i];
@@ -266,6 +317,16 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         if (paramd__tensor_check_shape(tensor_spec->dimension_count, tensor_spec->shape, &count,
                                        field, error) != PARAMD_OK)
             goto fail;
+        if (!tensor_spec->has_values) {
+            /* Checked on every shard, for tensors held elsewhere too. */
+            paramd__initializer initializer = tensor_spec->initializer;
+            paramd__initializer_set_shape(&initializer, tensor_spec->dimension_count,
+                                          tensor_spec->shape);
+            char init_field[64];
+            snprintf(init_field, sizeof init_field, "tensors[%zu].init", i);
+            if (paramd__initializer_validate(&initializer, init_field, error) != PARAMD_OK)
+                goto fail;
+        }
         if (tensor_spec->has_values && tensor_spec->value_count != count) {
             paramd__error_set(error, PARAMD_E_SHAPE_MISMATCH,
                               "tensors[%zu].values: shape holds %zu elements, got %zu values", i,
@@ -324,11 +385,16 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         model->tensors[model->tensor_count++] = tensor;
         if (paramd__dictionary_insert(&model->tensor_index, tensor->name, tensor) != 0)
             goto out_of_memory;
-        if (tensor_spec->has_values)
+        if (tensor_spec->has_values) {
             memcpy(tensor->values, tensor_spec->values + offset, held * sizeof(float));
-        else
-            paramd__initializer_fill_range(&tensor_spec->initializer, tensor->values, offset,
-                                           held);
+        } else {
+            paramd__initializer initializer = tensor_spec->initializer;
+            paramd__initializer_set_shape(&initializer, tensor_spec->dimension_count,
+                                          tensor_spec->shape);
+            if (paramd__initializer_fill_range(&initializer, tensor->values, offset, held) !=
+                PARAMD_OK)
+                goto out_of_memory;
+        }
         model->parameter_count += held;
         model->memory_bytes += paramd__tensor_memory_bytes(tensor);
         if (paramd__accumulate_enabled(&model->accumulate)) {

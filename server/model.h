@@ -118,6 +118,9 @@ typedef struct paramd__model {
     paramd__loss_scale loss_scale;
     pthread_mutex_t loss_scale_lock;
     paramd__tensor_extra *extras;            /* tensor_count entries */
+    /* LBFGS models (issue 7): the algorithm's scalar state (lbfgs.h); its
+     * vectors are the tensors' state slots.  NULL for other optimizers. */
+    struct paramd__lbfgs_state *lbfgs;
     paramd__nonfinite_counters nonfinite_counts;
     /* Issue 8: training statistics, history and checkpoint outcomes
      * (stats.h), owned by the model; never NULL once created. */

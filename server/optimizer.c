@@ -17,7 +17,7 @@
  * The table.  One line per optimizer; keep PARAMD__OPTIMIZER_COUNT in step.
  * ------------------------------------------------------------------------- */
 
-#define PARAMD__OPTIMIZER_COUNT 19
+#define PARAMD__OPTIMIZER_COUNT 20
 
 const paramd__optimizer_type *const paramd__optimizer_types[] = {
     &paramd__optimizer_sgd,
@@ -39,6 +39,7 @@ const paramd__optimizer_type *const paramd__optimizer_types[] = {
     &paramd__optimizer_lars,
     &paramd__optimizer_adafactor,
     &paramd__optimizer_muon,
+    &paramd__optimizer_lbfgs,
 };
 
 _Static_assert(sizeof paramd__optimizer_types / sizeof paramd__optimizer_types[0] ==
@@ -70,10 +71,12 @@ static const paramd__hyperparameter_spec common_hyperparameters[] = {
 #define COMMON_COUNT ((int)(sizeof common_hyperparameters / sizeof common_hyperparameters[0]))
 
 /* decoupled_weight_decay applies to optimizers that have a coupled
- * weight_decay; l1 to all. */
+ * weight_decay; l1 to all but the whole-model ones. */
 static bool common_applies(const paramd__optimizer_type *type,
                            const paramd__hyperparameter_spec *spec)
 {
+    if (type->flags & PARAMD__OPTIMIZER_WHOLE_MODEL)
+        return false;
     if (spec->slot != PARAMD__SLOT_DECOUPLED_WEIGHT_DECAY)
         return true;
     if (type->flags & PARAMD__OPTIMIZER_DECOUPLED)
@@ -183,6 +186,17 @@ int paramd__optimizer_config_set(paramd__optimizer_config *config,
                                  const paramd__hyperparameter_spec *spec, const double *values,
                                  const char *field, paramd__error *error)
 {
+    int result = paramd__hyperparameter_check(spec, values, field, error);
+    if (result != PARAMD_OK)
+        return result;
+    for (int i = 0; i < paramd__hyperparameter_width(spec->kind); i++)
+        config->values[spec->slot + i] = values[i];
+    return PARAMD_OK;
+}
+
+int paramd__hyperparameter_check(const paramd__hyperparameter_spec *spec, const double *values,
+                                 const char *field, paramd__error *error)
+{
     int count = paramd__hyperparameter_width(spec->kind);
     for (int i = 0; i < count; i++) {
         if (!in_range(spec, values[i])) {
@@ -203,8 +217,6 @@ int paramd__optimizer_config_set(paramd__optimizer_config *config,
                                      "%s: must be in %s, got %.17g", field, range, values[i]);
         }
     }
-    for (int i = 0; i < count; i++)
-        config->values[spec->slot + i] = values[i];
     return PARAMD_OK;
 }
 

@@ -149,6 +149,10 @@ typedef struct paramd__memory_pass {
 enum {
     PARAMD__OPTIMIZER_DECOUPLED = 1u << 0, /* weight_decay is already decoupled (AdamW, Lion),
                                               or part of the method (LAMB, LARS) */
+    PARAMD__OPTIMIZER_WHOLE_MODEL = 1u << 1, /* one step over all of a model's tensors,
+                                                driven by several pushes (LBFGS, lbfgs.h):
+                                                no kernel, no parameter groups, no
+                                                common hyperparameters */
 };
 
 typedef struct paramd__optimizer_type {
@@ -222,6 +226,11 @@ const paramd__hyperparameter_spec *paramd__optimizer_common_hyperparameter(
 void paramd__optimizer_config_init(paramd__optimizer_config *config,
                                    const paramd__optimizer_type *type);
 
+/* Checks values (paramd__hyperparameter_width(spec->kind) of them) against
+ * spec's range or choices; errors name `field` and the valid range. */
+int paramd__hyperparameter_check(const paramd__hyperparameter_spec *spec, const double *values,
+                                 const char *field, paramd__error *error);
+
 /* Sets one hyperparameter after checking its range.  `values` holds one
  * number (two for a pair); booleans are 0 or 1.  The error message is
  * prefixed with `field` (e.g. "optimizer.lr").  Changes nothing on error. */
@@ -282,5 +291,6 @@ extern const paramd__optimizer_type paramd__optimizer_lamb;
 extern const paramd__optimizer_type paramd__optimizer_lars;
 extern const paramd__optimizer_type paramd__optimizer_adafactor;
 extern const paramd__optimizer_type paramd__optimizer_muon;
+extern const paramd__optimizer_type paramd__optimizer_lbfgs;
 
 #endif

@@ -242,6 +242,11 @@ START_TEST(test_training_state_round_trips)
                " \"schedule\": {\"name\": \"OneCycleLR\", \"max_lr\": 0.5, \"total_steps\": 100},"
                " \"tensors\": [{\"name\": \"w\", \"shape\": [7], \"init\": {\"name\": \"normal\", \"std\": 1, \"seed\": 2}}]}",
                5);
+    /* L-BFGS suspended in the middle of a strong Wolfe line search. */
+    round_trip("{\"optimizer\": {\"name\": \"LBFGS\", \"lr\": 1, \"history_size\": 4,"
+               "   \"line_search_fn\": \"strong_wolfe\"},"
+               " \"tensors\": [{\"name\": \"x\", \"shape\": [5], \"values\": [1, -2, 3, 0.5, 2]}]}",
+               5);
     round_trip("{\"optimizer\": {\"name\": \"SGD\", \"lr\": 0.1},"
                " \"schedule\": {\"name\": \"ReduceLROnPlateau\", \"patience\": 0},"
                " \"nonfinite\": \"skip\","

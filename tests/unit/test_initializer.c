@@ -63,7 +63,7 @@ static size_t first_difference(const float *a, const float *b, size_t count)
 
 START_TEST(test_find_and_defaults)
 {
-    ck_assert_int_eq(paramd__initializer_type_count, 4);
+    ck_assert_int_eq(paramd__initializer_type_count, 11);
     ck_assert_ptr_eq(paramd__initializer_find("zeros"), paramd__initializer_types[0]);
     ck_assert_ptr_eq(paramd__initializer_find("ZEROS"), paramd__initializer_types[0]);
     ck_assert_ptr_eq(paramd__initializer_find("Constant"), paramd__initializer_types[1]);

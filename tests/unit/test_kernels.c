@@ -30,6 +30,8 @@ static float random_float(float scale)
 static bool make_config(const paramd__optimizer_type *type, unsigned mask,
                         paramd__optimizer_config *config)
 {
+    if (type->flags & PARAMD__OPTIMIZER_WHOLE_MODEL)
+        return false; /* LBFGS: no kernel (test_lbfgs.c) */
     paramd__optimizer_config_init(config, type);
     int bit = 0;
     for (int i = 0; i < type->hyperparameter_count; i++) {

@@ -18,8 +18,13 @@ START_TEST(test_rows_are_complete)
     for (int t = 0; t < paramd__optimizer_type_count; t++) {
         const paramd__optimizer_type *type = paramd__optimizer_types[t];
         ck_assert_ptr_nonnull(type->name);
-        /* Element-wise (prepare and both kernels) or tensor-wise, never both. */
-        if (type->tensor_step) {
+        /* Element-wise (prepare and both kernels), tensor-wise, or whole-model
+         * (LBFGS: no kernel at all, lbfgs.c runs it). */
+        if (type->flags & PARAMD__OPTIMIZER_WHOLE_MODEL) {
+            ck_assert_msg(type->prepare == NULL && type->kernel == NULL &&
+                              type->reference_kernel == NULL && type->tensor_step == NULL,
+                          "%s: a whole-model optimizer with a kernel", type->name);
+        } else if (type->tensor_step) {
             ck_assert_msg(type->prepare == NULL && type->kernel == NULL &&
                               type->reference_kernel == NULL,
                           "%s: tensor_step and element kernels", type->name);
@@ -574,6 +579,8 @@ START_TEST(test_memory_passes_name_real_arrays)
     static const int64_t matrix[2] = {64, 48}, vector[1] = {3072};
     for (int t = 0; t < paramd__optimizer_type_count; t++) {
         const paramd__optimizer_type *type = paramd__optimizer_types[t];
+        if (type->flags & PARAMD__OPTIMIZER_WHOLE_MODEL)
+            continue; /* no kernel: no pass for the probe */
         paramd__optimizer_config config;
         paramd__optimizer_config_init(&config, type);
         const paramd__hyperparameter_spec *lr = paramd__optimizer_find_hyperparameter(type, "lr");
