@@ -9,6 +9,7 @@
 #   make test       build and run every test (unit, conformance, integration)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
 #   make bench      build and run paramd-bench (bench/shard-bench.sh: the sharded client)
+#   make bench-checkpoint   checkpoint time of 64M AdamW parameters, stats cost per push
 #   make demo       distributed training of an MLP on scikit-learn's digits: 4 worker
 #                   processes (paramd.torch.RemoteOptimizer) against 2 shards, async,
 #                   sync and ssp; writes $(BUILD)/demo/modes.png and prints each mode's
@@ -32,7 +33,7 @@ endif
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PACKAGES = libmicrohttpd jansson openblas lapacke libuv
+PACKAGES = libmicrohttpd jansson openblas lapacke libuv zlib
 # paramctl speaks HTTP with libcurl and reads JSON with jansson.
 PARAMCTL_PACKAGES = jansson libcurl
 PREFIX ?= /usr/local
@@ -82,8 +83,8 @@ CLIENT_OUTPUTS = $(BUILD)/libparamd.a $(BUILD)/libparamd.so.0 $(BUILD)/libparamd
 
 DEPS_STAMP = build/.deps-installed
 
-.PHONY: all run test unit-test integration-test bench goldens deps clean fuzz fuzz-corpus \
-        install demo FORCE
+.PHONY: all run test unit-test integration-test bench bench-checkpoint goldens deps clean fuzz \
+        fuzz-corpus install demo FORCE
 all: $(BUILD)/paramd $(CLIENT_OUTPUTS)
 
 # Installs missing Debian packages once (again whenever the script changes).
@@ -96,6 +97,9 @@ deps: $(DEPS_STAMP)
 $(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -MMD -MP -c $< -o $@
+
+# The dashboard page is embedded with .incbin, which -MMD does not see.
+$(BUILD)/obj/server/dashboard.o: server/dashboard/index.html
 
 $(BUILD)/libparamd-server.a: $(SERVER_OBJECTS) $(PROTO_OBJECTS)
 	@rm -f $@
@@ -201,6 +205,13 @@ BENCH_SOURCES = bench/paramd-bench.c bench/http_bench.c bench/net_bench.c
 $(BUILD)/paramd-bench: $(BENCH_SOURCES) bench/http_bench.h bench/net_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -Ibench -o $@ $(BENCH_SOURCES) \
 	    $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_SERVER)
+
+# Checkpoint and statistics costs (docs/PERFORMANCE.md): 64M AdamW parameters.
+$(BUILD)/checkpoint-bench: bench/checkpoint_bench.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_ALL) $(CFLAGS_DEPS) -o $@ $< $(BUILD)/libparamd-server.a $(LDFLAGS_ALL) $(LIBS_SERVER)
+
+bench-checkpoint: $(BUILD)/checkpoint-bench
+	$(BUILD)/checkpoint-bench
 
 # Every golden generator (each writes its own directory under tests/conformance).
 goldens:

@@ -16,9 +16,12 @@
 # command to run and fails.
 set -eu
 
-BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev check libcurl4-openssl-dev"
+BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev zlib1g-dev check libcurl4-openssl-dev"
 # The Python client needs numpy; its RemoteOptimizer tests need torch.
-TEST_PACKAGES="python3 curl python3-numpy python3-torch"
+# prometheus (a real server scraping /metrics, and its promtool linter) and
+# chromium (headless, loading the dashboard) are for the integration tests;
+# fonts-dejavu-core gives the dashboard screenshot its text.
+TEST_PACKAGES="python3 curl python3-numpy python3-torch prometheus chromium fonts-dejavu-core"
 GOLDEN_PACKAGES="python3-torch python3-numpy"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
 DEMO_PACKAGES="python3-sklearn python3-matplotlib"

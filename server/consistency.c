@@ -16,6 +16,7 @@
 #include "core.h"
 
 #include "log.h"
+#include "stats.h"
 #include "tensor.h"
 
 #include <math.h>
@@ -137,6 +138,7 @@ static paramd__worker_record *observe(paramd__model *model, paramd__push_ticket 
         ticket->outcome.has_staleness = true;
         ticket->outcome.staleness = step - ticket->version;
         record_staleness(state, worker, ticket->outcome.staleness);
+        paramd__stats_observe_staleness(model, ticket->outcome.staleness); /* issue 8: /metrics */
     }
     if (worker && ticket->has_version) {
         worker->has_version = true;

@@ -1,9 +1,11 @@
 /* core.c - see core.h. */
 #include "core.h"
 
+#include "checkpoint.h"
 #include "clip.h"
 #include "lbfgs.h"
 #include "log.h"
+#include "stats.h"
 #include "tensor.h"
 
 #include <float.h>
@@ -26,8 +28,7 @@ void paramd__server_destroy(paramd__server *server)
     paramd__registry_destroy(&server->registry);
 }
 
-int paramd__core_create_model(paramd__server *server, const paramd__model_spec *spec,
-                              paramd__model **model_out, paramd__error *error)
+int paramd__core_validate_spec(const paramd__model_spec *spec, paramd__error *error)
 {
     int result = paramd__optimizer_config_validate(&spec->optimizer, "optimizer", error);
     if (result == PARAMD_OK)
@@ -48,6 +49,13 @@ int paramd__core_create_model(paramd__server *server, const paramd__model_spec *
         snprintf(field, sizeof field, "param_groups[%zu]", g);
         result = paramd__optimizer_config_validate(&spec->param_groups[g].optimizer, field, error);
     }
+    return result;
+}
+
+int paramd__core_create_model(paramd__server *server, const paramd__model_spec *spec,
+                              paramd__model **model_out, paramd__error *error)
+{
+    int result = paramd__core_validate_spec(spec, error);
     if (result != PARAMD_OK)
         return result;
     /* Refuse a duplicate before allocating what may be gigabytes. */
@@ -93,6 +101,9 @@ int paramd__core_delete_model(paramd__server *server, const char *name, paramd__
     int result = paramd__registry_remove(&server->registry, name, error);
     if (result == PARAMD_OK)
         paramd__log_info("model \"%s\" deleted", name);
+    /* Issue 8: a deleted model must not come back at the next start. */
+    if (result == PARAMD_OK && server->checkpointer)
+        paramd__checkpoint_forget(server->checkpointer, name);
     return result;
 }
 
@@ -346,8 +357,8 @@ int paramd__core_push(paramd__server *server, paramd__model *model, paramd__tens
 /* paramd__core_push_ex under the model's config_lock (read). */
 static int push_locked(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
                        size_t item_count, const paramd__push_options *options,
-                       push_gradient *gradients, paramd__push_outcome *outcome,
-                       paramd__error *error)
+                       push_gradient *gradients, paramd__stats_sample *sample,
+                       paramd__push_outcome *outcome, paramd__error *error)
 {
     if (!isnan(options->loss_scale) && !model->has_loss_scale)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
@@ -526,6 +537,8 @@ static int push_locked(paramd__server *server, paramd__model *model, paramd__ten
             scheduled ? &scheduled[tensor->param_group + 1] : tensor->optimizer;
         float *out = gradients[i].writable ? gradients[i].writable : scratch;
         pthread_mutex_lock(&tensor->lock);
+        if (sample->active) /* issue 8: a sampled push measures norms (stats.h) */
+            paramd__stats_sample_gradient(sample, gradients[i].values, tensor->count);
         /* 3 and 4: clip, then noise. */
         const float *grad =
             clip_tensor(&model->clip, tensor, gradients[i].values, coefficient, out);
@@ -557,8 +570,12 @@ static int push_locked(paramd__server *server, paramd__model *model, paramd__ten
             paramd__step_arrays arrays = paramd__tensor_step_arrays(tensor, grad);
             arrays.scratch = step_scratch;
             arrays.weights_out = items[i].weights;
+            if (sample->active)
+                paramd__stats_sample_before_step(sample, tensor);
             tensor->step++;
             paramd__optimizer_step(config, tensor->step, &arrays, tensor->count);
+            if (sample->active)
+                paramd__stats_sample_after_step(sample, model, tensor);
             stepped = true;
             copied = items[i].weights != NULL;
         }
@@ -585,9 +602,10 @@ done:
     return result;
 }
 
-int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
-                         size_t item_count, const paramd__push_options *options,
-                         paramd__push_outcome *outcome, paramd__error *error)
+static int push_ex(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                   size_t item_count, const paramd__push_options *options,
+                   paramd__stats_sample *sample, paramd__push_outcome *outcome,
+                   paramd__error *error)
 {
     memset(outcome, 0, sizeof *outcome);
     outcome->grad_norm = NAN;
@@ -621,11 +639,24 @@ int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__t
         items[i].accumulated = 0;
     }
     pthread_rwlock_rdlock(&model->config_lock);
-    result = push_locked(server, model, items, item_count, options, gradients, outcome, error);
+    result = push_locked(server, model, items, item_count, options, gradients, sample, outcome,
+                         error);
     pthread_rwlock_unlock(&model->config_lock);
     for (size_t i = 0; i < item_count; i++)
         paramd__float_array_free(gradients[i].owned, items[i].tensor->count);
     free(gradients);
+    return result;
+}
+
+int paramd__core_push_ex(paramd__server *server, paramd__model *model, paramd__tensor_io *items,
+                         size_t item_count, const paramd__push_options *options,
+                         paramd__push_outcome *outcome, paramd__error *error)
+{
+    /* Issue 8: statistics of the push (stats.h); norms only on a sampled push. */
+    paramd__stats_sample sample;
+    paramd__stats_sample_begin(model, &sample);
+    int result = push_ex(server, model, items, item_count, options, &sample, outcome, error);
+    paramd__stats_after_push(model, &sample, result, options->loss, outcome, items, item_count);
     return result;
 }
 

@@ -24,6 +24,10 @@ typedef struct paramd__server {
      * id in it.  Set before serving, then read-only. */
     const struct paramd_shard_map *shard_map;
     uint32_t shard_id;
+    /* Issue 8: the checkpointer writing this server's models to its data
+     * directory (checkpoint.h), or NULL (unit tests).  Deleting a model
+     * removes its checkpoint files through it. */
+    struct paramd__checkpointer *checkpointer;
 } paramd__server;
 
 void paramd__server_init(paramd__server *server);
@@ -33,6 +37,11 @@ void paramd__server_destroy(paramd__server *server);
  * for the caller (release it), unless model_out is NULL. */
 int paramd__core_create_model(paramd__server *server, const paramd__model_spec *spec,
                               paramd__model **model_out, paramd__error *error);
+
+/* The checks paramd__core_create_model makes of a spec before building it
+ * (each configuration's ranges and combinations); checkpoint restores reuse
+ * them. */
+int paramd__core_validate_spec(const paramd__model_spec *spec, paramd__error *error);
 
 /* Returns a referenced model or PARAMD_E_MODEL_NOT_FOUND. */
 int paramd__core_find_model(paramd__server *server, const char *name,

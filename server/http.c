@@ -15,6 +15,7 @@
 
 #include "json_api.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -26,10 +27,12 @@
 #include <sys/socket.h>
 
 typedef struct request_state {
+    double started;  /* monotonic seconds at the first call, for /metrics */
     char *body;
     size_t length;
     size_t capacity;
     bool too_large;
+    bool counted;    /* a refusal already counted in /metrics */
 } request_state;
 
 /* ---------------------------------------------------------------------------
@@ -59,6 +62,8 @@ unsigned paramd__http_status_for(int code)
     case PARAMD_E_UNAVAILABLE:
         return 503;
     case PARAMD_E_INTERNAL:
+    case PARAMD_E_CHECKPOINT_FAILED:
+    case PARAMD_E_CHECKPOINT_CORRUPT:
         return 500;
     default:
         return 400;
@@ -69,25 +74,41 @@ void paramd__http_error_response(paramd__http_response *response, const paramd__
 {
     response->status = paramd__http_status_for(error->code);
     response->body = paramd__json_error(error);
+    response->code = error->code;
 }
 
 /* ---------------------------------------------------------------------------
  * Responses
  * ------------------------------------------------------------------------- */
 
+static enum MHD_Result queue_counted(struct MHD_Connection *connection,
+                                     const paramd__http_response *response, uint64_t *bytes_out);
+
 static enum MHD_Result queue(struct MHD_Connection *connection,
                              const paramd__http_response *response)
 {
+    uint64_t ignored;
+    return queue_counted(connection, response, &ignored);
+}
+
+/* Queues the response; *bytes_out receives the body's length. */
+static enum MHD_Result queue_counted(struct MHD_Connection *connection,
+                                     const paramd__http_response *response, uint64_t *bytes_out)
+{
+    *bytes_out = 0;
     struct MHD_Response *reply;
     if (response->raw_body) {
         /* libmicrohttpd takes ownership and frees the buffer once sent. */
+        *bytes_out = response->raw_length;
         reply = MHD_create_response_from_buffer(response->raw_length, response->raw_body,
                                                 MHD_RESPMEM_MUST_FREE);
         if (reply == NULL) {
             free(response->raw_body);
             return MHD_NO;
         }
-        MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                response->content_type ? response->content_type
+                                                       : "application/json");
     } else if (response->body) {
         char *text = json_dumps(response->body, PARAMD__JSON_DUMP_FLAGS);
         if (text == NULL) {
@@ -102,6 +123,7 @@ static enum MHD_Result queue(struct MHD_Connection *connection,
         }
         size_t length = strlen(text);
         text[length] = '\n'; /* replace the NUL: curl output ends with a newline */
+        *bytes_out = length + 1;
         reply = MHD_create_response_from_buffer(length + 1, text, MHD_RESPMEM_MUST_FREE);
         MHD_add_response_header(reply, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     } else {
@@ -179,6 +201,7 @@ static enum MHD_Result access_handler(void *context, struct MHD_Connection *conn
         if (state == NULL)
             return MHD_NO;
         *request_context = state;
+        state->started = paramd__metrics_now();
         const char *length_header =
             MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (length_header) {
@@ -189,6 +212,10 @@ static enum MHD_Result access_handler(void *context, struct MHD_Connection *conn
                 state->too_large = true;
                 paramd__log_warn("%s %s: refused Content-Length %s over the %zu-byte limit",
                                  method, url, length_header, limit);
+                paramd__metrics_count_request(PARAMD__TRANSPORT_HTTP, PARAMD__OPERATION_OTHER,
+                                              PARAMD_E_PAYLOAD_TOO_LARGE,
+                                              paramd__metrics_now() - state->started, 0, 0);
+                state->counted = true;
                 return queue_error(connection, PARAMD_E_PAYLOAD_TOO_LARGE,
                                    "request body of %s bytes exceeds the limit of %zu bytes "
                                    "(--max-body-size)",
@@ -210,10 +237,15 @@ static enum MHD_Result access_handler(void *context, struct MHD_Connection *conn
         return MHD_YES;
     }
 
-    if (state->too_large)
+    if (state->too_large) {
+        if (!state->counted)
+            paramd__metrics_count_request(PARAMD__TRANSPORT_HTTP, PARAMD__OPERATION_OTHER,
+                                      PARAMD_E_PAYLOAD_TOO_LARGE,
+                                      paramd__metrics_now() - state->started, state->length, 0);
         return queue_error(connection, PARAMD_E_PAYLOAD_TOO_LARGE,
                            "request body exceeds the limit of %zu bytes (--max-body-size)",
                            limit);
+    }
 
     paramd__http_request request = {
         .http = http,
@@ -229,7 +261,15 @@ static enum MHD_Result access_handler(void *context, struct MHD_Connection *conn
         paramd__log_error("%s %s: %u", method, url, response.status);
     else
         paramd__log_debug("%s %s: %u", method, url, response.status);
-    enum MHD_Result result = queue(connection, &response);
+    /* Issue 8: count the request by operation and status (metrics.h). */
+    uint64_t bytes_out = 0;
+    enum MHD_Result result = queue_counted(connection, &response, &bytes_out);
+    paramd__metrics_count_request(PARAMD__TRANSPORT_HTTP, (paramd__operation)response.operation,
+                                  response.status < 400 ? PARAMD_OK
+                                  : response.code     ? response.code
+                                                      : PARAMD_E_INTERNAL,
+                                  paramd__metrics_now() - state->started, state->length,
+                                  bytes_out);
     json_decref(response.body);
     return result;
 }

@@ -62,6 +62,12 @@ typedef struct paramd__http_response {
     char *raw_body;
     size_t raw_length;
     char allow[64];     /* Allow header value for 405, else empty */
+    /* Issue 8: the Content-Type of raw_body when it is not JSON (the
+     * dashboard, /metrics; static strings), else NULL; the request's
+     * operation and its PARAMD_E* code, for /metrics. */
+    const char *content_type;
+    int operation;      /* a paramd__operation */
+    int code;           /* PARAMD_OK unless an error was answered */
 } paramd__http_response;
 
 /* Routes a complete request to its handler. */

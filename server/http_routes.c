@@ -15,12 +15,24 @@
  *   POST   /v1/models/{model}/push        apply gradients, return fresh weights
  *   GET    /v1/models/{model}/weights     read weights
  *   GET    /v1/models/{model}/state       read one optimizer state array (?slot=)
+ *
+ * Issue 8 (observability and checkpoints; handlers at the end of the file):
+ *   GET    /                              the dashboard (dashboard.c)
+ *   GET    /metrics                       Prometheus text exposition (metrics.c)
+ *   GET    /v1/models/{model}/stats       norms and state summaries (stats.c)
+ *   GET    /v1/models/{model}/history     the dashboard's time series (?since=)
+ *   POST   /v1/models/{model}/checkpoint  checkpoint one model now (checkpoint.c)
+ *   POST   /v1/checkpoint                 checkpoint every model now
  */
 #define _DEFAULT_SOURCE
 #include "http.h"
 
+#include "checkpoint.h"
+#include "dashboard.h"
 #include "json_api.h"
 #include "log.h"
+#include "metrics.h"
+#include "stats.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -544,6 +556,125 @@ static void handle_state(const paramd__http_request *request, const char *model_
 }
 
 /* ---------------------------------------------------------------------------
+ * Issue 8: dashboard, metrics, stats, history, checkpoints
+ * ------------------------------------------------------------------------- */
+
+static void respond_text(paramd__http_response *response, const char *content_type,
+                         const char *data, size_t length, bool copy)
+{
+    char *body = copy ? malloc(length ? length : 1) : (char *)data;
+    if (body == NULL) {
+        respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while building the response");
+        return;
+    }
+    if (copy)
+        memcpy(body, data, length);
+    response->status = 200;
+    response->raw_body = body;
+    response->raw_length = length;
+    response->content_type = content_type;
+}
+
+static void handle_dashboard(const paramd__http_request *request, const char *model_name,
+                             paramd__http_response *response)
+{
+    (void)request;
+    (void)model_name;
+    respond_text(response, "text/html; charset=utf-8", paramd__dashboard_html,
+                 paramd__dashboard_html_length(), true);
+}
+
+static void handle_metrics(const paramd__http_request *request, const char *model_name,
+                           paramd__http_response *response)
+{
+    (void)model_name;
+    size_t length = 0;
+    char *text = paramd__metrics_render(request->http->server, &length);
+    if (text == NULL) {
+        respond_error(response, PARAMD_E_NO_MEMORY, "out of memory while rendering metrics");
+        return;
+    }
+    respond_text(response, PARAMD__METRICS_CONTENT_TYPE, text, length, false);
+}
+
+static void handle_stats(const paramd__http_request *request, const char *model_name,
+                         paramd__http_response *response)
+{
+    paramd__model *model = find_model(request, model_name, response);
+    if (model == NULL)
+        return;
+    respond_json(response, 200, paramd__stats_json(model));
+    paramd__model_release(model);
+}
+
+static void handle_history(const paramd__http_request *request, const char *model_name,
+                           paramd__http_response *response)
+{
+    const char *since_text =
+        MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, "since");
+    double since = 0;
+    if (since_text) {
+        char *end;
+        since = strtod(since_text, &end);
+        if (since_text[0] == '\0' || *end != '\0' || !isfinite(since)) {
+            respond_error(response, PARAMD_E_BAD_REQUEST,
+                          "since: must be a Unix time in milliseconds, got \"%.100s\"", since_text);
+            return;
+        }
+    }
+    paramd__model *model = find_model(request, model_name, response);
+    if (model == NULL)
+        return;
+    respond_json(response, 200, paramd__stats_history_json(model, since));
+    paramd__model_release(model);
+}
+
+static paramd__checkpointer *checkpointer_of(const paramd__http_request *request,
+                                             paramd__http_response *response)
+{
+    paramd__checkpointer *checkpointer = request->http->server->checkpointer;
+    if (checkpointer == NULL)
+        respond_error(response, PARAMD_E_UNAVAILABLE, "this server writes no checkpoints");
+    return checkpointer;
+}
+
+static void handle_checkpoint_model(const paramd__http_request *request, const char *model_name,
+                                    paramd__http_response *response)
+{
+    paramd__checkpointer *checkpointer = checkpointer_of(request, response);
+    if (checkpointer == NULL)
+        return;
+    paramd__model *model = find_model(request, model_name, response);
+    if (model == NULL)
+        return;
+    paramd__error error = {0};
+    json_t *info = NULL;
+    if (paramd__checkpoint_model(checkpointer, model, &info, &error) == PARAMD_OK)
+        respond_json(response, 200, info);
+    else
+        paramd__http_error_response(response, &error);
+    paramd__model_release(model);
+}
+
+static void handle_checkpoint_all(const paramd__http_request *request, const char *model_name,
+                                  paramd__http_response *response)
+{
+    (void)model_name;
+    paramd__checkpointer *checkpointer = checkpointer_of(request, response);
+    if (checkpointer == NULL)
+        return;
+    paramd__error error = {0};
+    json_t *info = NULL;
+    int result = paramd__checkpoint_all(checkpointer, &info, &error);
+    if (result == PARAMD_OK) {
+        respond_json(response, 200, info);
+    } else {
+        json_decref(info);
+        paramd__http_error_response(response, &error);
+    }
+}
+
+/* ---------------------------------------------------------------------------
  * The route table
  * ------------------------------------------------------------------------- */
 
@@ -562,19 +693,30 @@ typedef struct route {
     const char *suffix;
     const char *method;
     route_handler handler;
+    paramd__operation operation; /* for /metrics */
 } route;
 
 static const route routes[] = {
-    {ROUTE_EXACT, "/livez", NULL, "GET", handle_livez},
-    {ROUTE_EXACT, "/readyz", NULL, "GET", handle_readyz},
-    {ROUTE_EXACT, "/v1/models", NULL, "GET", handle_list_models},
-    {ROUTE_MODEL, "/v1/models/", NULL, "PUT", handle_create_model},
-    {ROUTE_MODEL, "/v1/models/", NULL, "GET", handle_describe_model},
-    {ROUTE_MODEL, "/v1/models/", NULL, "PATCH", handle_patch_model},
-    {ROUTE_MODEL, "/v1/models/", NULL, "DELETE", handle_delete_model},
-    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/push", "POST", handle_push},
-    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/weights", "GET", handle_weights},
-    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/state", "GET", handle_state},
+    {ROUTE_EXACT, "/livez", NULL, "GET", handle_livez, PARAMD__OPERATION_HEALTH},
+    {ROUTE_EXACT, "/readyz", NULL, "GET", handle_readyz, PARAMD__OPERATION_HEALTH},
+    {ROUTE_EXACT, "/v1/models", NULL, "GET", handle_list_models, PARAMD__OPERATION_LIST},
+    {ROUTE_MODEL, "/v1/models/", NULL, "PUT", handle_create_model, PARAMD__OPERATION_CREATE},
+    {ROUTE_MODEL, "/v1/models/", NULL, "GET", handle_describe_model, PARAMD__OPERATION_DESCRIBE},
+    {ROUTE_MODEL, "/v1/models/", NULL, "PATCH", handle_patch_model, PARAMD__OPERATION_PATCH},
+    {ROUTE_MODEL, "/v1/models/", NULL, "DELETE", handle_delete_model, PARAMD__OPERATION_DELETE},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/push", "POST", handle_push, PARAMD__OPERATION_PUSH},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/weights", "GET", handle_weights, PARAMD__OPERATION_PULL},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/state", "GET", handle_state, PARAMD__OPERATION_STATE},
+    /* Issue 8 */
+    {ROUTE_EXACT, "/", NULL, "GET", handle_dashboard, PARAMD__OPERATION_DASHBOARD},
+    {ROUTE_EXACT, "/metrics", NULL, "GET", handle_metrics, PARAMD__OPERATION_METRICS},
+    {ROUTE_EXACT, "/v1/checkpoint", NULL, "POST", handle_checkpoint_all,
+     PARAMD__OPERATION_CHECKPOINT},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/stats", "GET", handle_stats, PARAMD__OPERATION_STATS},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/history", "GET", handle_history,
+     PARAMD__OPERATION_HISTORY},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/checkpoint", "POST", handle_checkpoint_model,
+     PARAMD__OPERATION_CHECKPOINT},
 };
 
 #define ROUTE_COUNT (sizeof routes / sizeof routes[0])
@@ -610,6 +752,7 @@ void paramd__http_dispatch(const paramd__http_request *request, paramd__http_res
         if (!route_matches(&routes[i], request->path, model_name, sizeof model_name))
             continue;
         if (strcmp(routes[i].method, request->method) == 0) {
+            response->operation = (int)routes[i].operation;
             if (routes[i].shape != ROUTE_EXACT && !paramd__model_name_valid(model_name)) {
                 respond_error(response, PARAMD_E_BAD_NAME,
                               "model name \"%.200s\": use 1 to 128 characters from "

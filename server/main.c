@@ -8,11 +8,13 @@
  * wait for SIGINT or SIGTERM, which every other thread has blocked.
  */
 #define _DEFAULT_SOURCE
+#include "checkpoint.h"
 #include "core.h"
 #include "http.h"
 #include "log.h"
 #include "parallel.h"
 #include "shard_map.h"
+#include "stats.h"
 #include "tcp.h"
 
 #include <cblas.h>
@@ -48,6 +50,8 @@ typedef struct options {
     int log_level;
     char shard_map[PATH_MAX]; /* empty: not sharded */
     long shard_id;            /* -1: none given */
+    double checkpoint_interval_seconds; /* issue 8; 0: no periodic checkpoints */
+    unsigned stats_sample_ms;
 } options;
 
 typedef int (*option_parser)(options *target, const char *value, char *message, size_t size);
@@ -221,6 +225,36 @@ static int parse_log_level(options *target, const char *value, char *message, si
     return 0;
 }
 
+/* Issue 8: checkpoints and statistics. */
+static int parse_checkpoint_interval(options *target, const char *value, char *message,
+                                     size_t size)
+{
+    char *end;
+    errno = 0;
+    double seconds = strtod(value, &end);
+    if (end == value || *end != '\0' || errno != 0 || !(seconds == 0 || seconds >= 0.05) ||
+        seconds > 86400 * 365.0) {
+        snprintf(message, size, "\"%s\": must be 0 (off) or seconds from 0.05 to 31536000",
+                 value);
+        return -1;
+    }
+    target->checkpoint_interval_seconds = seconds;
+    return 0;
+}
+
+static int parse_stats_sample(options *target, const char *value, char *message, size_t size)
+{
+    unsigned long long milliseconds;
+    if (strcmp(value, "0") == 0) {
+        target->stats_sample_ms = 0;
+        return 0;
+    }
+    if (parse_size(value, 1, 3600000, &milliseconds, message, size) != 0)
+        return -1;
+    target->stats_sample_ms = (unsigned)milliseconds;
+    return 0;
+}
+
 static const option_spec option_table[] = {
     {"http", "HOST:PORT", "127.0.0.1:8470", "HTTP/JSON API address (port 0: any free port)",
      parse_http},
@@ -242,6 +276,12 @@ static const option_spec option_table[] = {
                               "(docs/SHARDING.md); needs --shard-id", parse_shard_map},
     {"shard-id", "I", "-1", "this server's id in the shard map", parse_shard_id},
     {"log-level", "LEVEL", "info", "debug, info, warn or error", parse_log_level},
+    {"checkpoint-interval", "SECONDS", "300",
+     "checkpoint every model this often (decimals allowed; 0: only on demand and at shutdown)",
+     parse_checkpoint_interval},
+    {"stats-sample-ms", "MS", "500",
+     "measure gradient and update norms on at most one push per model this often (0: every push)",
+     parse_stats_sample},
 };
 
 #define OPTION_COUNT (sizeof option_table / sizeof option_table[0])
@@ -261,7 +301,8 @@ static void print_usage(FILE *stream)
     }
     fprintf(stream, "  %-26s %s\n  %-26s %s\n", "--help", "show this help and exit", "--version",
             "show the version and exit");
-    fprintf(stream, "\nSIGINT or SIGTERM shuts paramd down cleanly.  API: docs/API.md\n");
+    fprintf(stream, "\nSIGINT or SIGTERM shuts paramd down cleanly, writing a final checkpoint of every\n"
+                    "model.  Dashboard: http://HOST:PORT/.  API: docs/API.md\n");
 }
 
 /* Returns 0 to run, 1 to exit successfully (--help, --version), 2 on error. */
@@ -367,6 +408,14 @@ static int lock_data_dir(const char *directory)
  * main
  * ------------------------------------------------------------------------- */
 
+static pthread_t main_thread;
+
+/* Runs only on a thread that does not block SIGINT and SIGTERM (see main). */
+static void forward_to_main_thread(int signal_number)
+{
+    pthread_kill(main_thread, signal_number);
+}
+
 int main(int argc, char **argv)
 {
     options settings;
@@ -383,6 +432,16 @@ int main(int argc, char **argv)
     sigaddset(&shutdown_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &shutdown_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* Threads that libraries start before main (OpenBLAS starts its pool in
+     * a constructor) do not block them, and the kernel hands a SIGTERM that
+     * arrives while this thread is not in sigwait() to such a thread, whose
+     * default action would kill the process without its final checkpoint.
+     * The handler sends it on to this thread, where sigwait() takes it. */
+    main_thread = pthread_self();
+    struct sigaction forward = {.sa_handler = forward_to_main_thread};
+    sigemptyset(&forward.sa_mask);
+    sigaction(SIGINT, &forward, NULL);
+    sigaction(SIGTERM, &forward, NULL);
 
     int lock = lock_data_dir(settings.data_dir);
     if (lock < 0)
@@ -414,6 +473,21 @@ int main(int argc, char **argv)
         server.shard_map = &shard_map;
         server.shard_id = (uint32_t)settings.shard_id;
     }
+    /* Issue 8: restore every checkpointed model before serving anything. */
+    paramd__stats_set_sample_interval(settings.stats_sample_ms);
+    paramd__checkpointer checkpointer;
+    paramd__checkpointer_init(&checkpointer, &server, settings.data_dir,
+                              settings.checkpoint_interval_seconds);
+    paramd__error restore_error = {0};
+    if (paramd__checkpoint_restore_all(&checkpointer, &restore_error) != PARAMD_OK) {
+        paramd__checkpoint_log_restore(&checkpointer);
+        paramd__log_error("refusing to start: %s", restore_error.message);
+        paramd__checkpointer_destroy(&checkpointer);
+        paramd__parallel_stop();
+        paramd__server_destroy(&server);
+        close(lock);
+        return 1;
+    }
     paramd__http_server http;
     paramd__http_options http_options = {
         .host = settings.http.host,
@@ -425,6 +499,7 @@ int main(int argc, char **argv)
     paramd__error error = {0};
     if (paramd__http_start(&http, &server, &http_options, &error) != PARAMD_OK) {
         paramd__log_error("%s", error.message);
+        paramd__checkpointer_destroy(&checkpointer);
         paramd__parallel_stop();
         paramd__server_destroy(&server);
         close(lock);
@@ -441,11 +516,16 @@ int main(int argc, char **argv)
     if (paramd__tcp_start(&tcp, &server, &tcp_options, &error) != PARAMD_OK) {
         paramd__log_error("%s", error.message);
         paramd__http_stop(&http);
+        paramd__checkpointer_destroy(&checkpointer);
         paramd__parallel_stop();
         paramd__server_destroy(&server);
         close(lock);
         return 1;
     }
+    /* Issue 8: periodic checkpoints and the statistics history. */
+    if (paramd__checkpointer_start(&checkpointer) != PARAMD_OK ||
+        paramd__stats_sampler_start(&server) != PARAMD_OK)
+        paramd__log_warn("could not start the checkpoint or statistics thread");
     const char *bracket_open = strchr(settings.http.host, ':') ? "[" : "";
     const char *bracket_close = strchr(settings.http.host, ':') ? "]" : "";
     const char *tcp_open = strchr(settings.tcp.host, ':') ? "[" : "";
@@ -470,6 +550,10 @@ int main(int argc, char **argv)
                              server.shard_id, me->http_port, me->tcp_port, http.bound_port,
                              tcp.bound_port);
     }
+    paramd__checkpoint_log_restore(&checkpointer); /* issue 8: after the first line */
+    if (settings.checkpoint_interval_seconds > 0)
+        paramd__log_info("checkpoints every %g s to %s", settings.checkpoint_interval_seconds,
+                         settings.data_dir);
     if (strcmp(settings.http.host, "127.0.0.1") != 0 && strcmp(settings.http.host, "::1") != 0)
         paramd__log_warn("the HTTP API listens on %s, beyond this machine, with no "
                          "authentication; anyone who can reach it can change models",
@@ -485,6 +569,14 @@ int main(int argc, char **argv)
     paramd__log_info("received %s, shutting down", received == SIGINT ? "SIGINT" : "SIGTERM");
     paramd__tcp_stop(&tcp);
     paramd__http_stop(&http);
+    /* Issue 8: no request runs any more; write the final checkpoints. */
+    paramd__stats_sampler_stop();
+    paramd__checkpointer_stop(&checkpointer);
+    paramd__error checkpoint_error = {0};
+    int checkpointed = paramd__checkpoint_all(&checkpointer, NULL, &checkpoint_error);
+    if (checkpointed != PARAMD_OK)
+        paramd__log_error("final checkpoint failed: %s", checkpoint_error.message);
+    paramd__checkpointer_destroy(&checkpointer);
     paramd__parallel_stop();
     size_t model_count = 0;
     paramd__model **models = paramd__registry_list(&server.registry, &model_count);
@@ -494,6 +586,8 @@ int main(int argc, char **argv)
     paramd__server_destroy(&server);
     paramd_shard_map_free(&shard_map);
     close(lock);
-    paramd__log_info("stopped cleanly (%zu models released)", model_count);
-    return 0;
+    paramd__log_info("stopped %s (%zu models released)",
+                     checkpointed == PARAMD_OK ? "cleanly" : "after a failed checkpoint",
+                     model_count);
+    return checkpointed == PARAMD_OK ? 0 : 1;
 }

@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "shard_map.h"
+#include "stats.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -94,6 +95,8 @@ static void model_free(paramd__model *model)
         paramd__tensor_destroy(model->tensors[i]);
     }
     free(model->extras);
+    paramd__model_stats_destroy(model->stats);
+    json_decref(model->created_tensors);
     free(model->tensors);
     free(model->schedules);
     pthread_mutex_destroy(&model->schedule_lock);
@@ -231,7 +234,21 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     model->name = strdup(spec->name);
     model->tensors = calloc(spec->tensor_count, sizeof *model->tensors);
     model->extras = calloc(spec->tensor_count, sizeof *model->extras);
-    if (model->name == NULL || model->tensors == NULL || model->extras == NULL)
+    model->stats = paramd__model_stats_create(spec->tensor_count); /* issue 8 */
+    model->created_tensors = json_array();
+    for (size_t i = 0; model->created_tensors && i < spec->tensor_count; i++) {
+        json_t *shape = json_array();
+        for (int d = 0; shape && d < spec->tensors[i].dimension_count; d++)
+            json_array_append_new(shape, json_integer((json_int_t)spec->tensors[i].shape[d]));
+        if (json_array_append_new(model->created_tensors,
+                                  json_pack("{s:s,s:o}", "name", spec->tensors[i].name, "shape",
+                                            shape)) != 0) {
+            json_decref(model->created_tensors);
+            model->created_tensors = NULL;
+        }
+    }
+    if (model->name == NULL || model->tensors == NULL || model->extras == NULL ||
+        model->stats == NULL || model->created_tensors == NULL)
         goto out_of_memory;
     model->optimizer = spec->optimizer;
     model->clip = spec->clip;

@@ -122,6 +122,13 @@ typedef struct paramd__model {
      * vectors are the tensors' state slots.  NULL for other optimizers. */
     struct paramd__lbfgs_state *lbfgs;
     paramd__nonfinite_counters nonfinite_counts;
+    /* Issue 8: training statistics, history and checkpoint outcomes
+     * (stats.h), owned by the model; never NULL once created. */
+    struct paramd__model_stats *stats;
+    /* Issue 8: [{"name", "shape"}, ...] of every tensor of the creation
+     * spec, in order, the ones another shard holds included, so that a
+     * checkpoint can rebuild the model (and its placement) exactly. */
+    json_t *created_tensors;
 } paramd__model;
 
 /* How one tensor of a new model gets its initial values: `values` when

@@ -18,6 +18,7 @@
 #include "half.h"
 #include "json_api.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -780,8 +781,8 @@ uint64_t paramd__tcp_request_cost(const paramd__frame_header *header, const uint
     }
 }
 
-bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header *header,
-                        const uint8_t *payload, paramd__tcp_reply *reply)
+static bool handle_frame(paramd__tcp_session *session, const paramd__frame_header *header,
+                         const uint8_t *payload, paramd__tcp_reply *reply)
 {
     reply->data = NULL;
     reply->size = reply->capacity = 0;
@@ -821,4 +822,55 @@ bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header
                           "opcode 0x%02x: not a request (see proto/PROTOCOL.md)", header->opcode);
         return reply_error(header, &error, reply);
     }
+}
+
+/* ---------------------------------------------------------------------------
+ * Issue 8: every request counted in /metrics (metrics.h)
+ * ------------------------------------------------------------------------- */
+
+static paramd__operation operation_of(uint8_t opcode)
+{
+    switch (opcode) {
+    case PARAMD_OP_HELLO:
+        return PARAMD__OPERATION_HELLO;
+    case PARAMD_OP_LOOKUP:
+        return PARAMD__OPERATION_LOOKUP;
+    case PARAMD_OP_PUSH:
+    case PARAMD_OP_PUSHPULL:
+        return PARAMD__OPERATION_PUSH;
+    case PARAMD_OP_PULL:
+        return PARAMD__OPERATION_PULL;
+    case PARAMD_OP_STATS:
+        return PARAMD__OPERATION_DESCRIBE;
+    case PARAMD_OP_CREATE:
+        return PARAMD__OPERATION_CREATE;
+    case PARAMD_OP_DELETE:
+        return PARAMD__OPERATION_DELETE;
+    case PARAMD_OP_LIST:
+        return PARAMD__OPERATION_LIST;
+    case PARAMD_OP_ECHO:
+        return PARAMD__OPERATION_ECHO;
+    default:
+        return PARAMD__OPERATION_OTHER;
+    }
+}
+
+bool paramd__tcp_handle(paramd__tcp_session *session, const paramd__frame_header *header,
+                        const uint8_t *payload, paramd__tcp_reply *reply)
+{
+    double started = paramd__metrics_now();
+    bool handled = handle_frame(session, header, payload, reply);
+    /* An ERROR reply carries the code as an i32 right after the 16-byte header. */
+    int status = PARAMD_OK;
+    if (reply->data && reply->size >= PARAMD_FRAME_HEADER_SIZE + 4 &&
+        reply->data[3] == PARAMD_OP_ERROR) {
+        uint32_t bits = (uint32_t)reply->data[16] | (uint32_t)reply->data[17] << 8 |
+                        (uint32_t)reply->data[18] << 16 | (uint32_t)reply->data[19] << 24;
+        status = (int)(int32_t)bits;
+    }
+    paramd__metrics_count_request(PARAMD__TRANSPORT_TCP, operation_of(header->opcode), status,
+                                  paramd__metrics_now() - started,
+                                  PARAMD_FRAME_HEADER_SIZE + (uint64_t)header->length,
+                                  reply->data ? reply->size : 0);
+    return handled;
 }

@@ -50,7 +50,9 @@ extern "C" {
     XX(TIMEOUT,            -23, "timeout",             "timed out: the server did not answer in time, or other workers did not push") \
     XX(CONNECT,            -24, "connect_failed",      "cannot connect to the server")  \
     XX(CONNECTION,         -25, "connection_error",    "the connection to the server failed or was closed") \
-    XX(INVALID_ARGUMENT,   -26, "invalid_argument",    "an argument of a client library call is invalid")
+    XX(INVALID_ARGUMENT,   -26, "invalid_argument",    "an argument of a client library call is invalid") \
+    XX(CHECKPOINT_FAILED,  -27, "checkpoint_failed",   "a checkpoint could not be written or read") \
+    XX(CHECKPOINT_CORRUPT, -28, "checkpoint_corrupt",  "a checkpoint file is damaged or inconsistent")
 
 /* Marks the functions a shared library of paramd exports; everything else
  * in it is built with -fvisibility=hidden. */
