@@ -96,7 +96,7 @@ json_t *paramd__checkpoint_config_json(const paramd__model *model)
 {
     /* Every tensor of the creation spec, those another shard holds too. */
     json_t *tensors = json_deep_copy(model->created_tensors);
-    json_t *body = json_pack("{s:o,s:o,s:s}", "optimizer", paramd__json_optimizer(&model->optimizer),
+    json_t *body = json_pack("{s:o,s:o,s:s}", "optimizer", paramd__json_model_optimizer(model),
                              "tensors", tensors, "nonfinite",
                              paramd__nonfinite_policy_name(model->nonfinite));
     if (body == NULL)
@@ -132,6 +132,8 @@ json_t *paramd__checkpoint_config_json(const paramd__model *model)
         json_object_set_new(body, "grad_noise", paramd__json_grad_noise(&model->grad_noise));
     if (model->consistency.mode != PARAMD__CONSISTENCY_ASYNC || model->consistency.staleness_lr)
         json_object_set_new(body, "consistency", consistency_json(&model->consistency));
+    if (model->averaging.ema || model->averaging.swa)
+        json_object_set_new(body, "averaging", paramd__json_averaging(&model->averaging));
     return body;
 }
 
@@ -416,10 +418,12 @@ static json_t *training_json(paramd__model *model)
                                       json_string(tensor->optimizer->type->state_slot_names[s]));
         pthread_mutex_lock(&tensor->lock);
         json_array_append_new(tensors,
-                              json_pack("{s:s,s:I,s:I,s:I,s:o}", "name", tensor->name, "step",
-                                        (json_int_t)tensor->step, "accumulated_count",
+                              json_pack("{s:s,s:I,s:I,s:I,s:o,s:I,s:I}", "name", tensor->name,
+                                        "step", (json_int_t)tensor->step, "accumulated_count",
                                         (json_int_t)extra->accumulated_count, "noise_draws",
-                                        (json_int_t)extra->noise_draws, "state", slots));
+                                        (json_int_t)extra->noise_draws, "state", slots,
+                                        "ema_count", (json_int_t)extra->ema_count, "swa_count",
+                                        (json_int_t)extra->swa_count));
         pthread_mutex_unlock(&tensor->lock);
     }
     json_t *training =
@@ -569,6 +573,12 @@ static int take_snapshot(paramd__model *model, snapshot *shot, paramd__error *er
                 goto out_of_memory;
         if (accumulating &&
             add_array(shot, tensor, "accumulated", model->extras[i].accumulated, tensor->count) != 0)
+            goto out_of_memory;
+        /* After the step (after_step.h): Lookahead's slow weights, the averages. */
+        const paramd__tensor_extra *extra = &model->extras[i];
+        if ((extra->slow && add_array(shot, tensor, "slow", extra->slow, tensor->count) != 0) ||
+            (extra->ema && add_array(shot, tensor, "ema", extra->ema, tensor->count) != 0) ||
+            (extra->swa && add_array(shot, tensor, "swa", extra->swa, tensor->count) != 0))
             goto out_of_memory;
     }
     double started = paramd__metrics_now();
@@ -965,9 +975,32 @@ static int load_tensor(paramd__model *model, paramd__tensor *tensor, const json_
                               "accumulate",
                        tensor->name);
     }
+    /* Lookahead's slow weights and the averages, with their counts (0 in
+     * checkpoints older than them). */
+    float *arrays[3] = {extra->slow, extra->ema, extra->swa};
+    static const char *const array_names[3] = {"slow", "ema", "swa"};
+    for (int a = 0; a < 3; a++) {
+        if (arrays[a] == NULL)
+            continue;
+        char key[PARAMD__MAX_NAME_LENGTH + 64];
+        snprintf(key, sizeof key, "%s@%s", tensor->name, array_names[a]);
+        const paramd__safetensors_entry *entry = paramd__safetensors_find(file, key);
+        if (entry == NULL || entry->count != tensor->count)
+            return corrupt(error, "tensor \"%s\": no %s array of %zu elements", tensor->name,
+                           array_names[a], tensor->count);
+        memcpy(arrays[a], entry->data, tensor->count * sizeof(float));
+        (*used)++;
+    }
+    json_int_t ema_count = 0, swa_count = 0;
+    if ((json_object_get(record, "ema_count") && read_integer(record, "ema_count", &ema_count)) ||
+        (json_object_get(record, "swa_count") && read_integer(record, "swa_count", &swa_count)) ||
+        ema_count < 0 || swa_count < 0)
+        return corrupt(error, "tensor \"%s\": bad averaging counts", tensor->name);
     tensor->step = (uint64_t)step;
     extra->accumulated_count = (uint32_t)accumulated_count;
     extra->noise_draws = (uint64_t)noise_draws;
+    extra->ema_count = (uint64_t)ema_count;
+    extra->swa_count = (uint64_t)swa_count;
     return PARAMD_OK;
 }
 

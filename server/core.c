@@ -567,17 +567,31 @@ static int push_locked(paramd__server *server, paramd__model *model, paramd__ten
          * itself instead. */
         bool copied = false;
         if (step) {
+            bool changes = paramd__after_step_changes_weights(&model->lookahead, &extra->constraint);
             paramd__step_arrays arrays = paramd__tensor_step_arrays(tensor, grad);
             arrays.scratch = step_scratch;
-            arrays.weights_out = items[i].weights;
+            arrays.weights_out = changes ? NULL : items[i].weights;
             if (sample->active)
                 paramd__stats_sample_before_step(sample, tensor);
             tensor->step++;
             paramd__optimizer_step(config, tensor->step, &arrays, tensor->count);
+            /* 7 to 9: Lookahead, the tensor's constraint, the averages. */
+            paramd__lookahead_apply(&model->lookahead, tensor->step, tensor->values, extra->slow,
+                                    tensor->count);
+            if (extra->constraint.kind != PARAMD__CONSTRAINT_NONE &&
+                paramd__constraint_apply(&extra->constraint, tensor->values, tensor->count,
+                                         tensor->dimension_count, tensor->shape) != PARAMD_OK)
+                paramd__log_warn("model \"%s\": tensor \"%s\": out of memory for its %s "
+                                 "constraint; this step's weights are unconstrained",
+                                 model->name, tensor->name,
+                                 paramd__constraint_name(extra->constraint.kind));
+            paramd__averaging_apply(&model->averaging, tensor->step, tensor->values, extra->ema,
+                                    &extra->ema_count, extra->swa, &extra->swa_count,
+                                    tensor->count);
             if (sample->active)
                 paramd__stats_sample_after_step(sample, model, tensor);
             stepped = true;
-            copied = items[i].weights != NULL;
+            copied = arrays.weights_out != NULL;
         }
         if (items[i].weights && !copied)
             memcpy(items[i].weights, tensor->values, tensor->count * sizeof(float));
@@ -693,19 +707,39 @@ static int held_state_slot(const paramd__tensor *tensor, const char *slot)
     return -1;
 }
 
+/* The after-step arrays by name (after_step.h), or NULL. */
+static const float *after_step_array(const paramd__model *model, const paramd__tensor *tensor,
+                                     const char *slot)
+{
+    const paramd__tensor_extra *extra = &model->extras[tensor->position];
+    if (strcmp(slot, "ema") == 0)
+        return extra->ema;
+    if (strcmp(slot, "swa") == 0)
+        return extra->swa;
+    if (strcmp(slot, "slow") == 0)
+        return extra->slow;
+    return NULL;
+}
+
 int paramd__core_pull_state(paramd__server *server, paramd__model *model, const char *slot,
                             paramd__tensor_io *items, size_t item_count, uint64_t *step_out,
                             paramd__error *error)
 {
     for (size_t i = 0; i < item_count; i++) {
         const paramd__tensor *tensor = items[i].tensor;
-        if (held_state_slot(tensor, slot) < 0) {
+        if (held_state_slot(tensor, slot) < 0 && after_step_array(model, tensor, slot) == NULL) {
             const paramd__optimizer_type *type = tensor->optimizer->type;
             char held[256] = "";
             for (int s = 0; s < type->state_slot_count; s++)
                 if (tensor->state[s]) {
                     strncat(held, held[0] ? ", " : "", sizeof held - strlen(held) - 1);
                     strncat(held, type->state_slot_names[s], sizeof held - strlen(held) - 1);
+                }
+            static const char *const extras[] = {"ema", "swa", "slow"};
+            for (int e = 0; e < 3; e++)
+                if (after_step_array(model, tensor, extras[e])) {
+                    strncat(held, held[0] ? ", " : "", sizeof held - strlen(held) - 1);
+                    strncat(held, extras[e], sizeof held - strlen(held) - 1);
                 }
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                      "slot: tensor \"%s\" (%s) holds no state \"%.100s\"; it "
@@ -717,9 +751,11 @@ int paramd__core_pull_state(paramd__server *server, paramd__model *model, const 
     for (size_t i = 0; i < item_count; i++) {
         paramd__tensor *tensor = items[i].tensor;
         pthread_mutex_lock(&tensor->lock);
-        int held = held_state_slot(tensor, slot);
-        memcpy(items[i].weights, tensor->state[held], tensor->state_length[held] * sizeof(float));
-        items[i].weights_count = tensor->state_length[held];
+        const float *extra = after_step_array(model, tensor, slot);
+        int held = extra ? -1 : held_state_slot(tensor, slot);
+        size_t length = extra ? tensor->count : tensor->state_length[held];
+        memcpy(items[i].weights, extra ? extra : tensor->state[held], length * sizeof(float));
+        items[i].weights_count = length;
         pthread_mutex_unlock(&tensor->lock);
     }
     atomic_fetch_add(&server->pulls, 1);

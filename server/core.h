@@ -271,9 +271,10 @@ int paramd__core_patch_model(paramd__server *server, paramd__model *model,
                              const paramd__model_patch *patch, paramd__error *error);
 
 /* Copies one optimizer state array (e.g. "exp_avg", or ASGD's averaged
- * weights "ax") of each tensor in items into items[i].weights (which has room
- * for tensor->count floats; a state array is never longer) and sets
- * items[i].weights_count to its length.  Every tensor
+ * weights "ax"; "ema", "swa" and "slow" for the averages and Lookahead's
+ * slow weights of after_step.h) of each tensor in items into
+ * items[i].weights (which has room for paramd__tensor_largest_array floats)
+ * and sets items[i].weights_count to its length.  Every tensor
  * must hold that state: PARAMD_E_BAD_REQUEST names the first that does not
  * (an unknown slot name, or one its configuration does not keep, such as
  * momentum_buffer with momentum 0).  *step_out as for a pull. */

@@ -198,7 +198,8 @@ static void tensor_batch_free(tensor_batch *batch)
     for (size_t i = 0; i < batch->count; i++) {
         paramd__float_array_free((float *)batch->items[i].grad, batch->items[i].grad_count);
         if (batch->items[i].tensor)
-            paramd__float_array_free(batch->items[i].weights, batch->items[i].tensor->count);
+            paramd__float_array_free(batch->items[i].weights,
+                                     paramd__tensor_largest_array(batch->items[i].tensor));
     }
     free(batch->items);
     free(batch->encodings);
@@ -220,7 +221,8 @@ static int tensor_batch_add(tensor_batch *batch, paramd__tensor *tensor,
 {
     paramd__tensor_io *item = &batch->items[batch->count];
     item->tensor = tensor;
-    item->weights = paramd__float_array_alloc(tensor->count);
+    /* Room for the weights or any state array (LBFGS's history is longer). */
+    item->weights = paramd__float_array_alloc(paramd__tensor_largest_array(tensor));
     batch->encodings[batch->count] = encoding;
     batch->count++;
     if (item->weights == NULL)
@@ -427,9 +429,10 @@ done:
 }
 
 /* GET .../weights and GET .../state: reads the weights (slot NULL) or one
- * optimizer state array of the tensors the query selects. */
+ * optimizer state array of the tensors the query selects; as_weights
+ * answers an array (an average) in the shape of the weights. */
 static void read_tensors(const paramd__http_request *request, const char *model_name,
-                         const char *slot, paramd__http_response *response)
+                         const char *slot, bool as_weights, paramd__http_response *response)
 {
     paramd__model *model = find_model(request, model_name, response);
     if (model == NULL)
@@ -512,7 +515,7 @@ static void read_tensors(const paramd__http_request *request, const char *model_
     else
         result = paramd__core_pull_state(request->http->server, model, slot, batch.items,
                                          batch.count, &step, &error);
-    if (result == PARAMD_OK && slot == NULL) {
+    if (result == PARAMD_OK && (slot == NULL || as_weights)) {
         respond_weights(response, step, &batch);
     } else if (result == PARAMD_OK) {
         size_t length;
@@ -537,7 +540,16 @@ done:
 static void handle_weights(const paramd__http_request *request, const char *model_name,
                            paramd__http_response *response)
 {
-    read_tensors(request, model_name, NULL, response);
+    /* ?average=ema|swa: the model's averaged weights (after_step.h). */
+    const char *average =
+        MHD_lookup_connection_value(request->connection, MHD_GET_ARGUMENT_KIND, "average");
+    if (average && strcmp(average, "ema") != 0 && strcmp(average, "swa") != 0) {
+        respond_error(response, PARAMD_E_BAD_REQUEST,
+                      "average: must be \"ema\" or \"swa\" (the averages the model's "
+                      "\"averaging\" keeps)");
+        return;
+    }
+    read_tensors(request, model_name, average, true, response);
 }
 
 /* Optimizer state, e.g. ?slot=exp_avg, or ASGD's averaged weights ?slot=ax. */
@@ -552,7 +564,7 @@ static void handle_state(const paramd__http_request *request, const char *model_
                       "description lists each tensor's)");
         return;
     }
-    read_tensors(request, model_name, slot, response);
+    read_tensors(request, model_name, slot, false, response);
 }
 
 /* ---------------------------------------------------------------------------

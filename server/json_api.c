@@ -689,10 +689,10 @@ static int parse_tensor_spec(const json_t *object, size_t index, paramd__tensor_
     json_t *value;
     json_object_foreach((json_t *)object, key, value) {
         if (strcmp(key, "name") && strcmp(key, "shape") && strcmp(key, "values") &&
-            strcmp(key, "init"))
+            strcmp(key, "init") && strcmp(key, "constraint"))
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                     "%s.%.100s: unknown field (expected name, shape, values "
-                                     "or init)",
+                                     "%s.%.100s: unknown field (expected name, shape, values, "
+                                     "init or constraint)",
                                      field, key);
     }
     const json_t *name = json_object_get(object, "name");
@@ -715,6 +715,15 @@ static int parse_tensor_spec(const json_t *object, size_t index, paramd__tensor_
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                      "%s.shape[%d]: must be an integer", field, i);
         spec->shape[i] = (int64_t)json_integer_value(dimension);
+    }
+    const json_t *constraint = json_object_get(object, "constraint");
+    if (constraint && !json_is_null(constraint)) {
+        char constraint_field[80];
+        snprintf(constraint_field, sizeof constraint_field, "%s.constraint", field);
+        int result = paramd__json_parse_constraint(constraint, constraint_field,
+                                                   &spec->constraint, error);
+        if (result != PARAMD_OK)
+            return result;
     }
     const json_t *values = json_object_get(object, "values");
     const json_t *init = json_object_get(object, "init");
@@ -921,9 +930,10 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
     const char *key;
     json_t *value;
     json_object_foreach((json_t *)body, key, value) {
-        static const char *const known[] = {"optimizer", "tensors", "param_groups", "schedule",
-                                            "clip", "nonfinite", "loss_scale", "accumulate",
-                                            "grad_noise", "consistency"};
+        static const char *const known[] = {"optimizer", "tensors",    "param_groups",
+                                            "schedule",  "clip",       "nonfinite",
+                                            "loss_scale", "accumulate", "grad_noise",
+                                            "consistency", "averaging"};
         size_t k = 0;
         while (k < sizeof known / sizeof known[0] && strcmp(key, known[k]) != 0)
             k++;
@@ -931,11 +941,11 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
             return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                      "%.100s: unknown field (expected optimizer, tensors, "
                                      "param_groups, schedule, clip, nonfinite, loss_scale, "
-                                     "accumulate, grad_noise and consistency)",
+                                     "accumulate, grad_noise, consistency and averaging)",
                                      key);
     }
-    int result = paramd__json_parse_optimizer(json_object_get(body, "optimizer"),
-                                              &spec->optimizer, error);
+    int result = paramd__json_parse_model_optimizer(json_object_get(body, "optimizer"), spec,
+                                                    error);
     if (result != PARAMD_OK)
         return result;
     const json_t *schedule = json_object_get(body, "schedule");
@@ -974,6 +984,10 @@ int paramd__json_parse_model_spec(const json_t *body, const char *name,
     member = json_object_get(body, "consistency");
     if (member && !json_is_null(member) &&
         (result = paramd__json_parse_consistency(member, &spec->consistency, error)))
+        return result;
+    member = json_object_get(body, "averaging");
+    if (member && !json_is_null(member) &&
+        (result = paramd__json_parse_averaging(member, &spec->averaging, error)))
         return result;
     const json_t *tensors = json_object_get(body, "tensors");
     if (!json_is_array(tensors) || json_array_size(tensors) == 0)
@@ -1052,7 +1066,7 @@ static json_t *describe_model_locked(paramd__model *model)
     }
     json_t *description = json_pack(
         "{s:s,s:o,s:I,s:I,s:I,s:s,s:o}", "name", model->name, "optimizer",
-        paramd__json_optimizer(&model->optimizer), "step", (json_int_t)atomic_load(&model->step),
+        paramd__json_model_optimizer(model), "step", (json_int_t)atomic_load(&model->step),
         "parameters", (json_int_t)model->parameter_count, "memory_bytes",
         (json_int_t)model->memory_bytes, "created", created, "tensors", tensors);
     if (description && model->has_schedule) {
@@ -1091,6 +1105,8 @@ static json_t *describe_model_locked(paramd__model *model)
         json_object_set_new(description, "grad_noise", paramd__json_grad_noise(&model->grad_noise));
     if (description)
         json_object_set_new(description, "consistency", paramd__json_consistency(model));
+    if (description && (model->averaging.ema || model->averaging.swa))
+        json_object_set_new(description, "averaging", paramd__json_averaging(&model->averaging));
     if (description && model->lbfgs) {
         /* torch's LBFGS state counters and where the step stands. */
         static const char *const phases[] = {"step_start", "fixed_step", "line_search",

@@ -152,6 +152,25 @@ json_t *paramd__json_consistency(paramd__model *model);
 json_t *paramd__json_nonfinite_counts(paramd__nonfinite_counters *counts);
 
 /* ---------------------------------------------------------------------------
+ * After the step, and optimizers that wrap another (json_after_step.c)
+ * ------------------------------------------------------------------------- */
+
+/* "optimizer": a table optimizer, or {"name": "Lookahead", "k", "alpha",
+ * "base": {...}}: fills spec->optimizer (the base) and spec->lookahead. */
+int paramd__json_parse_model_optimizer(const json_t *object, paramd__model_spec *spec,
+                                       paramd__error *error);
+/* The model's "optimizer" as it was given: wrappers around the base. */
+json_t *paramd__json_model_optimizer(const paramd__model *model);
+
+int paramd__json_parse_averaging(const json_t *value, paramd__averaging_config *config,
+                                 paramd__error *error);
+json_t *paramd__json_averaging(const paramd__averaging_config *config);
+
+/* tensors[i].constraint; `field` names it in errors. */
+int paramd__json_parse_constraint(const json_t *value, const char *field,
+                                  paramd__constraint *constraint, paramd__error *error);
+
+/* ---------------------------------------------------------------------------
  * Runtime changes (json_patch.c)
  * ------------------------------------------------------------------------- */
 

@@ -90,8 +90,12 @@ static void model_free(paramd__model *model)
         paramd__float_array_free(model->consistency_state.sums[i], model->tensors[i]->count);
     free(model->consistency_state.sums);
     for (size_t i = 0; i < model->tensor_count; i++) {
-        if (model->extras)
+        if (model->extras) {
             paramd__float_array_free(model->extras[i].accumulated, model->tensors[i]->count);
+            paramd__float_array_free(model->extras[i].slow, model->tensors[i]->count);
+            paramd__float_array_free(model->extras[i].ema, model->tensors[i]->count);
+            paramd__float_array_free(model->extras[i].swa, model->tensors[i]->count);
+        }
         paramd__tensor_destroy(model->tensors[i]);
     }
     free(model->extras);
@@ -194,6 +198,16 @@ static int whole_model_check(const paramd__model_spec *spec, paramd__error *erro
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "consistency: %s is driven by one worker's evaluations; only "
                                  "\"async\" applies", name);
+    if (spec->lookahead.enabled || spec->averaging.ema || spec->averaging.swa)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "%s: not available with %s: %s",
+                                 spec->lookahead.enabled ? "optimizer: Lookahead" : "averaging",
+                                 name, reason);
+    for (size_t i = 0; i < spec->tensor_count; i++)
+        if (spec->tensors[i].constraint.kind != PARAMD__CONSTRAINT_NONE)
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "tensors[%zu].constraint: not available with %s: %s", i,
+                                     name, reason);
     return PARAMD_OK;
 }
 
@@ -213,6 +227,17 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     }
     if (whole_model_check(spec, error) != PARAMD_OK)
         return NULL;
+    if (paramd__lookahead_config_validate(&spec->lookahead, error) != PARAMD_OK ||
+        paramd__averaging_config_validate(&spec->averaging, error) != PARAMD_OK)
+        return NULL;
+    for (size_t i = 0; i < spec->tensor_count; i++) {
+        char field[64];
+        snprintf(field, sizeof field, "tensors[%zu].constraint", i);
+        if (paramd__constraint_validate(&spec->tensors[i].constraint,
+                                        spec->tensors[i].dimension_count, field,
+                                        error) != PARAMD_OK)
+            return NULL;
+    }
     paramd__model *model = calloc(1, sizeof *model);
     if (model == NULL)
         goto out_of_memory;
@@ -240,9 +265,16 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         json_t *shape = json_array();
         for (int d = 0; shape && d < spec->tensors[i].dimension_count; d++)
             json_array_append_new(shape, json_integer((json_int_t)spec->tensors[i].shape[d]));
-        if (json_array_append_new(model->created_tensors,
-                                  json_pack("{s:s,s:o}", "name", spec->tensors[i].name, "shape",
-                                            shape)) != 0) {
+        json_t *entry = json_pack("{s:s,s:o}", "name", spec->tensors[i].name, "shape", shape);
+        const paramd__constraint *constraint = &spec->tensors[i].constraint;
+        if (entry && constraint->kind == PARAMD__CONSTRAINT_MAX_NORM)
+            json_object_set_new(entry, "constraint",
+                                json_pack("{s:s,s:f}", "name", "max_norm", "max_norm",
+                                          constraint->max_norm));
+        else if (entry && constraint->kind != PARAMD__CONSTRAINT_NONE)
+            json_object_set_new(entry, "constraint",
+                                json_string(paramd__constraint_name(constraint->kind)));
+        if (json_array_append_new(model->created_tensors, entry) != 0) {
             json_decref(model->created_tensors);
             model->created_tensors = NULL;
         }
@@ -256,6 +288,8 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     model->grad_noise = spec->grad_noise;
     model->accumulate = spec->accumulate;
     model->consistency = spec->consistency;
+    model->lookahead = spec->lookahead;
+    model->averaging = spec->averaging;
     model->has_loss_scale = spec->has_loss_scale;
     if (spec->has_loss_scale) {
         model->loss_scale_config = spec->loss_scale;
@@ -349,7 +383,11 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         size_t offset = 0, held = count;
         if (spec->shard_map) {
             const paramd_shard_map *map = spec->shard_map;
-            if (paramd_shard_splits(map, count) && splittable(config)) {
+            /* A row-wise or matrix constraint needs the whole tensor too. */
+            bool whole_constraint =
+                tensor_spec->constraint.kind == PARAMD__CONSTRAINT_MAX_NORM ||
+                tensor_spec->constraint.kind == PARAMD__CONSTRAINT_ORTHOGONAL;
+            if (paramd_shard_splits(map, count) && splittable(config) && !whole_constraint) {
                 uint64_t range_offset, range_count;
                 paramd_shard_range(count, map->shard_count, spec->shard_id, &range_offset,
                                    &range_count);
@@ -397,6 +435,20 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
         }
         model->parameter_count += held;
         model->memory_bytes += paramd__tensor_memory_bytes(tensor);
+        /* After-step arrays start as copies of the initial weights. */
+        paramd__tensor_extra *extra = &model->extras[tensor->position];
+        extra->constraint = tensor_spec->constraint;
+        float **copies[3] = {model->lookahead.enabled ? &extra->slow : NULL,
+                             model->averaging.ema ? &extra->ema : NULL,
+                             model->averaging.swa ? &extra->swa : NULL};
+        for (int c = 0; c < 3; c++) {
+            if (copies[c] == NULL)
+                continue;
+            if ((*copies[c] = paramd__float_array_alloc(held)) == NULL)
+                goto out_of_memory;
+            memcpy(*copies[c], tensor->values, held * sizeof(float));
+            model->memory_bytes += held * sizeof(float);
+        }
         if (paramd__accumulate_enabled(&model->accumulate)) {
             model->extras[tensor->position].accumulated = paramd__float_array_alloc(held);
             if (model->extras[tensor->position].accumulated == NULL)

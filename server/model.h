@@ -24,6 +24,7 @@
 #define PARAMD_SERVER_MODEL_H
 
 #include "accumulate.h"
+#include "after_step.h"
 #include "consistency.h"
 #include "clip.h"
 #include "dictionary.h"
@@ -47,6 +48,13 @@ typedef struct paramd__tensor_extra {
                                    model accumulates, else NULL */
     uint32_t accumulated_count; /* gradients in the current window */
     uint64_t noise_draws;       /* pushes that drew gradient noise for the tensor */
+    /* After the step (after_step.h): the tensor's constraint, Lookahead's
+     * slow weights, and the averages with their update counts; NULL arrays
+     * for what the model does not keep.  Guarded by the tensor's lock. */
+    paramd__constraint constraint;
+    float *slow;
+    float *ema, *swa;
+    uint64_t ema_count, swa_count;
 } paramd__tensor_extra;
 
 /* How many pushes met non-finite gradients, by what happened to them. */
@@ -111,6 +119,9 @@ typedef struct paramd__model {
      * the configuration is fixed at creation, the state has its own lock. */
     paramd__consistency_config consistency;
     paramd__consistency_state consistency_state;
+    /* After each tensor's step (issue 7; after_step.h): fixed at creation. */
+    paramd__lookahead_config lookahead;
+    paramd__averaging_config averaging;
     /* Dynamic loss scaling (item 4): the configuration (under config_lock)
      * and the running scale (under loss_scale_lock). */
     bool has_loss_scale;
@@ -141,6 +152,7 @@ typedef struct paramd__tensor_spec {
     const float *values;              /* borrowed; value_count floats */
     size_t value_count;
     paramd__initializer initializer;
+    paramd__constraint constraint;    /* kind NONE: none */
 } paramd__tensor_spec;
 
 /* A parameter group, as torch's param_groups: tensors whose hyperparameters
@@ -168,6 +180,8 @@ typedef struct paramd__model_spec {
     paramd__accumulate_config accumulate; /* steps 0: none */
     paramd__grad_noise_config grad_noise; /* enabled false: none */
     paramd__consistency_config consistency; /* mode async (zeroed): the default */
+    paramd__lookahead_config lookahead;     /* enabled false: none */
+    paramd__averaging_config averaging;     /* neither ema nor swa: none */
     /* The shard map of a sharded server and this server's id in it; NULL
      * for a server of its own.  Borrowed. */
     const struct paramd_shard_map *shard_map;

@@ -67,6 +67,17 @@ void paramd__tensor_destroy(paramd__tensor *tensor);
  * its values, state and shape. */
 paramd__step_arrays paramd__tensor_step_arrays(const paramd__tensor *tensor, const float *grad);
 
+/* The element count of the tensor's longest array: its weights, or a state
+ * array (LBFGS keeps history_size + 1 vectors in one slot): what a buffer
+ * for any of them needs. */
+static inline size_t paramd__tensor_largest_array(const paramd__tensor *tensor)
+{
+    size_t largest = tensor->count;
+    for (int s = 0; s < PARAMD__MAX_STATE_SLOTS; s++)
+        largest = tensor->state_length[s] > largest ? tensor->state_length[s] : largest;
+    return largest;
+}
+
 /* Bytes of memory the tensor holds (values and state). */
 size_t paramd__tensor_memory_bytes(const paramd__tensor *tensor);
 

@@ -143,7 +143,23 @@ static void assert_same_model(paramd__model *a, paramd__model *b)
             ck_assert_int_eq(memcmp(a->extras[t].accumulated, b->extras[t].accumulated,
                                     x->count * sizeof(float)),
                              0);
+        /* After the step: the constraint, Lookahead's slow weights, the averages. */
+        ck_assert_int_eq(a->extras[t].constraint.kind, b->extras[t].constraint.kind);
+        ck_assert(a->extras[t].constraint.max_norm == b->extras[t].constraint.max_norm);
+        ck_assert_uint_eq(a->extras[t].ema_count, b->extras[t].ema_count);
+        ck_assert_uint_eq(a->extras[t].swa_count, b->extras[t].swa_count);
+        const float *arrays_a[3] = {a->extras[t].slow, a->extras[t].ema, a->extras[t].swa};
+        const float *arrays_b[3] = {b->extras[t].slow, b->extras[t].ema, b->extras[t].swa};
+        for (int k = 0; k < 3; k++) {
+            ck_assert((arrays_a[k] == NULL) == (arrays_b[k] == NULL));
+            if (arrays_a[k])
+                ck_assert_msg(memcmp(arrays_a[k], arrays_b[k], x->count * sizeof(float)) == 0,
+                              "%s: after-step array %d differs", x->name, k);
+        }
     }
+    ck_assert(a->lookahead.enabled == b->lookahead.enabled && a->lookahead.k == b->lookahead.k &&
+              a->lookahead.alpha == b->lookahead.alpha);
+    ck_assert(memcmp(&a->averaging, &b->averaging, sizeof a->averaging) == 0);
     ck_assert_int_eq(a->has_schedule, b->has_schedule);
     for (size_t k = 0; a->has_schedule && k < 1 + a->param_group_count; k++) {
         const paramd__schedule *x = &a->schedules[k], *y = &b->schedules[k];
@@ -242,6 +258,16 @@ START_TEST(test_training_state_round_trips)
                " \"schedule\": {\"name\": \"OneCycleLR\", \"max_lr\": 0.5, \"total_steps\": 100},"
                " \"tensors\": [{\"name\": \"w\", \"shape\": [7], \"init\": {\"name\": \"normal\", \"std\": 1, \"seed\": 2}}]}",
                5);
+    /* Lookahead between synchronisations, both averages, every constraint. */
+    round_trip("{\"optimizer\": {\"name\": \"Lookahead\", \"k\": 3, \"alpha\": 0.6,"
+               "   \"base\": {\"name\": \"Adam\", \"lr\": 0.05}},"
+               " \"averaging\": {\"ema\": {\"decay\": 0.9}, \"swa\": {\"start\": 2, \"frequency\": 2}},"
+               " \"tensors\": [{\"name\": \"w\", \"shape\": [4, 3], \"constraint\": \"orthogonal\","
+               "   \"init\": {\"name\": \"normal\", \"std\": 1, \"seed\": 4}},"
+               "   {\"name\": \"m\", \"shape\": [3, 2], \"values\": [1, 2, 3, 4, 5, 6],"
+               "    \"constraint\": {\"name\": \"max_norm\", \"max_norm\": 2}},"
+               "   {\"name\": \"b\", \"shape\": [3], \"constraint\": \"nonneg\"}]}",
+               4);
     /* L-BFGS suspended in the middle of a strong Wolfe line search. */
     round_trip("{\"optimizer\": {\"name\": \"LBFGS\", \"lr\": 1, \"history_size\": 4,"
                "   \"line_search_fn\": \"strong_wolfe\"},"
