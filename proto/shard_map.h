@@ -19,8 +19,9 @@
  * in any order.
  *
  * Placement of tensor T of model M (with `count` elements):
- *   - whole, when count <= split_threshold or the tensor's optimizer needs
- *     the whole tensor (LAMB, LARS, Adafactor, Muon): on the shard with the
+ *   - whole, when count <= split_threshold, the tensor's optimizer needs
+ *     the whole tensor (LAMB, LARS, Adafactor, Muon, LBFGS) or the tensor
+ *     has a max_norm or orthogonal constraint: on the shard with the
  *     highest rendezvous score
  *         score(id) = mix(hash("M/T") ^ mix(id + 1)),
  *     hash = 64-bit FNV-1a of the bytes of M, "/", T, and mix = SplitMix64's
