@@ -7,6 +7,7 @@
 #include "log.h"
 #include "parallel.h"
 #include "safetensors.h"
+#include "sam.h"
 #include "shard_map.h"
 #include "stats.h"
 
@@ -288,6 +289,11 @@ static json_t *lbfgs_value(const lbfgs_field *field, const void *at)
     return json_null();
 }
 
+static void append_name(void *value, void *context)
+{
+    json_array_append_new(context, json_string(value));
+}
+
 static json_t *lbfgs_json(const paramd__lbfgs_state *state)
 {
     json_t *object = json_pack("{s:i}", "phase", (int)state->phase);
@@ -436,6 +442,14 @@ static json_t *training_json(paramd__model *model)
         pthread_mutex_lock(&model->lbfgs->lock);
         json_object_set_new(training, "lbfgs", lbfgs_json(model->lbfgs));
         pthread_mutex_unlock(&model->lbfgs->lock);
+    }
+    if (model->sam_state) {
+        /* The workers between their SAM ascent and descent pushes. */
+        json_t *pending = json_array();
+        pthread_mutex_lock(&model->sam_state->lock);
+        paramd__dictionary_for_each(&model->sam_state->pending, append_name, pending);
+        pthread_mutex_unlock(&model->sam_state->lock);
+        json_object_set_new(training, "sam_pending", pending);
     }
     if (model->sharded)
         json_object_set_new(training, "shard",
@@ -1034,6 +1048,17 @@ static int load_training(paramd__model *model, const json_t *training,
                 return corrupt(error, "training.schedules[%zu]: malformed", k);
     } else if (schedules) {
         return corrupt(error, "training.schedules: the config has no schedule");
+    }
+    const json_t *sam_pending = json_object_get(training, "sam_pending");
+    if (model->sam_state && json_is_array(sam_pending)) {
+        for (size_t k = 0; k < json_array_size(sam_pending); k++) {
+            const char *worker = json_string_value(json_array_get(sam_pending, k));
+            if (worker == NULL)
+                return corrupt(error, "training.sam_pending[%zu]: not a worker name", k);
+            paramd__sam_set_pending(model, worker);
+        }
+    } else if (sam_pending && !model->sam_state) {
+        return corrupt(error, "training.sam_pending: the config's optimizer is not SAM");
     }
     const json_t *lbfgs = json_object_get(training, "lbfgs");
     if (model->lbfgs) {

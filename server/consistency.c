@@ -492,6 +492,7 @@ int paramd__core_push_submit(paramd__server *server, paramd__model *model,
     memset(&ticket->outcome, 0, sizeof ticket->outcome);
     ticket->outcome.grad_norm = NAN;
     paramd__error_clear(&ticket->error);
+    ticket->options.worker = ticket->worker;
     paramd__consistency_mode mode = model->consistency.mode;
     if (mode == PARAMD__CONSISTENCY_ASYNC)
         return submit_async(server, model, ticket);

@@ -5,6 +5,7 @@
 #include "clip.h"
 #include "lbfgs.h"
 #include "log.h"
+#include "sam.h"
 #include "stats.h"
 #include "tensor.h"
 
@@ -645,6 +646,14 @@ static int push_ex(paramd__server *server, paramd__model *model, paramd__tensor_
                                  "loss_scale: must be a number > 0 that fits in float32");
     if (model->lbfgs) /* a closure evaluation, not a step: lbfgs.h */
         return paramd__lbfgs_push(model, items, item_count, options->loss, outcome, error);
+    bool sam_two_step = model->sam.enabled && !model->sam.momentum;
+    if (sam_two_step) { /* an ascent push makes no step: sam.h */
+        bool handled;
+        int sam_result =
+            paramd__sam_ascent(model, items, item_count, options, outcome, &handled, error);
+        if (sam_result != PARAMD_OK || handled)
+            return sam_result;
+    }
     push_gradient *gradients = calloc(item_count, sizeof *gradients);
     if (gradients == NULL)
         return paramd__error_set(error, PARAMD_E_NO_MEMORY, "push: out of memory");
@@ -656,6 +665,15 @@ static int push_ex(paramd__server *server, paramd__model *model, paramd__tensor_
     result = push_locked(server, model, items, item_count, options, gradients, sample, outcome,
                          error);
     pthread_rwlock_unlock(&model->config_lock);
+    if (result == PARAMD_OK && model->sam.enabled) {
+        if (model->sam.momentum)
+            paramd__sam_perturb_reply(model, items, item_count);
+        outcome->has_sam = true;
+        outcome->sam_ascent = false;
+    } else if (result != PARAMD_OK && sam_two_step) {
+        /* A refused descent changes nothing: the worker still owes it. */
+        paramd__sam_set_pending(model, options->worker);
+    }
     for (size_t i = 0; i < item_count; i++)
         paramd__float_array_free(gradients[i].owned, items[i].tensor->count);
     free(gradients);

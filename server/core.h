@@ -84,6 +84,8 @@ typedef struct paramd__push_options {
                           NAN: the model's current scale */
     double lr_scale;   /* multiplies every lr of this push (staleness-aware async
                           SGD); 0 or 1: none */
+    const char *worker; /* the pushing worker's name, or NULL (SAM tells its
+                           workers' ascent and descent pushes apart) */
 } paramd__push_options;
 
 /* What a push reports besides the weights. */
@@ -112,6 +114,10 @@ typedef struct paramd__push_outcome {
     bool has_lbfgs;
     bool lbfgs_step_done;
     uint64_t lbfgs_iterations, lbfgs_evaluations;
+    /* SAM models (sam.h): an ascent push (no step; the weights are the
+     * perturbed point to take the next gradient at) or a step. */
+    bool has_sam;
+    bool sam_ascent;
 } paramd__push_outcome;
 
 /* ---------------------------------------------------------------------------

@@ -4,6 +4,8 @@
  *
  *     "optimizer": {"name": "Lookahead", "k": 5, "alpha": 0.5,
  *                   "base": {"name": "AdamW", "lr": 1e-3}}
+ *     "optimizer": {"name": "SAM", "rho": 0.05, "adaptive": false,
+ *                   "variant": "two_step" | "momentum", "base": {...}}  (sam.h)
  *     "averaging": {"ema": {"decay": 0.999}, "swa": {"start": 100, "frequency": 10}}
  *     tensors[i].constraint: "nonneg" | "orthogonal" | {"name": "max_norm", "max_norm": 2}
  *
@@ -51,36 +53,92 @@ static int parse_lookahead(const json_t *object, paramd__lookahead_config *confi
     return paramd__lookahead_config_validate(config, error);
 }
 
+/* SAM's keywords (the reference implementation's defaults). */
+static int parse_sam(const json_t *object, paramd__sam_config *config, paramd__error *error)
+{
+    config->enabled = true;
+    config->rho = 0.05;
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)object, key, value) {
+        if (strcmp(key, "name") == 0 || strcmp(key, "base") == 0)
+            continue;
+        if (strcmp(key, "rho") == 0) {
+            if (!json_is_number(value))
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                         "optimizer.rho: must be a number");
+            config->rho = json_number_value(value);
+        } else if (strcmp(key, "adaptive") == 0) {
+            if (!json_is_boolean(value))
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                         "optimizer.adaptive: must be true (ASAM) or false");
+            config->adaptive = json_is_true(value);
+        } else if (strcmp(key, "variant") == 0) {
+            const char *variant = json_string_value(value);
+            if (variant == NULL ||
+                (strcmp(variant, "two_step") != 0 && strcmp(variant, "momentum") != 0))
+                return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                         "optimizer.variant: must be \"two_step\" (an ascent "
+                                         "and a descent push per step) or \"momentum\" (one "
+                                         "push, perturbed along the momentum)");
+            config->momentum = strcmp(variant, "momentum") == 0;
+        } else {
+            return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                     "optimizer.%.100s: SAM takes rho, adaptive, variant and "
+                                     "base (the optimizer it wraps)",
+                                     key);
+        }
+    }
+    if (config->momentum && config->adaptive)
+        return paramd__error_set(error, PARAMD_E_BAD_HYPERPARAMETER,
+                                 "optimizer.adaptive: the \"momentum\" variant has no adaptive "
+                                 "(ASAM) form");
+    return paramd__sam_config_validate(config, error);
+}
+
+static bool is_wrapper(const json_t *object)
+{
+    const char *name = json_string_value(json_object_get(object, "name"));
+    return name && (strcmp(name, "Lookahead") == 0 || strcmp(name, "SAM") == 0);
+}
+
 int paramd__json_parse_model_optimizer(const json_t *object, paramd__model_spec *spec,
                                        paramd__error *error)
 {
-    const json_t *name = json_is_object(object) ? json_object_get(object, "name") : NULL;
-    if (json_is_string(name) && strcmp(json_string_value(name), "Lookahead") == 0) {
-        int result = parse_lookahead(object, &spec->lookahead, error);
-        if (result != PARAMD_OK)
-            return result;
-        const json_t *base = json_object_get(object, "base");
-        if (!json_is_object(base))
-            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                     "optimizer.base: required: the optimizer Lookahead wraps, "
-                                     "e.g. {\"name\": \"AdamW\", \"lr\": 0.001}");
-        const json_t *inner = json_object_get(base, "name");
-        if (json_is_string(inner) && strcmp(json_string_value(inner), "Lookahead") == 0)
-            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                                     "optimizer.base: Lookahead cannot wrap Lookahead");
-        return paramd__json_parse_optimizer(base, &spec->optimizer, error);
-    }
-    return paramd__json_parse_optimizer(object, &spec->optimizer, error);
+    if (!json_is_object(object) || !is_wrapper(object))
+        return paramd__json_parse_optimizer(object, &spec->optimizer, error);
+    const char *name = json_string_value(json_object_get(object, "name"));
+    int result = strcmp(name, "Lookahead") == 0 ? parse_lookahead(object, &spec->lookahead, error)
+                                                : parse_sam(object, &spec->sam, error);
+    if (result != PARAMD_OK)
+        return result;
+    const json_t *base = json_object_get(object, "base");
+    if (!json_is_object(base))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "optimizer.base: required: the optimizer %s wraps, e.g. "
+                                 "{\"name\": \"AdamW\", \"lr\": 0.001}",
+                                 name);
+    if (is_wrapper(base))
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "optimizer.base: %s wraps a table optimizer, not %s", name,
+                                 json_string_value(json_object_get(base, "name")));
+    return paramd__json_parse_optimizer(base, &spec->optimizer, error);
 }
 
 json_t *paramd__json_model_optimizer(const paramd__model *model)
 {
     json_t *optimizer = paramd__json_optimizer(&model->optimizer);
-    if (optimizer == NULL || !model->lookahead.enabled)
-        return optimizer;
-    return json_pack("{s:s,s:I,s:f,s:o}", "name", "Lookahead", "k",
-                     (json_int_t)model->lookahead.k, "alpha", model->lookahead.alpha, "base",
-                     optimizer);
+    if (optimizer == NULL)
+        return NULL;
+    if (model->lookahead.enabled)
+        return json_pack("{s:s,s:I,s:f,s:o}", "name", "Lookahead", "k",
+                         (json_int_t)model->lookahead.k, "alpha", model->lookahead.alpha, "base",
+                         optimizer);
+    if (model->sam.enabled)
+        return json_pack("{s:s,s:f,s:b,s:s,s:o}", "name", "SAM", "rho", model->sam.rho,
+                         "adaptive", model->sam.adaptive, "variant",
+                         model->sam.momentum ? "momentum" : "two_step", "base", optimizer);
+    return optimizer;
 }
 
 /* ---------------------------------------------------------------------------

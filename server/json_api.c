@@ -389,6 +389,9 @@ char *paramd__json_write_push_reply(const paramd__push_outcome *outcome,
         text_append(&header, "\"staleness\":%llu,", (unsigned long long)outcome->staleness);
     if (outcome->zeroed > 0)
         text_append(&header, "\"zeroed\":%zu,", outcome->zeroed);
+    if (outcome->has_sam)
+        text_append(&header, "\"sam\":{\"phase\":\"%s\"},",
+                    outcome->sam_ascent ? "ascent" : "step");
     if (outcome->has_lbfgs)
         text_append(&header, "\"lbfgs\":{\"step_done\":%s,\"n_iter\":%llu,\"func_evals\":%llu},",
                     outcome->lbfgs_step_done ? "true" : "false",

@@ -112,6 +112,7 @@ static void model_free(paramd__model *model)
     free(model->consistency_state.workers);
     pthread_mutex_destroy(&model->consistency_state.lock);
     paramd__lbfgs_destroy(model->lbfgs);
+    paramd__sam_destroy(model->sam_state);
     paramd__dictionary_free(&model->remote);
     free(model->name);
     free(model);
@@ -125,6 +126,12 @@ static int spanning_check(const paramd__model *model, bool split, paramd__error 
 {
     if (!model->spans_shards)
         return PARAMD_OK;
+    if (model->sam.momentum)
+        return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                 "optimizer.variant: SAM's \"momentum\" variant needs the norm "
+                                 "of the whole model's moment, and this shard map spreads the "
+                                 "model over several shards (use \"two_step\", whose norm the "
+                                 "client sends)");
     if (model->lbfgs)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "optimizer: LBFGS needs the whole model on one shard (its "
@@ -198,10 +205,13 @@ static int whole_model_check(const paramd__model_spec *spec, paramd__error *erro
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "consistency: %s is driven by one worker's evaluations; only "
                                  "\"async\" applies", name);
-    if (spec->lookahead.enabled || spec->averaging.ema || spec->averaging.swa)
+    if (spec->lookahead.enabled || spec->sam.enabled || spec->averaging.ema ||
+        spec->averaging.swa)
         return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
                                  "%s: not available with %s: %s",
-                                 spec->lookahead.enabled ? "optimizer: Lookahead" : "averaging",
+                                 spec->lookahead.enabled ? "optimizer: Lookahead"
+                                 : spec->sam.enabled     ? "optimizer: SAM"
+                                                         : "averaging",
                                  name, reason);
     for (size_t i = 0; i < spec->tensor_count; i++)
         if (spec->tensors[i].constraint.kind != PARAMD__CONSTRAINT_NONE)
@@ -228,8 +238,21 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     if (whole_model_check(spec, error) != PARAMD_OK)
         return NULL;
     if (paramd__lookahead_config_validate(&spec->lookahead, error) != PARAMD_OK ||
-        paramd__averaging_config_validate(&spec->averaging, error) != PARAMD_OK)
+        paramd__averaging_config_validate(&spec->averaging, error) != PARAMD_OK ||
+        paramd__sam_config_validate(&spec->sam, error) != PARAMD_OK)
         return NULL;
+    if (spec->sam.enabled && spec->consistency.mode != PARAMD__CONSISTENCY_ASYNC) {
+        paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                          "consistency: SAM's two pushes per step are each worker's own; only "
+                          "\"async\" applies");
+        return NULL;
+    }
+    if (spec->sam.enabled && spec->accumulate.steps != 0) {
+        paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                          "accumulate: not available with SAM (each ascent needs its own "
+                          "gradient's direction)");
+        return NULL;
+    }
     for (size_t i = 0; i < spec->tensor_count; i++) {
         char field[64];
         snprintf(field, sizeof field, "tensors[%zu].constraint", i);
@@ -290,6 +313,9 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
     model->consistency = spec->consistency;
     model->lookahead = spec->lookahead;
     model->averaging = spec->averaging;
+    model->sam = spec->sam;
+    if (spec->sam.enabled && (model->sam_state = paramd__sam_create()) == NULL)
+        goto out_of_memory;
     model->has_loss_scale = spec->has_loss_scale;
     if (spec->has_loss_scale) {
         model->loss_scale_config = spec->loss_scale;
@@ -456,6 +482,15 @@ paramd__model *paramd__model_create(const paramd__model_spec *spec, paramd__erro
             model->memory_bytes += count * sizeof(float);
         }
     }
+    for (size_t i = 0; model->sam.momentum && i < model->tensor_count; i++)
+        if (paramd__sam_moment_slot(model, i) < 0) {
+            paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                              "optimizer.variant: \"momentum\" perturbs along the base "
+                              "optimizer's first moment, and %s keeps none for tensor \"%s\" "
+                              "(SGD needs momentum > 0)",
+                              model->tensors[i]->optimizer->type->name, model->tensors[i]->name);
+            goto fail;
+        }
     if (model->sharded) {
         bool split = false;
         for (size_t i = 0; i < model->tensor_count; i++)

@@ -25,6 +25,7 @@
 
 #include "accumulate.h"
 #include "after_step.h"
+#include "sam.h"
 #include "consistency.h"
 #include "clip.h"
 #include "dictionary.h"
@@ -122,6 +123,9 @@ typedef struct paramd__model {
     /* After each tensor's step (issue 7; after_step.h): fixed at creation. */
     paramd__lookahead_config lookahead;
     paramd__averaging_config averaging;
+    /* SAM around the optimizer (sam.h); sam_state NULL without it. */
+    paramd__sam_config sam;
+    struct paramd__sam_state *sam_state;
     /* Dynamic loss scaling (item 4): the configuration (under config_lock)
      * and the running scale (under loss_scale_lock). */
     bool has_loss_scale;
@@ -181,6 +185,7 @@ typedef struct paramd__model_spec {
     paramd__grad_noise_config grad_noise; /* enabled false: none */
     paramd__consistency_config consistency; /* mode async (zeroed): the default */
     paramd__lookahead_config lookahead;     /* enabled false: none */
+    paramd__sam_config sam;                 /* enabled false: none */
     paramd__averaging_config averaging;     /* neither ema nor swa: none */
     /* The shard map of a sharded server and this server's id in it; NULL
      * for a server of its own.  Borrowed. */

@@ -395,7 +395,7 @@ static bool finish_push(paramd__tcp_session *session, paramd__tcp_waiting *push,
     uint32_t flags = outcome->skipped ? PARAMD_PUSH_SKIPPED : 0;
     if (outcome->dropped)
         flags |= PARAMD_PUSH_DROPPED;
-    if (outcome->has_lbfgs && !outcome->lbfgs_step_done)
+    if ((outcome->has_lbfgs && !outcome->lbfgs_step_done) || outcome->sam_ascent)
         flags |= PARAMD_PUSH_EVALUATE;
     for (uint32_t i = 0; i < push->count && outcome->accumulate_steps; i++)
         if (push->items[i].accumulated < outcome->accumulate_steps)

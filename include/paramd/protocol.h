@@ -58,8 +58,8 @@ typedef enum paramd_dtype {
 #define PARAMD_PUSH_SKIPPED (1u << 0)     /* non-finite gradients: the step was skipped */
 #define PARAMD_PUSH_ACCUMULATED (1u << 1) /* gradients accumulated; no step yet */
 #define PARAMD_PUSH_DROPPED (1u << 2)     /* sync mode: too late for its step, not applied */
-#define PARAMD_PUSH_EVALUATE (1u << 3)    /* LBFGS: the weights are the next point to evaluate,
-                                             the step goes on */
+#define PARAMD_PUSH_EVALUATE (1u << 3)    /* LBFGS, SAM's ascent: the weights are the next point
+                                             to evaluate, the step goes on */
 
 #ifdef __cplusplus
 }

@@ -160,6 +160,9 @@ static void assert_same_model(paramd__model *a, paramd__model *b)
     ck_assert(a->lookahead.enabled == b->lookahead.enabled && a->lookahead.k == b->lookahead.k &&
               a->lookahead.alpha == b->lookahead.alpha);
     ck_assert(memcmp(&a->averaging, &b->averaging, sizeof a->averaging) == 0);
+    ck_assert((a->sam_state == NULL) == (b->sam_state == NULL));
+    if (a->sam_state)
+        ck_assert_uint_eq(a->sam_state->pending.count, b->sam_state->pending.count);
     ck_assert_int_eq(a->has_schedule, b->has_schedule);
     for (size_t k = 0; a->has_schedule && k < 1 + a->param_group_count; k++) {
         const paramd__schedule *x = &a->schedules[k], *y = &b->schedules[k];
@@ -268,6 +271,11 @@ START_TEST(test_training_state_round_trips)
                "    \"constraint\": {\"name\": \"max_norm\", \"max_norm\": 2}},"
                "   {\"name\": \"b\", \"shape\": [3], \"constraint\": \"nonneg\"}]}",
                4);
+    /* SAM between a worker's ascent and descent pushes (5 pushes). */
+    round_trip("{\"optimizer\": {\"name\": \"SAM\", \"rho\": 0.1, \"adaptive\": true,"
+               "   \"base\": {\"name\": \"SGD\", \"lr\": 0.1, \"momentum\": 0.9}},"
+               " \"tensors\": [{\"name\": \"w\", \"shape\": [3, 2], \"values\": [1, 2, 3, 4, 5, 6]}]}",
+               5);
     /* L-BFGS suspended in the middle of a strong Wolfe line search. */
     round_trip("{\"optimizer\": {\"name\": \"LBFGS\", \"lr\": 1, \"history_size\": 4,"
                "   \"line_search_fn\": \"strong_wolfe\"},"
