@@ -8,7 +8,11 @@
 #   make run        build, then start paramd with its defaults on 127.0.0.1
 #   make test       build and run every test (unit, conformance, integration)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
-#   make bench      build and run paramd-bench
+#   make bench      build and run paramd-bench (bench/shard-bench.sh: the sharded client)
+#   make demo       distributed training of an MLP on scikit-learn's digits: 4 worker
+#                   processes (paramd.torch.RemoteOptimizer) against 2 shards, async,
+#                   sync and ssp; writes $(BUILD)/demo/modes.png and prints each mode's
+#                   test accuracy (installs python3-sklearn and python3-matplotlib)
 #   make bench-checkpoint   checkpoint time of 64M AdamW parameters, stats cost per push
 #   make goldens    regenerate the PyTorch golden files (needs python3-torch)
 #   make fuzz       fuzz the binary protocol's decoders with libFuzzer (clang) for
@@ -46,8 +50,12 @@ CFLAGS_COMMON = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPTIMIZE) $(WARNINGS) -fno-
                 -pthread -Iinclude $(SANITIZE_FLAGS) $(CFLAGS)
 CFLAGS_ALL = $(CFLAGS_COMMON) -Iserver -Iproto
 # The client library sees only its own headers and proto/, and exports only
-# what include/paramd/ marks PARAMD_EXPORT.
-CFLAGS_LIB = $(CFLAGS_COMMON) -Iproto -Iclient -fPIC -fvisibility=hidden
+# what include/paramd/ marks PARAMD_EXPORT.  It reads shard maps and merges
+# the shards' JSON documents with jansson.
+LIB_PACKAGES = jansson
+CFLAGS_LIB = $(CFLAGS_COMMON) -Iproto -Iclient -fPIC -fvisibility=hidden \
+             $(shell $(PKG_CONFIG) --cflags $(LIB_PACKAGES) 2>/dev/null)
+LIBS_LIB = $(shell $(PKG_CONFIG) --libs $(LIB_PACKAGES) 2>/dev/null) -lm
 LDFLAGS_ALL = -pthread $(SANITIZE_FLAGS) $(LDFLAGS)
 LIBS_SERVER = $(shell $(PKG_CONFIG) --libs $(PACKAGES) 2>/dev/null) -lm
 LIBS_CHECK = $(shell $(PKG_CONFIG) --libs check 2>/dev/null)
@@ -60,7 +68,7 @@ UNIT_SOURCES = $(wildcard tests/unit/*.c)
 # The client library: client/*.c but paramctl's files, and the proto/ codec
 # it needs, compiled again as position-independent, hidden-by-default code.
 CLIENT_SOURCES = $(filter-out client/paramctl%,$(wildcard client/*.c))
-CLIENT_PROTO_SOURCES = proto/frame.c proto/half.c proto/errors.c
+CLIENT_PROTO_SOURCES = proto/frame.c proto/half.c proto/errors.c proto/shard_map.c
 PARAMCTL_SOURCES = $(wildcard client/paramctl*.c)
 
 PROTO_OBJECTS = $(PROTO_SOURCES:%.c=$(BUILD)/obj/%.o)
@@ -76,7 +84,7 @@ CLIENT_OUTPUTS = $(BUILD)/libparamd.a $(BUILD)/libparamd.so.0 $(BUILD)/libparamd
 DEPS_STAMP = build/.deps-installed
 
 .PHONY: all run test unit-test integration-test bench bench-checkpoint goldens deps clean fuzz fuzz-corpus \
-        install FORCE
+        install demo FORCE
 all: $(BUILD)/paramd $(CLIENT_OUTPUTS)
 
 # Installs missing Debian packages once (again whenever the script changes).
@@ -116,7 +124,7 @@ $(BUILD)/libparamd.a: $(CLIENT_OBJECTS)
 # (not under the sanitizers, whose runtime the executable brings).
 SHARED_DEFS = $(if $(filter 1,$(SANITIZE)),,-Wl,-z,defs)
 $(BUILD)/libparamd.so.0: $(CLIENT_OBJECTS)
-	$(CC) -shared -Wl,-soname,libparamd.so.0 $(SHARED_DEFS) -o $@ $^ $(LDFLAGS_ALL) -lm
+	$(CC) -shared -Wl,-soname,libparamd.so.0 $(SHARED_DEFS) -o $@ $^ $(LDFLAGS_ALL) $(LIBS_LIB)
 
 $(BUILD)/libparamd.so: $(BUILD)/libparamd.so.0
 	ln -sf libparamd.so.0 $@
@@ -127,12 +135,12 @@ $(BUILD)/libparamd.so: $(BUILD)/libparamd.so.0
 PC_COMMON = Name: paramd\nDescription: C client library of the paramd parameter server\nVersion: $(shell sed -n 's/.*PARAMD_VERSION_STRING "\(.*\)"/\1/p' include/paramd/paramd.h)\n
 $(BUILD)/paramd.pc: FORCE
 	@mkdir -p $(dir $@)
-	@printf 'prefix=$(PREFIX)\nlibdir=$(LIBDIR)\nincludedir=$(INCLUDEDIR)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -lparamd\nLibs.private: -lm -pthread\n' >$@.tmp
+	@printf 'prefix=$(PREFIX)\nlibdir=$(LIBDIR)\nincludedir=$(INCLUDEDIR)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -lparamd\nRequires.private: $(LIB_PACKAGES)\nLibs.private: -lm -pthread\n' >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 $(BUILD)/paramd-uninstalled.pc: FORCE
 	@mkdir -p $(dir $@)
-	@printf 'libdir=$(abspath $(BUILD))\nincludedir=$(abspath include)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lparamd\nLibs.private: -lm -pthread\n' >$@.tmp
+	@printf 'libdir=$(abspath $(BUILD))\nincludedir=$(abspath include)\n\n$(PC_COMMON)Cflags: -I$${includedir}\nLibs: -L$${libdir} -Wl,-rpath,$${libdir} -lparamd\nRequires.private: $(LIB_PACKAGES)\nLibs.private: -lm -pthread\n' >$@.tmp
 	@cmp -s $@.tmp $@ && rm -f $@.tmp || mv $@.tmp $@
 
 $(BUILD)/paramctl: $(PARAMCTL_OBJECTS) $(BUILD)/libparamd.a
@@ -141,7 +149,7 @@ $(BUILD)/paramctl: $(PARAMCTL_OBJECTS) $(BUILD)/libparamd.a
 # The example sees only the public headers, as a user's program would.
 $(BUILD)/examples/train_loop: client/examples/train_loop.c $(BUILD)/libparamd.a | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) -lm
+	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) $(LIBS_LIB)
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/paramd
@@ -176,11 +184,22 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libparamd-server.a | $(DEPS_STAMP)
 run: $(BUILD)/paramd
 	$(BUILD)/paramd
 
-test: $(BUILD)/paramd $(CLIENT_OUTPUTS) $(UNIT_BINARIES) $(BUILD)/paramd-bench
+test: $(BUILD)/paramd $(CLIENT_OUTPUTS) $(UNIT_BINARIES) $(BUILD)/paramd-bench \
+      $(BUILD)/paramd-shard-bench
 	@BUILD=$(BUILD) PYTHON=$(PYTHON) sh tests/run-tests.sh
 
-bench: $(BUILD)/paramd-bench $(BUILD)/paramd
+bench: $(BUILD)/paramd-bench $(BUILD)/paramd $(BUILD)/paramd-shard-bench
 	BUILD=$(BUILD) sh bench/run-bench.sh
+
+# The sharded client's throughput (bench/shard-bench.sh runs it over 1 to 3
+# shards); like the example, it sees only the public headers.
+$(BUILD)/paramd-shard-bench: bench/shard_bench.c $(BUILD)/libparamd.a | $(DEPS_STAMP)
+	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) $(LIBS_LIB)
+
+demo: $(BUILD)/paramd
+	@sh deploy/install-deps.sh --demo
+	PARAMD_BINARY=$(BUILD)/paramd $(PYTHON) examples/digits/train.py --out $(BUILD)/demo \
+	    --plot $(BUILD)/demo/modes.png
 
 BENCH_SOURCES = bench/paramd-bench.c bench/http_bench.c bench/net_bench.c
 $(BUILD)/paramd-bench: $(BENCH_SOURCES) bench/http_bench.h bench/net_bench.h $(BUILD)/libparamd-server.a | $(DEPS_STAMP)

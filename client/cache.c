@@ -44,42 +44,63 @@ void paramd__cache_entry_free(paramd__model_entry *entry)
     free(entry);
 }
 
-paramd__model_entry *paramd__cache_entry_from_lookup(const char *model,
-                                                     const paramd__lookup_reply *reply)
+paramd__model_entry *paramd__cache_entry_new(const char *model, uint32_t id,
+                                             uint32_t tensor_count)
 {
     paramd__model_entry *entry = calloc(1, sizeof *entry);
     if (entry == NULL)
         return NULL;
-    entry->id = reply->model_id;
-    entry->tensor_count = reply->tensor_count;
+    entry->id = id;
+    entry->tensor_count = tensor_count;
     entry->name = copy_string(model, strlen(model));
-    entry->tensors = calloc(reply->tensor_count ? reply->tensor_count : 1, sizeof *entry->tensors);
+    entry->tensors = calloc(tensor_count ? tensor_count : 1, sizeof *entry->tensors);
     entry->slot_count = 8;
-    while (entry->slot_count < 2 * (size_t)reply->tensor_count)
+    while (entry->slot_count < 2 * (size_t)tensor_count)
         entry->slot_count *= 2;
     entry->slots = calloc(entry->slot_count, sizeof *entry->slots);
     if (entry->name == NULL || entry->tensors == NULL || entry->slots == NULL) {
         paramd__cache_entry_free(entry);
         return NULL;
     }
+    return entry;
+}
+
+int paramd__cache_entry_set(paramd__model_entry *entry, uint32_t index, const char *name,
+                            size_t name_length, uint32_t id, uint8_t dimension_count,
+                            const uint64_t *shape, uint64_t element_count)
+{
+    paramd__tensor_entry *tensor = &entry->tensors[index];
+    tensor->name = copy_string(name, name_length);
+    if (tensor->name == NULL)
+        return PARAMD_E_NO_MEMORY;
+    tensor->id = id;
+    tensor->dimension_count = dimension_count;
+    memcpy(tensor->shape, shape, sizeof tensor->shape[0] * dimension_count);
+    tensor->element_count = element_count;
+    size_t mask = entry->slot_count - 1, slot = (size_t)hash_name(tensor->name) & mask;
+    while (entry->slots[slot] != 0)
+        slot = (slot + 1) & mask;
+    entry->slots[slot] = index + 1;
+    return PARAMD_OK;
+}
+
+paramd__model_entry *paramd__cache_entry_from_lookup(const char *model,
+                                                     const paramd__lookup_reply *reply)
+{
+    paramd__model_entry *entry = paramd__cache_entry_new(model, reply->model_id,
+                                                         reply->tensor_count);
+    if (entry == NULL)
+        return NULL;
     size_t position = 0;
     for (uint32_t i = 0; i < reply->tensor_count; i++) {
         paramd__lookup_entry wire;
         paramd__lookup_next_entry(reply, &position, &wire);
-        paramd__tensor_entry *tensor = &entry->tensors[i];
-        tensor->name = copy_string(wire.name.data, wire.name.length);
-        if (tensor->name == NULL) {
+        if (paramd__cache_entry_set(entry, i, wire.name.data, wire.name.length, wire.tensor_id,
+                                    wire.dimension_count, wire.shape,
+                                    wire.element_count) != PARAMD_OK) {
             paramd__cache_entry_free(entry);
             return NULL;
         }
-        tensor->id = wire.tensor_id;
-        tensor->dimension_count = wire.dimension_count;
-        memcpy(tensor->shape, wire.shape, sizeof tensor->shape[0] * wire.dimension_count);
-        tensor->element_count = wire.element_count;
-        size_t mask = entry->slot_count - 1, slot = (size_t)hash_name(tensor->name) & mask;
-        while (entry->slots[slot] != 0)
-            slot = (slot + 1) & mask;
-        entry->slots[slot] = i + 1;
     }
     return entry;
 }
@@ -100,17 +121,6 @@ const paramd__tensor_entry *paramd__cache_tensor(const paramd__model_entry *mode
  * The list on the handle
  * ------------------------------------------------------------------------- */
 
-typedef struct lookup_context {
-    const paramd__pending *pending;
-    const char *model;
-} lookup_context;
-
-static void encode_lookup(paramd__writer *writer, const void *context)
-{
-    const lookup_context *lookup = context;
-    paramd__encode_lookup(writer, lookup->pending->request_id, lookup->model, NULL, 0);
-}
-
 int paramd__cache_model(paramd_client *client, const char *model, int64_t deadline,
                         paramd__model_entry **entry, bool *from_cache)
 {
@@ -125,8 +135,8 @@ int paramd__cache_model(paramd_client *client, const char *model, int64_t deadli
     paramd__pending pending;
     paramd__pending_init(&pending, PARAMD_OP_LOOKUP, paramd__take_id(client));
     pending.model_name = model;
-    lookup_context context = {&pending, model};
-    int result = paramd__wire_call(client, encode_lookup, &context, &pending, deadline);
+    paramd__control_request lookup = {PARAMD_OP_LOOKUP, pending.request_id, model, NULL, 0};
+    int result = paramd__wire_call(client, paramd__encode_control, &lookup, &pending, deadline);
     if (result == PARAMD_OK && pending.status != PARAMD_OK)
         result = paramd__fail_pending(client, &pending);
     if (result == PARAMD_OK) {

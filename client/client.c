@@ -6,6 +6,7 @@
  */
 #define _DEFAULT_SOURCE
 #include "internal.h"
+#include "sharded.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -128,19 +129,15 @@ static char *copy_or_null(const char *text)
     return text ? strdup(text) : NULL;
 }
 
-/* The handle for a config, connected unless something is wrong with it.
- * A config's port 0 means the default; paramd_connect's port 0 is refused
- * (zero_port_is_default false). */
-static paramd_client *open_handle(const paramd_config *config, bool zero_port_is_default,
-                                  int *error)
+paramd_client *paramd__client_new(const paramd_config *config, bool zero_port_is_default,
+                                  int *result)
 {
     paramd_config defaults = {0};
     if (config == NULL)
         config = &defaults;
     paramd_client *client = calloc(1, sizeof *client);
     if (client == NULL) {
-        if (error)
-            *error = PARAMD_E_NO_MEMORY;
+        *result = PARAMD_E_NO_MEMORY;
         return NULL;
     }
     client->fd = -1;
@@ -154,14 +151,29 @@ static paramd_client *open_handle(const paramd_config *config, bool zero_port_is
     client->token = copy_or_null(config->token);
     client->client_name = strdup(config->client_name ? config->client_name : PARAMD__CLIENT_NAME);
     client->max_reply_bytes = config->max_reply_bytes;
-    int result;
     if (client->host == NULL || client->client_name == NULL ||
         (config->token && client->token == NULL))
-        result = paramd__fail(client, PARAMD_E_NO_MEMORY, "out of memory for the client");
+        *result = paramd__fail(client, PARAMD_E_NO_MEMORY, "out of memory for the client");
     else if (config->port < 0 || config->port > 65535 || (config->port == 0 && !zero_port_is_default))
-        result = paramd__fail(client, PARAMD_E_INVALID_ARGUMENT,
-                              "port %d: must be 1 to 65535", config->port);
+        *result = paramd__fail(client, PARAMD_E_INVALID_ARGUMENT,
+                               "port %d: must be 1 to 65535", config->port);
     else
+        *result = PARAMD_OK;
+    return client;
+}
+
+/* The handle for a config, connected unless something is wrong with it.
+ * A config's port 0 means the default; paramd_connect's port 0 is refused
+ * (zero_port_is_default false).  A config with a shard map opens a
+ * sharded handle (sharded.c). */
+static paramd_client *open_handle(const paramd_config *config, bool zero_port_is_default,
+                                  int *error)
+{
+    if (config && config->shard_map)
+        return paramd__sharded_open(config, error);
+    int result;
+    paramd_client *client = paramd__client_new(config, zero_port_is_default, &result);
+    if (client && result == PARAMD_OK)
         result = paramd__wire_connect(client, paramd__deadline(client->connect_timeout_ms));
     if (error)
         *error = result;
@@ -182,10 +194,20 @@ paramd_client *paramd_connect(const char *host, int port, int timeout_ms, int *e
     return open_handle(&config, false, error);
 }
 
+paramd_client *paramd_connect_shard_map(const char *path, int timeout_ms, int *error)
+{
+    paramd_config config = {.connect_timeout_ms = timeout_ms,
+                            .timeout_ms = timeout_ms,
+                            .shard_map = path ? path : ""};
+    return open_handle(&config, true, error);
+}
+
 int paramd_reconnect(paramd_client *client)
 {
     if (client == NULL)
         return PARAMD_E_INVALID_ARGUMENT;
+    if (client->sharded)
+        return paramd__sharded_reconnect(client);
     return paramd__wire_connect(client, paramd__deadline(client->connect_timeout_ms));
 }
 
@@ -193,6 +215,10 @@ void paramd_close(paramd_client *client)
 {
     if (client == NULL)
         return;
+    if (client->sharded) {
+        paramd__sharded_free(client->sharded);
+        free(client->sharded);
+    }
     paramd__wire_disconnect(client);
     paramd__buffer_free(&client->scratch);
     paramd__buffer_free(&client->request);
@@ -205,6 +231,12 @@ void paramd_close(paramd_client *client)
 
 int paramd_is_connected(const paramd_client *client)
 {
+    if (client && client->sharded) {
+        for (uint32_t i = 0; i < client->sharded->map.shard_count; i++)
+            if (client->sharded->shards[i]->fd < 0)
+                return 0;
+        return 1;
+    }
     return client && client->fd >= 0;
 }
 
@@ -219,6 +251,8 @@ int paramd_set_timeout(paramd_client *client, int timeout_ms)
     client->connect_timeout_ms = timeout_ms < client->connect_timeout_ms
                                      ? timeout_ms
                                      : client->connect_timeout_ms;
+    for (uint32_t i = 0; client->sharded && i < client->sharded->map.shard_count; i++)
+        paramd_set_timeout(client->sharded->shards[i], timeout_ms);
     return paramd__succeed(client);
 }
 
@@ -234,6 +268,9 @@ const char *paramd_client_errstr(const paramd_client *client)
 
 const char *paramd_server_name(const paramd_client *client)
 {
+    for (uint32_t i = 0; client && client->sharded && i < client->sharded->map.shard_count; i++)
+        if (client->sharded->shards[i]->fd >= 0)
+            return client->sharded->shards[i]->server_name;
     return client && client->fd >= 0 ? client->server_name : "";
 }
 
@@ -246,18 +283,12 @@ void paramd_free(void *pointer)
  * The control plane
  * ------------------------------------------------------------------------- */
 
-typedef struct model_request {
-    uint8_t opcode;
-    uint64_t request_id;
-    const char *model;
-    const char *json;
-    size_t json_length;
-} model_request;
-
-static void encode_model_request(paramd__writer *writer, const void *context)
+void paramd__encode_control(paramd__writer *writer, const void *context)
 {
-    const model_request *request = context;
-    if (request->opcode == PARAMD_OP_CREATE)
+    const paramd__control_request *request = context;
+    if (request->opcode == PARAMD_OP_LOOKUP) /* every tensor */
+        paramd__encode_lookup(writer, request->request_id, request->model, NULL, 0);
+    else if (request->opcode == PARAMD_OP_CREATE)
         paramd__encode_create(writer, request->request_id, request->model, request->json,
                               request->json_length);
     else
@@ -285,17 +316,25 @@ static int model_call(paramd_client *client, uint8_t opcode, const char *model, 
         return PARAMD_E_INVALID_ARGUMENT;
     if (json)
         *json = NULL;
+    if (body && strlen(body) > UINT32_MAX)
+        return paramd__fail(client, PARAMD_E_INVALID_ARGUMENT, "model JSON of %zu bytes is too long",
+                            strlen(body));
+    if (client->sharded) {
+        if (opcode == PARAMD_OP_CREATE)
+            return paramd__sharded_create(client, model, body, json);
+        if (opcode == PARAMD_OP_DELETE)
+            return paramd__sharded_delete(client, model);
+        return paramd__sharded_document(client, opcode, model, json);
+    }
     int64_t deadline = paramd__deadline(client->timeout_ms);
     int result = paramd__wire_ensure(client, deadline);
     if (result != PARAMD_OK)
         return result;
     paramd__pending pending;
     paramd__pending_init(&pending, opcode, paramd__take_id(client));
-    model_request request = {opcode, pending.request_id, model, body, body ? strlen(body) : 0};
-    if (body && request.json_length > UINT32_MAX)
-        return paramd__fail(client, PARAMD_E_INVALID_ARGUMENT, "model JSON of %zu bytes is too long",
-                            request.json_length);
-    result = paramd__wire_call(client, encode_model_request, &request, &pending, deadline);
+    paramd__control_request request = {opcode, pending.request_id, model, body,
+                                       body ? strlen(body) : 0};
+    result = paramd__wire_call(client, paramd__encode_control, &request, &pending, deadline);
     if (result == PARAMD_OK) {
         result = paramd__fail_pending(client, &pending);
         if (result == PARAMD_OK && json) {
@@ -370,14 +409,22 @@ static void fill_info(paramd_tensor_info *info, const paramd__tensor_entry *tens
     info->element_count = tensor->element_count;
 }
 
-/* The model's cache entry, connecting first when needed. */
+/* The model's cache entry, connecting first when needed; for a sharded
+ * handle, the union of its shards' tensors. */
 static int cached_model(paramd_client *client, const char *model, paramd__model_entry **entry)
 {
     if (check_name(client, "model", model) != PARAMD_OK)
         return client->error;
     int64_t deadline = paramd__deadline(client->timeout_ms);
-    int result = paramd__wire_ensure(client, deadline);
     bool from_cache;
+    if (client->sharded) {
+        paramd__placement *placement;
+        int result = paramd__placement_get(client, model, deadline, &placement, &from_cache);
+        if (result == PARAMD_OK)
+            *entry = placement->tensors;
+        return result;
+    }
+    int result = paramd__wire_ensure(client, deadline);
     if (result == PARAMD_OK)
         result = paramd__cache_model(client, model, deadline, entry, &from_cache);
     return result;

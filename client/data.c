@@ -10,6 +10,7 @@
  * appends frames to its own buffer and exchanges them all in paramd_batch_run.
  */
 #include "internal.h"
+#include "sharded.h"
 
 #include "half.h"
 
@@ -20,21 +21,6 @@
 /* ---------------------------------------------------------------------------
  * Encoding
  * ------------------------------------------------------------------------- */
-
-typedef struct data_frame {
-    uint8_t opcode;
-    uint64_t request_id;
-    uint32_t model_id;
-    const paramd__tensor_entry **tensors;
-    const paramd_push_item *push_items;   /* PUSH, PUSHPULL */
-    const paramd_pull_item *pull_items;   /* PULL */
-    size_t count;
-    uint8_t dtype;
-    uint32_t flags;
-    double loss, grad_norm;
-    uint64_t version;
-    const char *worker;
-} data_frame;
 
 static void narrow(const float *values, uint8_t dtype, uint8_t *out, size_t count)
 {
@@ -48,34 +34,67 @@ static void narrow(const float *values, uint8_t dtype, uint8_t *out, size_t coun
 
 static void encode_data_frame(paramd__writer *writer, const void *context)
 {
-    const data_frame *f = context;
+    const paramd__data_request *f = context;
     size_t start;
     if (f->opcode == PARAMD_OP_PULL) {
         start = paramd__encode_pull_begin(writer, f->request_id, f->model_id, (uint32_t)f->count);
         for (size_t i = 0; i < f->count; i++)
-            paramd__put_item_header(writer, f->tensors[i]->id, f->dtype, f->pull_items[i].offset,
-                                    f->pull_items[i].count);
+            paramd__put_item_header(writer, f->items[i].tensor_id, f->dtype, f->items[i].offset,
+                                    f->items[i].count);
     } else {
         start = paramd__encode_push_begin(writer, f->opcode, f->request_id, f->model_id,
                                           (uint32_t)f->count, f->flags, f->loss, f->grad_norm,
                                           f->version, f->worker);
         size_t element_size = paramd__dtype_size(f->dtype);
         for (size_t i = 0; i < f->count; i++) {
-            const paramd_push_item *item = &f->push_items[i];
-            paramd__put_item_header(writer, f->tensors[i]->id, f->dtype, 0, item->count);
-            uint8_t *at = paramd__put_reserve(writer, item->count * element_size);
+            const paramd__request_item *item = &f->items[i];
+            paramd__put_item_header(writer, item->tensor_id, f->dtype, item->offset, item->count);
+            uint8_t *at = paramd__put_reserve(writer, (size_t)item->count * element_size);
             if (at) /* NULL while only counting the size */
-                narrow(item->grad, f->dtype, at, item->count);
+                narrow(item->grad, f->dtype, at, (size_t)item->count);
         }
     }
     paramd__frame_end(writer, start);
+}
+
+int paramd__data_encode(paramd_client *client, const paramd__data_request *request,
+                        paramd__buffer *buffer, paramd__pending *pending)
+{
+    paramd__sink_item *sinks = calloc(request->count ? request->count : 1, sizeof *sinks);
+    if (sinks == NULL)
+        return paramd__fail(client, PARAMD_E_NO_MEMORY, "out of memory for %zu items",
+                            request->count);
+    for (size_t i = 0; i < request->count; i++) {
+        sinks[i].tensor_id = request->items[i].tensor_id;
+        sinks[i].dtype = request->dtype;
+        sinks[i].offset = request->items[i].offset;
+        sinks[i].count = request->items[i].count;
+        sinks[i].weights = request->opcode == PARAMD_OP_PUSH ? NULL : request->items[i].weights;
+    }
+    int result = paramd__buffer_encode(client, buffer, encode_data_frame, request);
+    if (result != PARAMD_OK) {
+        free(sinks);
+        return result;
+    }
+    paramd__pending_init(pending, request->opcode, request->request_id);
+    pending->model_id = request->model_id;
+    pending->items = sinks;
+    pending->item_count = (uint32_t)request->count;
+    return PARAMD_OK;
+}
+
+void paramd__data_release(paramd__pending *pending)
+{
+    paramd__pending_clear(pending);
+    free(pending->items);
+    pending->items = NULL;
 }
 
 /* ---------------------------------------------------------------------------
  * Preparing one request
  * ------------------------------------------------------------------------- */
 
-static const char *operation_name(uint8_t opcode)
+const char *paramd__data_operation_name(uint8_t opcode)
 {
     return opcode == PARAMD_OP_PUSH ? "push" : opcode == PARAMD_OP_PUSHPULL ? "pushpull" : "pull";
 }
@@ -83,11 +102,11 @@ static const char *operation_name(uint8_t opcode)
 /* Checks what the server cannot: pointers, counts that would overflow, the
  * dtype.  Everything else (ranges, element counts) is the server's to
  * check, so that its code and message come back. */
-static int check_arguments(paramd_client *client, uint8_t opcode, const char *model,
-                           const paramd_push_item *push_items, const paramd_pull_item *pull_items,
-                           size_t count, int dtype)
+int paramd__data_check_arguments(paramd_client *client, uint8_t opcode, const char *model,
+                                 const paramd_push_item *push_items,
+                                 const paramd_pull_item *pull_items, size_t count, int dtype)
 {
-    const char *operation = operation_name(opcode);
+    const char *operation = paramd__data_operation_name(opcode);
     if (model == NULL || strlen(model) > UINT16_MAX)
         return paramd__fail(client, PARAMD_E_INVALID_ARGUMENT, "%s: the model name is %s",
                             operation, model ? "longer than 65535 bytes" : "NULL");
@@ -164,89 +183,82 @@ static int resolve(paramd_client *client, uint8_t opcode, const char *model,
         }
         const char *name = push_items ? push_items[i].tensor : pull_items[i].tensor;
         return paramd__fail(client, PARAMD_E_TENSOR_NOT_FOUND,
-                            "%s %s: model \"%s\" has no tensor \"%s\"", operation_name(opcode),
+                            "%s %s: model \"%s\" has no tensor \"%s\"", paramd__data_operation_name(opcode),
                             model, model, name);
     }
 }
 
+void paramd__data_request_options(paramd__data_request *request,
+                                  const paramd_push_options *options)
+{
+    request->loss = request->grad_norm = 0;
+    request->flags = 0;
+    request->version = 0;
+    request->worker = NULL;
+    if (options == NULL)
+        return;
+    request->flags = (options->has_loss ? PARAMD_PUSH_HAS_LOSS : 0) |
+                     (options->has_grad_norm ? PARAMD_PUSH_HAS_GRAD_NORM : 0) |
+                     (options->has_version ? PARAMD_PUSH_HAS_VERSION : 0);
+    request->version = options->version;
+    request->loss = options->loss;
+    request->grad_norm = options->grad_norm;
+    request->worker = options->worker;
+}
+
 /* Prepares one request: checks, resolves, encodes it at the end of `buffer`
  * and fills `pending` (whose items it allocates; free them with
- * release_pending). */
+ * paramd__data_release). */
 static int prepare(paramd_client *client, uint8_t opcode, const char *model,
                    const paramd_push_item *push_items, const paramd_pull_item *pull_items,
                    size_t count, const paramd_push_options *options, int pull_dtype,
                    int64_t deadline, paramd__buffer *buffer, paramd__pending *pending)
 {
-    int dtype = pull_items ? pull_dtype : options ? options->dtype : 0;
-    int result = check_arguments(client, opcode, model, push_items, pull_items, count, dtype);
+    int dtype = paramd__data_dtype(pull_items, options, pull_dtype);
+    int result =
+        paramd__data_check_arguments(client, opcode, model, push_items, pull_items, count, dtype);
     if (result != PARAMD_OK)
         return result;
     const paramd__tensor_entry **tensors = malloc(count * sizeof *tensors);
-    paramd__sink_item *sinks = calloc(count, sizeof *sinks);
-    if (tensors == NULL || sinks == NULL) {
+    paramd__request_item *items = calloc(count, sizeof *items);
+    if (tensors == NULL || items == NULL) {
         free(tensors);
-        free(sinks);
+        free(items);
         return paramd__fail(client, PARAMD_E_NO_MEMORY, "out of memory for %zu items", count);
     }
     paramd__model_entry *entry;
     bool from_cache;
     result = resolve(client, opcode, model, push_items, pull_items, count, tensors, deadline,
                      &entry, &from_cache);
-    if (result != PARAMD_OK) {
-        free(tensors);
-        free(sinks);
-        return result;
-    }
-    data_frame frame = {
-        .opcode = opcode,
-        .request_id = paramd__take_id(client),
-        .model_id = entry->id,
-        .tensors = tensors,
-        .push_items = push_items,
-        .pull_items = pull_items,
-        .count = count,
-        .dtype = (uint8_t)(dtype ? dtype : PARAMD_DTYPE_FLOAT32),
-    };
-    if (options) {
-        frame.flags = (options->has_loss ? PARAMD_PUSH_HAS_LOSS : 0) |
-                      (options->has_grad_norm ? PARAMD_PUSH_HAS_GRAD_NORM : 0) |
-                      (options->has_version ? PARAMD_PUSH_HAS_VERSION : 0);
-        frame.version = options->version;
-        frame.loss = options->loss;
-        frame.grad_norm = options->grad_norm;
-        frame.worker = options->worker;
-    }
-    for (size_t i = 0; i < count; i++) {
-        sinks[i].tensor_id = tensors[i]->id;
-        sinks[i].dtype = frame.dtype;
-        if (push_items) {
-            sinks[i].count = push_items[i].count;
-            sinks[i].weights = opcode == PARAMD_OP_PUSHPULL ? push_items[i].weights : NULL;
-        } else {
-            sinks[i].offset = pull_items[i].offset;
-            sinks[i].count = pull_items[i].count;
-            sinks[i].weights = pull_items[i].weights;
+    if (result == PARAMD_OK) {
+        for (size_t i = 0; i < count; i++) {
+            items[i].tensor_id = tensors[i]->id;
+            if (push_items) {
+                items[i].count = push_items[i].count;
+                items[i].grad = push_items[i].grad;
+                items[i].weights = push_items[i].weights;
+            } else {
+                items[i].offset = pull_items[i].offset;
+                items[i].count = pull_items[i].count;
+                items[i].weights = pull_items[i].weights;
+            }
         }
+        paramd__data_request request = {
+            .opcode = opcode,
+            .request_id = paramd__take_id(client),
+            .model_id = entry->id,
+            .dtype = (uint8_t)(dtype ? dtype : PARAMD_DTYPE_FLOAT32),
+            .items = items,
+            .count = count,
+        };
+        paramd__data_request_options(&request, options);
+        result = paramd__data_encode(client, &request, buffer, pending);
+        if (result == PARAMD_OK)
+            pending->model_from_cache = from_cache;
     }
-    result = paramd__buffer_encode(client, buffer, encode_data_frame, &frame);
     free(tensors);
-    if (result != PARAMD_OK) {
-        free(sinks);
-        return result;
-    }
-    paramd__pending_init(pending, opcode, frame.request_id);
-    pending->model_id = frame.model_id;
-    pending->model_from_cache = from_cache;
-    pending->items = sinks;
-    pending->item_count = (uint32_t)count;
-    return PARAMD_OK;
-}
-
-static void release_pending(paramd__pending *pending)
-{
-    paramd__pending_clear(pending);
-    free(pending->items);
-    pending->items = NULL;
+    free(items);
+    return result;
 }
 
 /* ---------------------------------------------------------------------------
@@ -260,6 +272,9 @@ static int data_call(paramd_client *client, uint8_t opcode, const char *model,
 {
     if (client == NULL)
         return PARAMD_E_INVALID_ARGUMENT;
+    if (client->sharded)
+        return paramd__sharded_data_call(client, opcode, model, push_items, pull_items, count,
+                                         options, pull_dtype, outcome);
     int64_t deadline = paramd__deadline(client->timeout_ms);
     int result = paramd__wire_ensure(client, deadline);
     if (result != PARAMD_OK)
@@ -278,14 +293,14 @@ static int data_call(paramd_client *client, uint8_t opcode, const char *model,
             /* The model was deleted (and perhaps created again): its id is
              * stale.  Look it up by name once more. */
             paramd__cache_drop_id(client, pending.model_id);
-            release_pending(&pending);
+            paramd__data_release(&pending);
             continue;
         }
         if (result == PARAMD_OK)
             result = paramd__fail_pending(client, &pending);
         if (result == PARAMD_OK && outcome)
             *outcome = pending.push;
-        release_pending(&pending);
+        paramd__data_release(&pending);
         return result;
     }
 }
@@ -351,9 +366,11 @@ int paramd_pull_range(paramd_client *client, const char *model, const char *tens
 struct paramd_batch {
     paramd_client *client;
     paramd__buffer frames;         /* every queued frame, in order */
-    paramd__pending *pending;      /* count requests, capacity allocated */
+    paramd__pending *pending;      /* count requests, capacity allocated (on a sharded
+                                      handle: each request's merged outcome) */
     size_t count, capacity;
     bool ran;
+    paramd__sharded_batch *sharded; /* on a sharded handle: the shards' frames and parts */
 };
 
 paramd_batch *paramd_batch_begin(paramd_client *client)
@@ -388,11 +405,18 @@ static long batch_queue(paramd_batch *batch, uint8_t opcode, const char *model,
         batch->pending = grown;
         batch->capacity = capacity;
     }
-    int64_t deadline = paramd__deadline(client->timeout_ms);
-    int result = paramd__wire_ensure(client, deadline);
-    if (result == PARAMD_OK)
-        result = prepare(client, opcode, model, push_items, pull_items, count, options,
-                         pull_dtype, deadline, &batch->frames, &batch->pending[batch->count]);
+    int result;
+    if (client->sharded) {
+        result = paramd__sharded_batch_queue(client, &batch->sharded, opcode, model, push_items,
+                                             pull_items, count, options, pull_dtype,
+                                             &batch->pending[batch->count]);
+    } else {
+        int64_t deadline = paramd__deadline(client->timeout_ms);
+        result = paramd__wire_ensure(client, deadline);
+        if (result == PARAMD_OK)
+            result = prepare(client, opcode, model, push_items, pull_items, count, options,
+                             pull_dtype, deadline, &batch->frames, &batch->pending[batch->count]);
+    }
     if (result != PARAMD_OK)
         return result;
     paramd__succeed(client);
@@ -427,20 +451,27 @@ int paramd_batch_run(paramd_batch *batch)
     batch->ran = true;
     if (batch->count == 0)
         return paramd__succeed(client);
-    int64_t deadline = paramd__deadline(client->timeout_ms);
-    int result = paramd__wire_ensure(client, deadline);
-    if (result != PARAMD_OK) {
-        for (size_t i = 0; i < batch->count; i++) {
-            batch->pending[i].answered = true;
-            batch->pending[i].status = result;
-            batch->pending[i].message = strdup(client->message);
+    int result;
+    if (client->sharded) {
+        result = paramd__sharded_batch_run(client, batch->sharded, batch->pending, batch->count);
+        if (result != PARAMD_OK)
+            return result;
+    } else {
+        int64_t deadline = paramd__deadline(client->timeout_ms);
+        result = paramd__wire_ensure(client, deadline);
+        if (result != PARAMD_OK) {
+            for (size_t i = 0; i < batch->count; i++) {
+                batch->pending[i].answered = true;
+                batch->pending[i].status = result;
+                batch->pending[i].message = strdup(client->message);
+            }
+            return result;
         }
-        return result;
+        result = paramd__wire_exchange(client, batch->frames.data, batch->frames.size,
+                                       batch->pending, batch->count, deadline);
+        if (result != PARAMD_OK)
+            return result;
     }
-    result = paramd__wire_exchange(client, batch->frames.data, batch->frames.size,
-                                   batch->pending, batch->count, deadline);
-    if (result != PARAMD_OK)
-        return result;
     /* Stale ids are dropped so that the next call looks the model up. */
     size_t first_failure = batch->count;
     for (size_t i = 0; i < batch->count; i++) {
@@ -496,8 +527,9 @@ void paramd_batch_free(paramd_batch *batch)
     if (batch == NULL)
         return;
     for (size_t i = 0; i < batch->count; i++)
-        release_pending(&batch->pending[i]);
+        paramd__data_release(&batch->pending[i]);
     free(batch->pending);
     paramd__buffer_free(&batch->frames);
+    paramd__sharded_batch_free(batch->sharded);
     free(batch);
 }

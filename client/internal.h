@@ -61,6 +61,16 @@ int paramd__cache_model(paramd_client *client, const char *model, int64_t deadli
 const paramd__tensor_entry *paramd__cache_tensor(const paramd__model_entry *model,
                                                  const char *name);
 
+/* An entry for tensor_count tensors whose names are not set yet (NULL when
+ * out of memory); paramd__cache_entry_set fills tensor `index` (every one
+ * must be set once before the entry is used) and indexes its name.
+ * Returns PARAMD_OK or PARAMD_E_NO_MEMORY. */
+paramd__model_entry *paramd__cache_entry_new(const char *model, uint32_t id,
+                                             uint32_t tensor_count);
+int paramd__cache_entry_set(paramd__model_entry *entry, uint32_t index, const char *name,
+                            size_t name_length, uint32_t id, uint8_t dimension_count,
+                            const uint64_t *shape, uint64_t element_count);
+
 /* Builds an entry from a decoded LOOKUP reply (NULL when out of memory). */
 paramd__model_entry *paramd__cache_entry_from_lookup(const char *model,
                                                      const paramd__lookup_reply *reply);
@@ -99,6 +109,7 @@ typedef struct paramd__pending {
     bool answered;
     int status;                 /* PARAMD_OK or the error */
     char *message;              /* the error's message (malloc'ed), NULL on success */
+    uint32_t shard_map_version; /* an ERROR's shard-map version (not_owner), else 0 */
     paramd_push_result push;    /* PUSH, PUSHPULL; PULL: step */
     char *json;                 /* STATS, LIST, CREATE: the document, NUL-terminated */
     paramd__model_entry *lookup; /* LOOKUP: the new entry */
@@ -125,6 +136,61 @@ typedef void (*paramd__encode_fn)(paramd__writer *writer, const void *context);
 int paramd__buffer_encode(paramd_client *client, paramd__buffer *buffer, paramd__encode_fn encode,
                           const void *context);
 void paramd__buffer_free(paramd__buffer *buffer);
+
+/* ---------------------------------------------------------------------------
+ * Data requests (data.c): what a PUSH, PUSHPULL or PULL frame says, with
+ * the ids and ranges already resolved, so that a single server's call and
+ * a shard's part of a sharded call encode the same way.
+ * ------------------------------------------------------------------------- */
+
+typedef struct paramd__request_item {
+    uint32_t tensor_id;
+    uint64_t offset, count;     /* the range, in the whole tensor's elements */
+    const float *grad;          /* PUSH, PUSHPULL: count gradients */
+    float *weights;             /* PUSHPULL, PULL: receives count weights */
+} paramd__request_item;
+
+typedef struct paramd__data_request {
+    uint8_t opcode;
+    uint64_t request_id;
+    uint32_t model_id;
+    uint8_t dtype;              /* of the wire: gradients, and the weights asked for */
+    uint32_t flags;             /* PARAMD_PUSH_HAS_* */
+    double loss, grad_norm;
+    uint64_t version;
+    const char *worker;
+    const paramd__request_item *items;
+    size_t count;
+} paramd__data_request;
+
+/* The dtype a call asked for: a pull's argument, or a push's option (0:
+ * float32, the default). */
+static inline int paramd__data_dtype(const paramd_pull_item *pull_items,
+                                     const paramd_push_options *options, int pull_dtype)
+{
+    return pull_items ? pull_dtype : options ? options->dtype : 0;
+}
+
+/* "push", "pushpull" or "pull", for messages. */
+const char *paramd__data_operation_name(uint8_t opcode);
+
+/* Checks what the server cannot: pointers, counts that would overflow a
+ * frame, the dtype.  Records the error on the handle. */
+int paramd__data_check_arguments(paramd_client *client, uint8_t opcode, const char *model,
+                                 const paramd_push_item *push_items,
+                                 const paramd_pull_item *pull_items, size_t count, int dtype);
+
+/* The flags, loss, grad_norm, version and worker of a request from the
+ * caller's options (NULL: none). */
+void paramd__data_request_options(paramd__data_request *request,
+                                  const paramd_push_options *options);
+
+/* Encodes the request at the end of `buffer` (gradients converted to the
+ * wire dtype on the way) and fills `pending`, allocating the sinks its
+ * reply's weights go to; release them with paramd__data_release. */
+int paramd__data_encode(paramd_client *client, const paramd__data_request *request,
+                        paramd__buffer *buffer, paramd__pending *pending);
+void paramd__data_release(paramd__pending *pending);
 
 /* ---------------------------------------------------------------------------
  * The handle
@@ -156,7 +222,32 @@ struct paramd_client {
     paramd__buffer scratch;
     paramd__buffer request;
     paramd__model_entry *models;
+    /* Counts the connections made (HELLO done), so that whoever remembers
+     * ids learnt on this connection can tell when they went stale. */
+    uint64_t connection_generation;
+    /* A handle opened from a shard map: its shards and their placement
+     * (sharded.h).  NULL for a handle of one server, and in the shards'
+     * own handles. */
+    struct paramd__sharded *sharded;
 };
+
+/* A handle for the config with its settings copied, not connected yet
+ * (NULL when out of memory).  *result receives PARAMD_OK, or the config's
+ * error, also recorded on the handle.  A port of 0 is the default only
+ * with zero_port_is_default. */
+paramd_client *paramd__client_new(const paramd_config *config, bool zero_port_is_default,
+                                  int *result);
+
+/* A control-plane request (CREATE, DELETE, STATS, LIST, or LOOKUP of
+ * every tensor) to encode with paramd__encode_control. */
+typedef struct paramd__control_request {
+    uint8_t opcode;
+    uint64_t request_id;
+    const char *model;          /* NULL: none (LIST) */
+    const char *json;           /* CREATE: the body */
+    size_t json_length;
+} paramd__control_request;
+void paramd__encode_control(paramd__writer *writer, const void *context);
 
 /* Records an error on the handle and returns code. */
 int paramd__fail(paramd_client *client, int code, const char *format, ...)
@@ -199,6 +290,28 @@ int paramd__wire_ensure(paramd_client *client, int64_t deadline);
  * every request without a reply has that status and message. */
 int paramd__wire_exchange(paramd_client *client, const uint8_t *out, size_t size,
                           paramd__pending *pending, size_t count, int64_t deadline);
+
+/* One connection's part of a parallel exchange: the caller fills the
+ * first five fields; the engine keeps the rest. */
+typedef struct paramd__exchange {
+    paramd_client *client;
+    const uint8_t *out;         /* `count` complete request frames */
+    size_t size;
+    paramd__pending *pending;   /* count: their replies, in order */
+    size_t count;
+    size_t written, answered, needed;
+    int result;                 /* PARAMD_OK, or this connection's transport error */
+    bool done;
+} paramd__exchange;
+
+/* paramd__wire_exchange on several connections at once: one poll() waits
+ * on every socket, so every connection writes and reads while the others
+ * do, and a large request to one shard does not hold the others back.
+ * Each exchange ends on its own (a transport error closes only its
+ * connection, with the message on its own handle).  Returns PARAMD_OK
+ * when every exchange got all its replies, else the first failed
+ * exchange's error (in array order). */
+int paramd__wire_exchange_many(paramd__exchange *exchanges, size_t count, int64_t deadline);
 
 /* One request: encode it into the client's scratch buffer and exchange. */
 int paramd__wire_call(paramd_client *client, paramd__encode_fn encode, const void *context,

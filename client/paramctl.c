@@ -25,10 +25,12 @@
  * ------------------------------------------------------------------------- */
 
 static const char *global_help =
-    "usage: paramctl [--tcp HOST:PORT | --http HOST:PORT] [--timeout SECONDS] COMMAND [ARGS]\n"
+    "usage: paramctl [--tcp HOST:PORT | --http HOST:PORT | --shard-map FILE] [--timeout SECONDS]\n"
+    "                COMMAND [ARGS]\n"
     "\n"
     "Talks to a paramd server over its binary protocol (--tcp, the default,\n"
-    "" DEFAULT_TCP ") or its HTTP API (--http, e.g. 127.0.0.1:8470).\n"
+    "" DEFAULT_TCP ") or its HTTP API (--http, e.g. 127.0.0.1:8470), or to every\n"
+    "shard of a sharded parameter service (--shard-map, over the binary protocol).\n"
     "\n"
     "commands:\n"
     "  create MODEL FILE.json      create a model from the JSON body of PUT /v1/models/MODEL\n"
@@ -38,11 +40,15 @@ static const char *global_help =
     "  push MODEL TENSOR FILE      push a gradient from a .npy or raw float32 file\n"
     "  pull MODEL TENSOR FILE      write a tensor's weights to FILE (.npy if it ends in .npy,\n"
     "                              else raw little-endian float32)\n"
-    "  stats [MODEL]               the server's counters (--tcp), or a model's description\n"
+    "  stats [MODEL]               the server's counters (--tcp, --shard-map), or a model's\n"
+    "                              description\n"
     "\n"
     "options:\n"
     "  --tcp HOST:PORT     the binary protocol at HOST:PORT (default " DEFAULT_TCP ")\n"
     "  --http HOST:PORT    the HTTP API at HOST:PORT instead\n"
+    "  --shard-map FILE    every shard of the shard map FILE instead: create and delete\n"
+    "                      on every shard, push and pull routed to the shards that hold\n"
+    "                      each part; list, describe and stats merge the shards' answers\n"
     "  --timeout SECONDS   limit for connecting and for each request (default 30)\n"
     "  -h, --help          this help; COMMAND --help for a command's\n"
     "  --version           paramctl's version\n"
@@ -84,7 +90,8 @@ static const command commands[] = {
      "ends in .npy, else raw little-endian float32.\n"},
     {"stats", 0, 1, "stats [MODEL]",
      "Without MODEL: the server's counters (models, pushes, pulls, connections); this\n"
-     "needs --tcp, as the HTTP API has no such route.  With MODEL: its description.\n"},
+     "needs --tcp or --shard-map (every shard's, and their sums), as the HTTP API has\n"
+     "no such route.  With MODEL: its description.\n"},
 };
 #define COMMAND_COUNT (sizeof commands / sizeof commands[0])
 
@@ -276,7 +283,7 @@ static int run(const command *c, paramctl_backend *b, char **arguments, int coun
 
 int main(int argc, char **argv)
 {
-    const char *tcp = NULL, *http = NULL;
+    const char *tcp = NULL, *http = NULL, *shard_map = NULL;
     double timeout_seconds = DEFAULT_TIMEOUT_SECONDS;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -296,6 +303,7 @@ int main(int argc, char **argv)
         bool known = strncmp(option, "--tcp", length) == 0 && length == 5;
         known |= strncmp(option, "--http", length) == 0 && length == 6;
         known |= strncmp(option, "--timeout", length) == 0 && length == 9;
+        known |= strncmp(option, "--shard-map", length) == 0 && length == 11;
         if (!known)
             return usage_error(NULL, "unknown option '%s'", option);
         if (value == NULL) {
@@ -307,6 +315,8 @@ int main(int argc, char **argv)
             tcp = value;
         else if (length == 6)
             http = value;
+        else if (length == 11)
+            shard_map = value;
         else {
             char *rest;
             timeout_seconds = strtod(value, &rest);
@@ -314,8 +324,8 @@ int main(int argc, char **argv)
                 return usage_error(NULL, "--timeout '%s': give seconds, more than 0", value);
         }
     }
-    if (tcp && http)
-        return usage_error(NULL, "give --tcp or --http, not both");
+    if ((tcp != NULL) + (http != NULL) + (shard_map != NULL) > 1)
+        return usage_error(NULL, "give one of --tcp, --http and --shard-map");
     if (i >= argc)
         return usage_error(NULL, "no command given");
     const char *name = argv[i++];
@@ -367,7 +377,7 @@ int main(int argc, char **argv)
         timeout_ms = 1;
     paramctl_backend backend;
     int result = http ? paramctl_http_open(host, port, timeout_ms, &backend)
-                      : paramctl_tcp_open(host, port, timeout_ms, &backend);
+                      : paramctl_tcp_open(host, port, shard_map, timeout_ms, &backend);
     if (result != PARAMCTL_OK)
         return result;
     result = run(c, &backend, arguments, count);

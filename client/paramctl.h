@@ -53,9 +53,11 @@ typedef struct paramctl_backend {
     void (*close)(void *self);
 } paramctl_backend;
 
-/* Connect (TCP) or prepare (HTTP) a backend for host:port; timeout_ms
+/* Connect (TCP) or prepare (HTTP) a backend for host:port, or (TCP, when
+ * shard_map is not NULL) for every shard of a shard map file; timeout_ms
  * bounds each request.  Return a PARAMCTL_* code. */
-int paramctl_tcp_open(const char *host, int port, int timeout_ms, paramctl_backend *backend);
+int paramctl_tcp_open(const char *host, int port, const char *shard_map, int timeout_ms,
+                      paramctl_backend *backend);
 int paramctl_http_open(const char *host, int port, int timeout_ms, paramctl_backend *backend);
 
 /* The summary JSON of a push, from its outcome (NaN: absent). */

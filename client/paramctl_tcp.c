@@ -5,7 +5,10 @@
  * Errors map to exit codes by their origin: the library's connect_failed,
  * connection_error and timeout are PARAMCTL_CONNECT, invalid_argument is a
  * usage error, and everything else is the server's refusal
- * (PARAMCTL_SERVER_ERROR), printed as "NAME: the server's message".
+ * (PARAMCTL_SERVER_ERROR), printed as "NAME: the server's message".  With
+ * --shard-map the handle is the library's sharded one (every shard of the
+ * map, docs/CLIENT.md "Sharded clients"), and a map that does not load is
+ * PARAMCTL_FILE.
  */
 #include "paramctl.h"
 
@@ -87,21 +90,26 @@ static void tcp_close(void *self)
     paramd_close(self);
 }
 
-int paramctl_tcp_open(const char *host, int port, int timeout_ms, paramctl_backend *backend)
+int paramctl_tcp_open(const char *host, int port, const char *shard_map, int timeout_ms,
+                      paramctl_backend *backend)
 {
-    paramd_config config = {.host = host,
-                            .port = port,
+    paramd_config config = {.host = shard_map ? NULL : host,
+                            .port = shard_map ? 0 : port,
                             .connect_timeout_ms = timeout_ms,
                             .timeout_ms = timeout_ms,
-                            .client_name = "paramctl " PARAMD_VERSION_STRING};
+                            .client_name = "paramctl " PARAMD_VERSION_STRING,
+                            .shard_map = shard_map};
     int error;
     paramd_client *client = paramd_connect_config(&config, &error);
     if (client == NULL)
         return paramctl_fail(PARAMCTL_CONNECT, "out of memory");
     if (error != PARAMD_OK) {
+        /* A shard map that does not load is a bad local file; anything
+         * else is a connection that failed. */
+        bool bad_map = shard_map && paramd_shard_count(client) == 0;
         int code = failed(client);
         paramd_close(client);
-        return code == PARAMCTL_SERVER_ERROR ? PARAMCTL_CONNECT : code;
+        return bad_map ? PARAMCTL_FILE : code == PARAMCTL_SERVER_ERROR ? PARAMCTL_CONNECT : code;
     }
     *backend = (paramctl_backend){client,     tcp_create, tcp_list, tcp_describe, tcp_delete,
                                   tcp_stats,  tcp_shape,  tcp_push, tcp_pull,     tcp_close};

@@ -146,6 +146,7 @@ int paramd__wire_connect(paramd_client *client, int64_t deadline)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     client->fd = fd;
+    client->connection_generation++;
 
     paramd__pending hello;
     paramd__pending_init(&hello, PARAMD_OP_HELLO, paramd__take_id(client));
@@ -268,6 +269,7 @@ static int take_reply(paramd_client *client, paramd__pending *pending,
             return PARAMD_E_CONNECTION;
         }
         pending->status = error.code < 0 ? error.code : PARAMD_E_INTERNAL;
+        pending->shard_map_version = error.shard_map_version;
         pending->message = copy_text(error.message.data, error.message.length);
         pending->answered = true;
         return PARAMD_OK;
@@ -448,70 +450,137 @@ static int take_frames(paramd_client *client, paramd__pending *pending, size_t c
     return PARAMD_OK;
 }
 
+/* Advances one exchange after poll said its socket is ready: writes what
+ * the socket takes and reads what has arrived.  Returns PARAMD_OK, or a
+ * transport error with why. */
+static int exchange_io(paramd__exchange *e, short revents, char *why, size_t why_size)
+{
+    paramd_client *client = e->client;
+    if ((revents & POLLOUT) && e->written < e->size) {
+        ssize_t n = send(client->fd, e->out + e->written, e->size - e->written, MSG_NOSIGNAL);
+        if (n > 0) {
+            e->written += (size_t)n;
+        } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            snprintf(why, why_size, "send to %s:%d: %s (%zu of %zu requests answered)",
+                     client->host, client->port, strerror(errno), e->answered, e->count);
+            return PARAMD_E_CONNECTION;
+        }
+    }
+    if (revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (!make_room(client, e->needed)) {
+            snprintf(why, why_size, "out of memory for a reply");
+            return PARAMD_E_NO_MEMORY;
+        }
+        ssize_t n = recv(client->fd, client->input + client->input_end,
+                         client->input_capacity - client->input_end, 0);
+        if (n > 0) {
+            client->input_end += (size_t)n;
+        } else if (n == 0) {
+            snprintf(why, why_size, "%s:%d closed the connection (%zu of %zu requests answered)",
+                     client->host, client->port, e->answered, e->count);
+            return PARAMD_E_CONNECTION;
+        } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            snprintf(why, why_size, "recv from %s:%d: %s (%zu of %zu requests answered)",
+                     client->host, client->port, strerror(errno), e->answered, e->count);
+            return PARAMD_E_CONNECTION;
+        }
+    }
+    return PARAMD_OK;
+}
+
+/* Ends one exchange with a transport error (see exchange_failed). */
+static void exchange_end(paramd__exchange *e, int code, const char *why)
+{
+    e->result = exchange_failed(e->client, e->pending, e->count, code, why);
+    e->done = true;
+}
+
+int paramd__wire_exchange_many(paramd__exchange *exchanges, size_t count, int64_t deadline)
+{
+    char why[PARAMD__MESSAGE_SIZE];
+    struct pollfd small[8], *events = count <= 8 ? small : malloc(count * sizeof *events);
+    size_t *active = malloc((count ? count : 1) * sizeof *active);
+    for (size_t i = 0; i < count; i++) {
+        paramd__exchange *e = &exchanges[i];
+        e->written = e->answered = e->needed = 0;
+        e->result = PARAMD_OK;
+        e->done = false;
+        if (events == NULL || active == NULL)
+            exchange_end(e, PARAMD_E_NO_MEMORY, "out of memory for an exchange");
+        else if (e->client->fd < 0)
+            exchange_end(e, PARAMD_E_CONNECTION, "not connected");
+    }
+    for (;;) {
+        size_t waiting = 0;
+        for (size_t i = 0; i < count; i++) {
+            paramd__exchange *e = &exchanges[i];
+            if (e->done)
+                continue;
+            int result = take_frames(e->client, e->pending, e->count, &e->answered, &e->needed,
+                                     why, sizeof why);
+            if (result != PARAMD_OK) {
+                exchange_end(e, result, why);
+            } else if (e->answered == e->count) {
+                if (e->written < e->size) /* replies without their requests: a confused server */
+                    exchange_end(e, PARAMD_E_BAD_FRAME,
+                                 "the server answered requests it was not sent yet");
+                e->done = true;
+            } else {
+                active[waiting++] = i;
+            }
+        }
+        if (waiting == 0)
+            break;
+        int wait = remaining_ms(deadline);
+        if (wait == 0) {
+            for (size_t k = 0; k < waiting; k++) {
+                paramd__exchange *e = &exchanges[active[k]];
+                snprintf(why, sizeof why,
+                         "no reply from %s:%d in time (%zu of %zu requests answered, timeout "
+                         "%d ms)",
+                         e->client->host, e->client->port, e->answered, e->count,
+                         e->client->timeout_ms);
+                exchange_end(e, PARAMD_E_TIMEOUT, why);
+            }
+            break;
+        }
+        for (size_t k = 0; k < waiting; k++) {
+            const paramd__exchange *e = &exchanges[active[k]];
+            events[k] = (struct pollfd){.fd = e->client->fd, .events = POLLIN};
+            if (e->written < e->size)
+                events[k].events |= POLLOUT;
+        }
+        int ready = poll(events, (nfds_t)waiting, wait);
+        if (ready < 0 && errno != EINTR) {
+            snprintf(why, sizeof why, "poll: %s", strerror(errno));
+            for (size_t k = 0; k < waiting; k++)
+                exchange_end(&exchanges[active[k]], PARAMD_E_CONNECTION, why);
+            break;
+        }
+        for (size_t k = 0; ready > 0 && k < waiting; k++) {
+            if (events[k].revents == 0)
+                continue;
+            paramd__exchange *e = &exchanges[active[k]];
+            int result = exchange_io(e, events[k].revents, why, sizeof why);
+            if (result != PARAMD_OK)
+                exchange_end(e, result, why);
+        }
+    }
+    if (events != small)
+        free(events);
+    free(active);
+    for (size_t i = 0; i < count; i++)
+        if (exchanges[i].result != PARAMD_OK)
+            return exchanges[i].result;
+    return PARAMD_OK;
+}
+
 int paramd__wire_exchange(paramd_client *client, const uint8_t *out, size_t size,
                           paramd__pending *pending, size_t count, int64_t deadline)
 {
-    char why[PARAMD__MESSAGE_SIZE];
-    if (client->fd < 0)
-        return exchange_failed(client, pending, count, PARAMD_E_CONNECTION, "not connected");
-    size_t written = 0, answered = 0, needed = 0;
-    for (;;) {
-        int result = take_frames(client, pending, count, &answered, &needed, why, sizeof why);
-        if (result != PARAMD_OK)
-            return exchange_failed(client, pending, count, result, why);
-        if (answered == count) {
-            if (written < size) /* replies without their requests: the server is confused */
-                return exchange_failed(client, pending, count, PARAMD_E_BAD_FRAME,
-                                       "the server answered requests it was not sent yet");
-            return PARAMD_OK;
-        }
-        int wait = remaining_ms(deadline);
-        if (wait == 0) {
-            snprintf(why, sizeof why,
-                     "no reply from %s:%d in time (%zu of %zu requests answered, timeout %d ms)",
-                     client->host, client->port, answered, count, client->timeout_ms);
-            return exchange_failed(client, pending, count, PARAMD_E_TIMEOUT, why);
-        }
-        struct pollfd events = {.fd = client->fd, .events = POLLIN};
-        if (written < size)
-            events.events |= POLLOUT;
-        int ready = poll(&events, 1, wait);
-        if (ready < 0 && errno != EINTR) {
-            snprintf(why, sizeof why, "poll: %s", strerror(errno));
-            return exchange_failed(client, pending, count, PARAMD_E_CONNECTION, why);
-        }
-        if (ready <= 0)
-            continue;
-        if ((events.revents & POLLOUT) && written < size) {
-            ssize_t n = send(client->fd, out + written, size - written, MSG_NOSIGNAL);
-            if (n > 0) {
-                written += (size_t)n;
-            } else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                snprintf(why, sizeof why, "send to %s:%d: %s (%zu of %zu requests answered)",
-                         client->host, client->port, strerror(errno), answered, count);
-                return exchange_failed(client, pending, count, PARAMD_E_CONNECTION, why);
-            }
-        }
-        if (events.revents & (POLLIN | POLLHUP | POLLERR)) {
-            if (!make_room(client, needed))
-                return exchange_failed(client, pending, count, PARAMD_E_NO_MEMORY,
-                                       "out of memory for a reply");
-            ssize_t n = recv(client->fd, client->input + client->input_end,
-                             client->input_capacity - client->input_end, 0);
-            if (n > 0) {
-                client->input_end += (size_t)n;
-            } else if (n == 0) {
-                snprintf(why, sizeof why,
-                         "%s:%d closed the connection (%zu of %zu requests answered)",
-                         client->host, client->port, answered, count);
-                return exchange_failed(client, pending, count, PARAMD_E_CONNECTION, why);
-            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                snprintf(why, sizeof why, "recv from %s:%d: %s (%zu of %zu requests answered)",
-                         client->host, client->port, strerror(errno), answered, count);
-                return exchange_failed(client, pending, count, PARAMD_E_CONNECTION, why);
-            }
-        }
-    }
+    paramd__exchange exchange = {.client = client, .out = out, .size = size, .pending = pending,
+                                 .count = count};
+    return paramd__wire_exchange_many(&exchange, 1, deadline);
 }
 
 int paramd__wire_call(paramd_client *client, paramd__encode_fn encode, const void *context,

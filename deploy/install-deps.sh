@@ -1,11 +1,14 @@
 #!/bin/sh
 # install-deps.sh - install the Debian packages paramd needs to build and test.
 #
-# Usage: deploy/install-deps.sh [--check] [--goldens] [--fuzz]
+# Usage: deploy/install-deps.sh [--check] [--goldens] [--fuzz] [--demo]
 #   --check    only report missing packages; exit 1 if any are missing.
-#   --goldens  also install python3-torch and python3-numpy, which are needed
-#              only to regenerate the PyTorch golden files under tests/.
+#   --goldens  also install python3-torch and python3-numpy, which the tests
+#              need anyway (the Python client's), to regenerate the PyTorch
+#              golden files under tests/.
 #   --fuzz     also install clang and its libFuzzer runtime, for `make fuzz`.
+#   --demo     also install python3-sklearn (the digits data set) and
+#              python3-matplotlib, for `make demo` (examples/).
 #
 # The script is idempotent: packages already installed are left alone, and
 # apt-get runs only when something is missing.  It must run as root to install
@@ -14,12 +17,14 @@
 set -eu
 
 BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libopenblas-dev liblapacke-dev libuv1-dev zlib1g-dev check libcurl4-openssl-dev"
+# The Python client needs numpy; its RemoteOptimizer tests need torch.
 # prometheus (a real server scraping /metrics, and its promtool linter) and
 # chromium (headless, loading the dashboard) are for the integration tests;
 # fonts-dejavu-core gives the dashboard screenshot its text.
-TEST_PACKAGES="python3 curl prometheus chromium fonts-dejavu-core"
+TEST_PACKAGES="python3 curl python3-numpy python3-torch prometheus chromium fonts-dejavu-core"
 GOLDEN_PACKAGES="python3-torch python3-numpy"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
+DEMO_PACKAGES="python3-sklearn python3-matplotlib"
 
 check_only=0
 packages="$BUILD_PACKAGES $TEST_PACKAGES"
@@ -28,7 +33,8 @@ for argument in "$@"; do
         --check) check_only=1 ;;
         --goldens) packages="$packages $GOLDEN_PACKAGES" ;;
         --fuzz) packages="$packages $FUZZ_PACKAGES" ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --demo) packages="$packages $DEMO_PACKAGES" ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "install-deps.sh: unknown option '$argument'" >&2; exit 2 ;;
     esac
 done

@@ -561,10 +561,15 @@ static int push_locked(paramd__server *server, paramd__model *model, paramd__ten
                 extra->accumulated_count = 0;
             }
         }
-        /* 6: the optimizer step. */
+        /* 6: the optimizer step, which also writes the reply's weights as
+         * it goes (while they are in cache; see paramd__step_arrays).  A
+         * stage that changes the weights after the step must copy them
+         * itself instead. */
+        bool copied = false;
         if (step) {
             paramd__step_arrays arrays = paramd__tensor_step_arrays(tensor, grad);
             arrays.scratch = step_scratch;
+            arrays.weights_out = items[i].weights;
             if (sample->active)
                 paramd__stats_sample_before_step(sample, tensor);
             tensor->step++;
@@ -572,8 +577,9 @@ static int push_locked(paramd__server *server, paramd__model *model, paramd__ten
             if (sample->active)
                 paramd__stats_sample_after_step(sample, model, tensor);
             stepped = true;
+            copied = items[i].weights != NULL;
         }
-        if (items[i].weights)
+        if (items[i].weights && !copied)
             memcpy(items[i].weights, tensor->values, tensor->count * sizeof(float));
         pthread_mutex_unlock(&tensor->lock);
     }

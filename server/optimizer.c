@@ -287,12 +287,26 @@ typedef struct step_job {
     paramd__step_kernel kernel;
     const paramd__step_scalars *scalars;
     const paramd__step_arrays *arrays;
+    float *weights_out; /* copy each block here once updated, or NULL */
 } step_job;
+
+/* Blocks small enough that a block's weights are still in L1/L2 when they
+ * are copied out (a multiple of 16 floats, so blocks stay 64-byte aligned). */
+#define COPY_BLOCK 4096
 
 static void run_step_range(void *context, size_t begin, size_t end)
 {
     const step_job *job = context;
-    job->kernel(job->scalars, job->arrays, begin, end);
+    if (job->weights_out == NULL) {
+        job->kernel(job->scalars, job->arrays, begin, end);
+        return;
+    }
+    for (size_t block = begin; block < end; block += COPY_BLOCK) {
+        size_t stop = end - block > COPY_BLOCK ? block + COPY_BLOCK : end;
+        job->kernel(job->scalars, job->arrays, block, stop);
+        memcpy(job->weights_out + block, job->arrays->param + block,
+               (stop - block) * sizeof(float));
+    }
 }
 
 /* The common regularisation around an optimizer's own step: decoupled
@@ -329,6 +343,7 @@ static void plan_regularisation(const paramd__optimizer_config *config, regulari
 typedef struct weights_job {
     float *param;
     float value; /* the decay factor or the L1 threshold */
+    float *weights_out; /* L1: copy the result here too, or NULL */
 } weights_job;
 
 PARAMD__FAST_KERNEL
@@ -353,6 +368,8 @@ static void soft_threshold_range(void *context, size_t begin, size_t end)
         float shrunk = p > threshold ? p - threshold : 0.0f;
         param[i] = p < -threshold ? p + threshold : shrunk;
     }
+    if (job->weights_out)
+        memcpy(job->weights_out + begin, param + begin, (end - begin) * sizeof(float));
 }
 
 /* Runs a tensor-wise step, allocating its scratch when the caller gave
@@ -388,21 +405,29 @@ void paramd__optimizer_step(const paramd__optimizer_config *config, uint64_t ste
     /* Chunks start on 64-byte boundaries (16 floats) so each thread's vector
      * loop begins aligned when the arrays are. */
     if (plan.decay_factor != 1.0f) {
-        weights_job decay = {arrays->param, plan.decay_factor};
+        weights_job decay = {arrays->param, plan.decay_factor, NULL};
         paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, decay_range, &decay);
     }
+    /* The copy out goes with the last pass over the weights. */
+    bool l1 = plan.l1_threshold > 0.0f;
+    bool copied = false;
     if (config->type->tensor_step) {
         run_tensor_step(&plan.kernel_config, step, arrays, count, false);
     } else {
         paramd__step_scalars scalars;
         config->type->prepare(&plan.kernel_config, step, &scalars);
-        step_job job = {config->type->kernel, &scalars, arrays};
+        step_job job = {config->type->kernel, &scalars, arrays, l1 ? NULL : arrays->weights_out};
         paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, run_step_range, &job);
+        copied = job.weights_out != NULL;
     }
-    if (plan.l1_threshold > 0.0f) {
-        weights_job l1 = {arrays->param, plan.l1_threshold};
-        paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, soft_threshold_range, &l1);
+    if (l1) {
+        weights_job threshold = {arrays->param, plan.l1_threshold, arrays->weights_out};
+        paramd__parallel_for(count, 16, PARAMD__PARALLEL_STEP_MINIMUM, soft_threshold_range,
+                             &threshold);
+        copied = arrays->weights_out != NULL;
     }
+    if (arrays->weights_out && !copied) /* tensor-wise steps: their own passes */
+        memcpy(arrays->weights_out, arrays->param, count * sizeof(float));
 }
 
 void paramd__optimizer_step_reference(const paramd__optimizer_config *config, uint64_t step,

@@ -116,6 +116,11 @@ typedef struct paramd__step_arrays {
      * caller so that a push can allocate everything before it changes
      * anything.  NULL: paramd__optimizer_step allocates it (tests, bench). */
     void *scratch;
+    /* When not NULL, paramd__optimizer_step also copies the resulting
+     * weights here (count floats), block by block while they are still in
+     * cache, instead of the caller reading them back afterwards: the reply
+     * of a PUSHPULL without a second pass over memory. */
+    float *weights_out;
 } paramd__step_arrays;
 
 /* Updates elements [begin, end) of the arrays.  Must touch nothing else, so

@@ -19,7 +19,9 @@
  * guide.
  *
  * Handles.  A paramd_client is one TCP connection and its state: the
- * connection, the last error, and a cache of model and tensor ids.  As with
+ * connection, the last error, and a cache of model and tensor ids (a
+ * handle opened from a shard map holds one of each per shard: see
+ * "Sharded handles" below).  As with
  * hiredis, paramd_connect returns a handle even when the connection failed
  * (NULL only when the handle itself cannot be allocated), so that the error
  * message can be read; every handle is released with paramd_close.  A
@@ -98,6 +100,8 @@ typedef struct paramd_config {
     const char *token;        /* HELLO's bearer token; NULL: none */
     const char *client_name;  /* HELLO's client name, for the server's logs; NULL: "libparamd VERSION" */
     uint32_t max_reply_bytes; /* largest reply payload accepted; 0: any (up to 4 GiB) */
+    const char *shard_map;    /* a shard map file: one handle for every shard in it (see
+                                 "Sharded handles" below); host and port must then be unset */
 } paramd_config;
 
 /* Connects to host:port and says HELLO, in at most timeout_ms (which is
@@ -135,6 +139,82 @@ PARAMD_EXPORT const char *paramd_server_name(const paramd_client *client);
 
 /* Frees memory the library returned (JSON documents). */
 PARAMD_EXPORT void paramd_free(void *pointer);
+
+/* ---------------------------------------------------------------------------
+ * Sharded handles
+ *
+ * A parameter service of several paramd shards (paramd --shard-map FILE
+ * --shard-id I; deploy/local-cluster.sh) is described by a shard map file
+ * (proto/shard_map.h).  A handle opened from that file connects to every
+ * shard and takes the same calls as a handle of one server: it routes
+ * each tensor, or each shard's range of a split tensor, to the shard that
+ * holds it, sends to all the shards a call concerns at once and waits for
+ * them together (one poll over every socket), and puts their replies back
+ * together in the caller's arrays.  docs/CLIENT.md, "Sharded clients", is
+ * the guide; in short:
+ *
+ *   - Placement is learnt, not computed: the first call that names a model
+ *     asks every shard what it holds (LOOKUP) and how it is configured
+ *     (its description: shard-map version, clipping, nonfinite policy).  A
+ *     tensor listed by several shards is split, in the ranges of
+ *     proto/shard_map.h.  The model is learnt again after any shard
+ *     reconnects.
+ *   - paramd_create_model creates the model on every shard (each keeps its
+ *     part); when one refuses, the model is deleted again from the shards
+ *     that created it, and the error names the shard.  paramd_delete_model
+ *     deletes it wherever it is.  Describe and stats return merged
+ *     documents with every shard's own inside ("shards"); list merges the
+ *     shards' lists.
+ *   - Pushes carry the global gradient norm: when a model held by several
+ *     shards clips by total norm and the caller gives no grad_norm, the
+ *     library computes the norm of all the push's gradients, exactly as one
+ *     server would, and sends it to every shard.
+ *   - Steps: each shard counts its own.  result->step (and a pull's *step)
+ *     is the smallest step among the shards the call reached.  With
+ *     options->has_version, each shard is sent the step it reported with
+ *     the weights it last returned to this handle for the model (options->
+ *     version only where none is known yet): paramd_shard_steps shows them.
+ *   - Errors name the shard and its address ("shard 1 (127.0.0.1:8481):
+ *     ...").  A push that some shards applied and one refused says which
+ *     applied it.  A shard whose shard-map version differs from the file's
+ *     makes the library read the file again once; if the versions still
+ *     differ, calls fail with not_owner and a message naming both versions.
+ *     A shard that is down fails the calls that need it with
+ *     connect_failed, and the first call after it is back reconnects.
+ * ------------------------------------------------------------------------- */
+
+/* Opens a handle for every shard of the shard map file at `path`, with
+ * timeout_ms as paramd_connect takes it.  Returns the handle, connected or
+ * not (as paramd_connect); *error receives the first shard's failure, or
+ * PARAMD_OK. */
+PARAMD_EXPORT paramd_client *paramd_connect_shard_map(const char *path, int timeout_ms,
+                                                      int *error);
+
+/* The number of shards of a sharded handle; 0 for a handle of one server. */
+PARAMD_EXPORT int paramd_shard_count(const paramd_client *client);
+
+/* The version of the shard map a sharded handle uses (0 for one server). */
+PARAMD_EXPORT uint64_t paramd_shard_map_version(const paramd_client *client);
+
+/* The handle a sharded handle uses for shard `shard` (0 to count - 1), an
+ * ordinary handle of that one server: for what concerns one shard only,
+ * such as creating a model again on a shard that was restarted empty.  It
+ * belongs to the sharded handle: never close it; it is valid until the
+ * sharded handle is closed or its map is reloaded.  NULL for a bad
+ * argument. */
+PARAMD_EXPORT paramd_client *paramd_shard_client(paramd_client *client, int shard);
+
+/* steps[i], for each shard i (count at least paramd_shard_count): the step
+ * shard i reported with the weights this handle last received from it for
+ * the model, or PARAMD_STEP_UNKNOWN. */
+#define PARAMD_STEP_UNKNOWN UINT64_MAX
+PARAMD_EXPORT int paramd_shard_steps(paramd_client *client, const char *model, uint64_t *steps,
+                                     size_t count);
+
+/* Reads the handle's shard map file again; when its version changed, the
+ * handle reconnects to the new map's shards and forgets every placement.
+ * PARAMD_OK, or the file's error. */
+PARAMD_EXPORT int paramd_reload_shard_map(paramd_client *client);
 
 /* ---------------------------------------------------------------------------
  * Models (JSON documents, as the HTTP API has them: docs/API.md)

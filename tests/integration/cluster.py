@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import threading
+import unittest
 
 from harness import Server, b64_floats, floats_from_b64
 
@@ -104,6 +105,32 @@ class Cluster:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class ClusterTestCase(unittest.TestCase):
+    """Starts a cluster of SHARDS shards (self.cluster) and one single
+    server (self.single) per test class, to compare them; checks at the end
+    that every server exits cleanly."""
+
+    SHARDS = 3
+    SPLIT_THRESHOLD = 64
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.cluster = Cluster(cls.SHARDS, split_threshold=cls.SPLIT_THRESHOLD)
+        cls.single = Server()
+
+    @classmethod
+    def tearDownClass(cls):
+        statuses = cls.cluster.stop() + [cls.single.stop()]
+        if any(status != 0 for status in statuses):
+            raise AssertionError("a server exited with %r" % statuses)
+        super().tearDownClass()
+
+    def name(self, suffix=""):
+        """A model name unique to the running test."""
+        return (self.id().split(".")[-1] + suffix)[:128]
 
 
 class ShardError(Exception):

@@ -2,6 +2,7 @@
 """Shared base class and assertions for the HTTP integration tests."""
 
 import re
+import threading
 import unittest
 
 from harness import Server, f32
@@ -119,3 +120,26 @@ def tensor_summary(description):
     fields the contract fixes; the server may add more, e.g. "numel")."""
     return [{"name": t["name"], "shape": t["shape"], "step": t["step"]} for t in description["tensors"]]
 
+
+
+def run_concurrently(calls, timeout=120):
+    """Runs each callable in its own thread and waits for all of them;
+    returns what went wrong: the exceptions raised, and any value a call
+    returned other than None (a call reports a problem by returning it)."""
+    failures = []
+
+    def run(call):
+        try:
+            outcome = call()
+            if outcome is not None:
+                failures.append(outcome)
+        except Exception as failure:   # the caller asserts on failures
+            failures.append(failure)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    failures += ["a thread still ran after %g s" % timeout for t in threads if t.is_alive()]
+    return failures

@@ -275,19 +275,14 @@ class ConsistencyTests(ServerTestCase):
         deadline = time.monotonic() + 10
         while self.describe(name)["consistency"]["waiting"] != 1 and time.monotonic() < deadline:
             time.sleep(0.02)
-        # w0's new push must reach the server before w1's: were w1's first,
-        # it would complete the step with w0's old push.  The old push is
-        # answered (503) as soon as the new one takes its place.
-        replies = [None, None]
-
-        def second():
-            replies[0] = self.http_push(name, "w0", [2, 2, 2, 2])
-
-        replacing = threading.Thread(target=second)
-        replacing.start()
-        thread.join(30)
-        replies[1] = self.http_push(name, "w1", [4, 4, 4, 4])
-        replacing.join(30)
+        def once_the_old_push_is_answered():
+            # The old push is answered (503) when the new one has taken its
+            # place; a w1 push before that would complete the step with the
+            # old gradient, and leave the new push waiting for the next step.
+            thread.join(30)
+            return self.http_push(name, "w1", [4, 4, 4, 4])
+        replies = self.in_threads([lambda: self.http_push(name, "w0", [2, 2, 2, 2]),
+                                   once_the_old_push_is_answered])
         self.assertEqual([r["step"] for r in replies], [1, 1])
         status, parsed = result["first"]
         self.assertEqual(status, 503)

@@ -23,8 +23,9 @@ import threading
 import time
 import unittest
 
-from cluster import Cluster, Router, ShardError, StaleShardMap, write_shard_map
-from harness import Server, b64_floats, floats_from_b64
+from cluster import (Cluster, ClusterTestCase, Router, ShardError, StaleShardMap,
+                     write_shard_map)
+from harness import b64_floats, floats_from_b64
 from test_tcp import Connection
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -89,24 +90,11 @@ def global_norm(grads):
     return math.sqrt(sum(float(v) * float(v) for values in grads.values() for v in values))
 
 
-class ShardingTests(unittest.TestCase):
-
-    @classmethod
-    def setUpClass(cls):
-        cls.cluster = Cluster(3, split_threshold=SPLIT_THRESHOLD)
-        cls.single = Server()
-
-    @classmethod
-    def tearDownClass(cls):
-        statuses = cls.cluster.stop() + [cls.single.stop()]
-        if any(status != 0 for status in statuses):
-            raise AssertionError("a server exited with %r" % statuses)
+class ShardingTests(ClusterTestCase):
+    SPLIT_THRESHOLD = SPLIT_THRESHOLD
 
     def router(self):
         return Router(self.cluster.shard_map, self.cluster.servers)
-
-    def name(self, suffix=""):
-        return (self.id().split(".")[-1] + suffix)[:128]
 
     def create_both(self, name, body):
         router = self.router()

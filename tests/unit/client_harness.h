@@ -61,9 +61,11 @@ static __attribute__((unused)) void harness_sleep_ms(int ms)
 }
 
 /* Starts paramd on tcp_port (0: a free port) in server->dir (made on the
- * first start and kept across restarts).  Returns 0, or -1 with a message
- * on stderr. */
-static __attribute__((unused)) int server_start(test_server *server, int tcp_port)
+ * first start and kept across restarts), with the options in `extra`
+ * (NULL-terminated; NULL for none) after the usual ones.  Returns 0, or -1
+ * with a message on stderr. */
+static __attribute__((unused)) int server_start_with(test_server *server, int tcp_port,
+                                                     const char *const *extra)
 {
     if (server->dir[0] == '\0') {
         snprintf(server->dir, sizeof server->dir, "/tmp/paramd-client-test-XXXXXX");
@@ -95,8 +97,11 @@ static __attribute__((unused)) int server_start(test_server *server, int tcp_por
             dup2(null, STDOUT_FILENO);
             close(null);
         }
-        execl(binary, binary, "--http", "127.0.0.1:0", "--tcp", tcp, "--data-dir", server->dir,
-              (char *)NULL);
+        const char *arguments[32] = {binary, "--http", "127.0.0.1:0", "--tcp", tcp, "--data-dir",
+                                     server->dir};
+        for (int i = 0; extra && extra[i] && i < 24; i++)
+            arguments[7 + i] = extra[i];
+        execv(binary, (char *const *)arguments);
         _exit(127);
     }
     server->pid = pid;
@@ -129,6 +134,12 @@ static __attribute__((unused)) int server_start(test_server *server, int tcp_por
     waitpid(pid, NULL, 0);
     server->pid = 0;
     return -1;
+}
+
+/* Starts paramd on tcp_port (0: a free port); see server_start_with. */
+static __attribute__((unused)) int server_start(test_server *server, int tcp_port)
+{
+    return server_start_with(server, tcp_port, NULL);
 }
 
 /* SIGSTOP, and wait until every thread of the process has stopped (kill

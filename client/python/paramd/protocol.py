@@ -31,7 +31,7 @@ DTYPE_NAMES = {FLOAT32: "float32", FLOAT16: "float16", BFLOAT16: "bfloat16"}
 DTYPE_CODES = {name: code for code, name in DTYPE_NAMES.items()}
 
 PUSH_HAS_LOSS, PUSH_HAS_GRAD_NORM, PUSH_HAS_VERSION = 1, 2, 4
-PUSH_SKIPPED, PUSH_ACCUMULATED, PUSH_DROPPED = 1, 2, 4
+PUSH_SKIPPED, PUSH_ACCUMULATED, PUSH_DROPPED, PUSH_EVALUATE = 1, 2, 4, 8
 
 Header = collections.namedtuple("Header", "version opcode length request_id")
 Item = collections.namedtuple("Item", "tensor_id dtype offset count data")
@@ -99,17 +99,36 @@ def _item_bytes(entry, with_data=True):
 
 def encode_push(request_id, model_id, items, loss=None, grad_norm=None, worker="",
                 with_weights=True, version=None):
+    return b"".join(encode_push_parts(request_id, model_id, items, loss, grad_norm, worker,
+                                      with_weights, version))
+
+
+def encode_push_parts(request_id, model_id, items, loss=None, grad_norm=None, worker="",
+                      with_weights=True, version=None):
+    """encode_push as a list of buffers to write in order, without copying
+    the items' data: each item's `data` may be any bytes-like object (a
+    contiguous numpy array), and goes out as it is."""
     flags = (PUSH_HAS_LOSS if loss is not None else 0) | \
             (PUSH_HAS_GRAD_NORM if grad_norm is not None else 0) | \
             (PUSH_HAS_VERSION if version is not None else 0)
-    payload = struct.pack("<IIIIddQ", model_id, len(items), flags, 0,
-                          loss if loss is not None else math.nan,
-                          grad_norm if grad_norm is not None else math.nan,
-                          version if version is not None else 0)
-    payload += _string(worker)
+    head = struct.pack("<IIIIddQ", model_id, len(items), flags, 0,
+                       loss if loss is not None else math.nan,
+                       grad_norm if grad_norm is not None else math.nan,
+                       version if version is not None else 0)
+    parts = [None, head + _string(worker)]
+    length = len(parts[1])
     for entry in items:
-        payload += _item_bytes(entry)
-    return frame(PUSHPULL if with_weights else PUSH, request_id, payload)
+        data = memoryview(entry.data).cast("B")
+        parts.append(struct.pack("<IBBHQQ", entry.tensor_id, entry.dtype, 0, 0, entry.offset,
+                                 entry.count))
+        parts.append(data)
+        pad = padded(len(data)) - len(data)
+        if pad:
+            parts.append(b"\0" * pad)
+        length += 24 + len(data) + pad
+    parts[0] = struct.pack("<2sBBIQ", MAGIC, VERSION, PUSHPULL if with_weights else PUSH,
+                           length, request_id)
+    return parts
 
 
 def encode_pull(request_id, model_id, ranges):
@@ -158,13 +177,14 @@ class _Reader:
     def skip_padding(self, what):
         self.take(padded(self.position) - self.position, what)
 
-    def items(self, count, with_data=True):
+    def items(self, count, with_data=True, copy=True):
         result = []
         for _ in range(count):
             tensor_id, dtype, _, _, offset, n = self.unpack("<IBBHQQ", "an item")
             data = b""
             if with_data:
-                data = bytes(self.take(n * DTYPE_SIZES.get(dtype, 0), "item data"))
+                data = self.take(n * DTYPE_SIZES.get(dtype, 0), "item data")
+                data = bytes(data) if copy else data
                 self.skip_padding("item data")
             result.append(Item(tensor_id, dtype, offset, n, data))
         return result
@@ -193,19 +213,20 @@ def decode_lookup_reply(payload):
     return {"model_id": model_id, "step": step, "tensors": tensors}
 
 
-def decode_push_reply(payload):
+def decode_push_reply(payload, copy=True):
+    """copy=False leaves each item's data a memoryview of `payload`."""
     r = _Reader(payload)
     step, lr, grad_norm, loss_scale, flags, count = r.unpack("<QdddII", "PUSH reply")
     return {"step": step, "lr": lr, "grad_norm": grad_norm, "loss_scale": loss_scale,
             "skipped": bool(flags & PUSH_SKIPPED), "accumulated": bool(flags & PUSH_ACCUMULATED),
-            "dropped": bool(flags & PUSH_DROPPED),
-            "items": r.items(count)}
+            "dropped": bool(flags & PUSH_DROPPED), "evaluate": bool(flags & PUSH_EVALUATE),
+            "items": r.items(count, copy=copy)}
 
 
-def decode_pull_reply(payload):
+def decode_pull_reply(payload, copy=True):
     r = _Reader(payload)
     step, count, _ = r.unpack("<QII", "PULL reply")
-    return {"step": step, "items": r.items(count)}
+    return {"step": step, "items": r.items(count, copy=copy)}
 
 
 def decode_json_reply(payload):
