@@ -338,6 +338,58 @@ class RemoteOptimizerTests(unittest.TestCase):
                                     "%s step %d: %s vs %s" % (line_search, step, p, q))
             self.assertLess(float(((remote_model(x) - y) ** 2).mean()), 0.01)
 
+    def test_sam_closure_steps_follow_the_reference(self):
+        """RemoteOptimizer with SAM around SGD-with-momentum against the
+        reference implementation's two-step procedure (davda54/sam) run
+        locally on torch.optim.SGD: the same closure calls (two per step) and
+        the same weights (to float32 noise: the perturbation's norm is summed
+        in another order)."""
+        generator = torch.Generator().manual_seed(11)
+        x, y = torch.randn(24, 6, generator=generator), torch.randn(24, 2, generator=generator)
+        for adaptive in (False, True):
+            torch.manual_seed(5)
+            local = torch.nn.Linear(6, 2)
+            torch.manual_seed(5)
+            remote_model = torch.nn.Linear(6, 2)
+            base = torch.optim.SGD(local.parameters(), lr=0.1, momentum=0.9)
+            remote = self.remote(remote_model, self.name("_%s" % adaptive),
+                                 {"name": "SAM", "rho": 0.05, "adaptive": adaptive,
+                                  "base": {"name": "SGD", "lr": 0.1, "momentum": 0.9}})
+            calls = {"local": 0, "remote": 0}
+
+            def closure_for(model, zero, key):
+                def closure():
+                    calls[key] += 1
+                    zero()
+                    loss = ((model(x) - y) ** 2).mean()
+                    loss.backward()
+                    return loss
+                return closure
+
+            params = list(local.parameters())
+            for step in range(5):
+                # The reference: first_step, closure, second_step.
+                closure = closure_for(local, base.zero_grad, "local")
+                closure()
+                with torch.no_grad():
+                    norm = torch.norm(torch.stack([((p.abs() if adaptive else 1.0) * p.grad)
+                                                   .norm(p=2) for p in params]), p=2)
+                    scale = 0.05 / (norm + 1e-12)
+                    old = [p.data.clone() for p in params]
+                    for p in params:
+                        p.add_((torch.pow(p, 2) if adaptive else 1.0) * p.grad * scale)
+                closure()
+                with torch.no_grad():
+                    for p, o in zip(params, old):
+                        p.data = o
+                base.step()
+                remote.step(closure_for(remote_model, remote.zero_grad, "remote"))
+                self.assertEqual(calls["local"], calls["remote"])
+                for p, q in zip(local.parameters(), remote_model.parameters()):
+                    self.assertTrue(torch.allclose(p, q, rtol=1e-5, atol=1e-6),
+                                    "adaptive=%s step %d: %s vs %s" % (adaptive, step, p, q))
+            self.assertEqual(calls["remote"], 10)
+
 
 if __name__ == "__main__":
     unittest.main()

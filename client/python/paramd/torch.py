@@ -96,7 +96,8 @@ class RemoteOptimizer(torch.optim.Optimizer):
     # Optimizers whose step needs the closure several times register a
     # method here: name -> method (self, closure) -> loss.  LBFGS is one
     # (below); SAM's two phases would be another.
-    _closure_steps = {"LBFGS": lambda self, closure: self._lbfgs_step(closure)}
+    _closure_steps = {"LBFGS": lambda self, closure: self._lbfgs_step(closure),
+                      "SAM": lambda self, closure: self._sam_step(closure)}
 
     def __init__(self, params, *, address=None, shard_map=None, http=None, client=None,
                  model, optimizer, schedule=None, clip=None, consistency=None, worker=None,
@@ -212,7 +213,7 @@ class RemoteOptimizer(torch.optim.Optimizer):
                 parameter = self._by_name[name]
                 parameter.copy_(_weights_tensor(values).view(parameter.shape))
 
-    def push(self, loss=None):
+    def push(self, loss=None, grad_norm=None):
         """Pushes the parameters' gradients (those that have one) and writes
         the weights the server returns; returns the PushResult, or None when
         no parameter has a gradient."""
@@ -220,7 +221,8 @@ class RemoteOptimizer(torch.optim.Optimizer):
         if not grads:
             return None
         result = self.client.pushpull(self.model, grads, loss=None if loss is None else float(loss),
-                                      worker=self.worker, version=AUTO, dtype=wire)
+                                      grad_norm=grad_norm, worker=self.worker, version=AUTO,
+                                      dtype=wire)
         self._write(result.weights)
         self.last_result = result
         for group, sets_lr in zip(self.param_groups, self._group_sets_lr):
@@ -266,6 +268,49 @@ class RemoteOptimizer(torch.optim.Optimizer):
             result = self.push(loss)
             if not result.evaluate:
                 return first
+
+    def _sam_step(self, closure):
+        """SAM's step as the reference implementation's (first_step, closure,
+        second_step), with the server holding the weights: the gradients at
+        the weights go up (the ascent push) and the server answers the
+        perturbed weights, written into the parameters; the closure is
+        evaluated there and its gradients go up (the descent push), and the
+        server answers the stepped weights.  The "momentum" variant is one
+        ordinary push per step (the reply is already perturbed).  Returns the
+        first closure call's loss."""
+        variant = self.optimizer_config.get("variant", "two_step")
+        if variant == "momentum":
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            self.push(loss)
+            return loss
+        if closure is None:
+            raise RuntimeError("SAM needs a closure that reevaluates the model and returns the "
+                               "loss: the step takes the gradient twice")
+        with torch.enable_grad():
+            loss = closure()
+        norm = None
+        if self.client.shard_count > 1:
+            # No shard sees the whole gradient: the norm goes with the push.
+            adaptive = bool(self.optimizer_config.get("adaptive", False))
+            squares = 0.0
+            for _, p in self._named:
+                if p.grad is not None:
+                    g = p.grad.detach().double()
+                    if adaptive:
+                        g = g * p.detach().double().abs()
+                    squares += float((g * g).sum())
+            norm = squares ** 0.5
+        result = self.push(loss, grad_norm=norm)
+        if result is None or not result.evaluate:
+            return loss
+        self.zero_grad()
+        with torch.enable_grad():
+            closure()
+        self.push()
+        return loss
 
     def pull(self):
         """Copies the server's current weights into the parameters."""
