@@ -132,6 +132,31 @@ class MetricsTests(ServerTestCase):
         self.assertEqual((status, error["error"]["code"]), (400, "bad_request"))
         self.assertEqual(self.request("GET", "/v1/models/nothere/stats")[0], 404)
 
+    def test_spectral_norm_estimate(self):
+        """/stats gives each 2-D tensor's largest singular value by power
+        iteration: numpy's np.linalg.norm(w, 2) to 1e-4."""
+        import numpy
+        generator = numpy.random.RandomState(3)
+        matrices = {"tall": generator.standard_normal((30, 8)),
+                    "wide": generator.standard_normal((5, 40)),
+                    "diagonal": numpy.diag([3.0, 2.0, 1.0])}
+        name = self.model_name()
+        self.create_model(name, {"optimizer": {"name": "SGD", "lr": 0.1},
+                                 "tensors": [{"name": n, "shape": list(m.shape),
+                                              "values": [float(v) for v in
+                                                         m.astype(numpy.float32).ravel()]}
+                                             for n, m in matrices.items()]
+                                 + [{"name": "vector", "shape": [4]}]})
+        status, _, stats, raw = self.request("GET", "/v1/models/%s/stats" % name)
+        self.assertEqual(status, 200, raw)
+        by_name = {t["name"]: t for t in stats["tensors"]}
+        for n, m in matrices.items():
+            expected = numpy.linalg.norm(m.astype(numpy.float32).astype(numpy.float64), 2)
+            self.assertAlmostEqual(by_name[n]["spectral_norm"] / expected, 1.0, delta=1e-4,
+                                   msg="%s: %r vs %r" % (n, by_name[n]["spectral_norm"], expected))
+            self.assertGreater(by_name[n]["spectral_norm_iterations"], 0)
+        self.assertNotIn("spectral_norm", by_name["vector"])
+
     def test_real_prometheus_scrapes_paramd(self):
         self.assertTrue(os.path.exists(PROMETHEUS), "prometheus is not installed (deploy/install-deps.sh)")
         name = self.model_name()
