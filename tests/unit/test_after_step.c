@@ -14,7 +14,6 @@
 #include "core.h"
 #include "json_api.h"
 
-#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -134,21 +133,7 @@ static void replay(const char *path)
 
 START_TEST(test_replays_torch)
 {
-    DIR *directory = opendir(AFTER_STEP_DIRECTORY);
-    ck_assert_msg(directory != NULL, "%s missing (run generate_after_step_goldens.py)",
-                  AFTER_STEP_DIRECTORY);
-    int cases = 0;
-    struct dirent *entry;
-    while ((entry = readdir(directory)) != NULL) {
-        size_t length = strlen(entry->d_name);
-        if (length < 6 || strcmp(entry->d_name + length - 5, ".json") != 0)
-            continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", AFTER_STEP_DIRECTORY, entry->d_name);
-        replay(path);
-        cases++;
-    }
-    closedir(directory);
+    int cases = paramd_test_for_each_golden(AFTER_STEP_DIRECTORY, "tests/conformance/generate_after_step_goldens.py", replay);
     ck_assert_int_ge(cases, 7);
 }
 END_TEST

@@ -19,7 +19,6 @@
 #include "json_api.h"
 #include "lbfgs.h"
 
-#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -67,11 +66,17 @@ static void check_close(const float *got, const json_t *want, size_t count, cons
     }
 }
 
+/* Goldens replayed with the strong Wolfe line search. */
+static int strong_wolfe_cases;
+
 static void replay(const char *path)
 {
     json_error_t json_error;
     json_t *golden = json_load_file(path, 0, &json_error);
     ck_assert_msg(golden != NULL, "%s: %s", path, json_error.text);
+    const char *search = json_string_value(
+        json_object_get(json_object_get(golden, "optimizer"), "line_search_fn"));
+    strong_wolfe_cases += search && strcmp(search, "strong_wolfe") == 0;
     const char *name = json_string_value(json_object_get(golden, "name"));
     json_t *body = json_pack("{s:O,s:O}", "optimizer", json_object_get(golden, "optimizer"),
                              "tensors", json_object_get(golden, "tensors"));
@@ -136,24 +141,11 @@ static void replay(const char *path)
 
 START_TEST(test_replays_torch)
 {
-    DIR *directory = opendir(LBFGS_DIRECTORY);
-    ck_assert_msg(directory != NULL, "%s missing (run generate_lbfgs_goldens.py)",
-                  LBFGS_DIRECTORY);
-    int cases = 0, strong_wolfe = 0;
-    struct dirent *entry;
-    while ((entry = readdir(directory)) != NULL) {
-        size_t length = strlen(entry->d_name);
-        if (length < 6 || strcmp(entry->d_name + length - 5, ".json") != 0)
-            continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", LBFGS_DIRECTORY, entry->d_name);
-        replay(path);
-        cases++;
-        strong_wolfe += strstr(entry->d_name, "strong_wolfe") != NULL;
-    }
-    closedir(directory);
+    strong_wolfe_cases = 0;
+    int cases = paramd_test_for_each_golden(LBFGS_DIRECTORY,
+                                            "tests/conformance/generate_lbfgs_goldens.py", replay);
     ck_assert_int_ge(cases, 6);
-    ck_assert_int_ge(strong_wolfe, 3);
+    ck_assert_int_ge(strong_wolfe_cases, 3);
 }
 END_TEST
 

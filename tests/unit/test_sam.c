@@ -14,7 +14,6 @@
 #include "core.h"
 #include "json_api.h"
 
-#include <dirent.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -133,20 +132,7 @@ static void replay(const char *path)
 
 START_TEST(test_replays_the_reference)
 {
-    DIR *directory = opendir(SAM_DIRECTORY);
-    ck_assert_msg(directory != NULL, "%s missing (run generate_sam_goldens.py)", SAM_DIRECTORY);
-    int cases = 0;
-    struct dirent *entry;
-    while ((entry = readdir(directory)) != NULL) {
-        size_t length = strlen(entry->d_name);
-        if (length < 6 || strcmp(entry->d_name + length - 5, ".json") != 0)
-            continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", SAM_DIRECTORY, entry->d_name);
-        replay(path);
-        cases++;
-    }
-    closedir(directory);
+    int cases = paramd_test_for_each_golden(SAM_DIRECTORY, "tests/conformance/generate_sam_goldens.py", replay);
     ck_assert_int_ge(cases, 3);
 }
 END_TEST

@@ -25,4 +25,31 @@
  * repository root). */
 #define PARAMD_TEST_DATA_DIR "tests"
 
+/* Calls replay(path) for every .json file of `directory` (a golden
+ * directory under tests/conformance) and returns how many there were; fails
+ * the test when the directory is missing, naming the script that writes it. */
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+
+static inline int paramd_test_for_each_golden(const char *directory, const char *generator,
+                                              void (*replay)(const char *path))
+{
+    DIR *listing = opendir(directory);
+    ck_assert_msg(listing != NULL, "%s missing (run %s)", directory, generator);
+    int cases = 0;
+    struct dirent *entry;
+    while ((entry = readdir(listing)) != NULL) {
+        size_t length = strlen(entry->d_name);
+        if (length < 6 || strcmp(entry->d_name + length - 5, ".json") != 0)
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", directory, entry->d_name);
+        replay(path);
+        cases++;
+    }
+    closedir(listing);
+    return cases;
+}
+
 #endif
