@@ -157,6 +157,28 @@ class MetricsTests(ServerTestCase):
             self.assertGreater(by_name[n]["spectral_norm_iterations"], 0)
         self.assertNotIn("spectral_norm", by_name["vector"])
 
+    def test_averaged_weights_over_http(self):
+        name = self.model_name()
+        self.create_model(name, {"optimizer": {"name": "SGD", "lr": 1.0},
+                                 "averaging": {"ema": {"decay": 0.5}},
+                                 "tensors": [{"name": "w", "shape": [2], "values": [1, 2]}]})
+        for grad in ([1, 1], [2, 2]):
+            status, _, _, raw = self.request("POST", "/v1/models/%s/push" % name,
+                                             {"grads": {"w": grad}})
+            self.assertEqual(status, 200, raw)
+        # w: [0, 1] then [-2, -1]; ema: [0, 1] then 0.5 * [0, 1] + 0.5 * [-2, -1].
+        status, _, body, raw = self.request("GET", "/v1/models/%s/weights?average=ema" % name)
+        self.assertEqual(status, 200, raw)
+        self.assertEqual(body["weights"]["w"], [-1.0, 0.0])
+        before = self.request("GET", "/v1/models/%s/weights" % name)[2]
+        status, _, body, _ = self.request("GET", "/v1/models/%s/weights?average=median" % name)
+        self.assertEqual(status, 400)
+        self.assertIn("average", body["error"]["message"])
+        status, _, body, _ = self.request("GET", "/v1/models/%s/weights?average=swa" % name)
+        self.assertEqual(status, 400)
+        self.assertIn("swa", body["error"]["message"])
+        self.assertEqual(self.request("GET", "/v1/models/%s/weights" % name)[2], before)
+
     def test_real_prometheus_scrapes_paramd(self):
         self.assertTrue(os.path.exists(PROMETHEUS), "prometheus is not installed (deploy/install-deps.sh)")
         name = self.model_name()
