@@ -15,9 +15,11 @@
 #                   sync and ssp; writes $(BUILD)/demo/modes.png and prints each mode's
 #                   test accuracy (installs python3-sklearn and python3-matplotlib)
 #   make goldens    regenerate the PyTorch golden files (needs python3-torch)
-#   make fuzz       fuzz the binary protocol's decoders with libFuzzer (clang) for
-#                   FUZZ_SECONDS (default 60); crashes land in tests/fuzz/crashes/,
-#                   which `make test` replays with the corpus
+#   make fuzz       run every libFuzzer target (clang; the binary frame decoders, the
+#                   model configuration, push and PATCH bodies, the shard map) for
+#                   FUZZ_SECONDS each (default 60); crashes land in
+#                   tests/fuzz/crashes/NAME/, which `make test` replays with the
+#                   corpus (docs/TESTING.md)
 #   make clean
 
 SANITIZE ?= 0
@@ -84,7 +86,7 @@ CLIENT_OUTPUTS = $(BUILD)/libparamd.a $(BUILD)/libparamd.so.0 $(BUILD)/libparamd
 DEPS_STAMP = build/.deps-installed
 
 .PHONY: all run test unit-test integration-test bench bench-checkpoint goldens deps clean fuzz \
-        fuzz-corpus install demo FORCE
+        fuzz-build fuzz-merge fuzz-corpus install demo FORCE
 all: $(BUILD)/paramd $(CLIENT_OUTPUTS)
 
 # Installs missing Debian packages once (again whenever the script changes).
@@ -218,28 +220,82 @@ goldens:
 	sh deploy/install-deps.sh --goldens
 	set -e; for script in tests/conformance/generate_*.py; do $(PYTHON) $$script; done
 
-# libFuzzer needs clang; deploy/install-deps.sh --fuzz installs it.
+# libFuzzer needs clang; deploy/install-deps.sh --fuzz installs it (and
+# libclang-rt-14-dev).  Every target (tests/fuzz/fuzz_NAME.c) is built with
+# clang, libFuzzer, ASan and UBSan into build/fuzz/fuzz_NAME; the server
+# objects the JSON targets link are compiled again the same way into
+# build/fuzz/obj/ (-fsanitize=fuzzer-no-link: coverage, no main).  `make
+# fuzz` runs each target for FUZZ_SECONDS (per target) on its committed
+# seeds (tests/fuzz/corpus/NAME/) plus what earlier runs found
+# (build/fuzz/corpus/NAME/, where new inputs go); a crash is written to
+# tests/fuzz/crashes/NAME/ and stops the run.  `make test` replays both
+# committed directories with the normal build (tests/unit/test_fuzz_*.c).
+# `make fuzz-merge` minimises what the runs found into the committed corpus.
 CLANG ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_FLAGS = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-             -Iinclude -Iproto
-build/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c proto/frame.c proto/errors.c
+FUZZ_OPTIONS ?=
+FUZZ_TARGETS = frame model_config push patch shard_map
+FUZZ_BUILD = build/fuzz
+FUZZ_SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fno-math-errno -pthread $(WARNINGS) \
+              -Iinclude -Iserver -Iproto $(FUZZ_SANITIZE) $(CFLAGS_DEPS)
+FUZZ_DEPS_STAMP = build/.deps-fuzz-installed
+FUZZ_SERVER_OBJECTS = $(SERVER_SOURCES:%.c=$(FUZZ_BUILD)/obj/%.o) \
+                      $(PROTO_SOURCES:%.c=$(FUZZ_BUILD)/obj/%.o)
+
+$(FUZZ_DEPS_STAMP): deploy/install-deps.sh | $(DEPS_STAMP)
 	@sh deploy/install-deps.sh --fuzz
+	@touch $@
+
+$(FUZZ_BUILD)/obj/%.o: %.c | $(FUZZ_DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_FLAGS) -o $@ $^
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
 
-fuzz: build/fuzz/fuzz_frame
-	@mkdir -p build/fuzz/corpus/frame tests/fuzz/crashes
-	build/fuzz/fuzz_frame -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=tests/fuzz/crashes/ \
-	    build/fuzz/corpus/frame tests/fuzz/corpus/frame
+$(FUZZ_BUILD)/obj/server/dashboard.o: server/dashboard/index.html
 
-# Rewrites the committed seed inputs from proto/frame.c's encoders.
+$(FUZZ_BUILD)/fuzz_frame: tests/fuzz/fuzz_frame.c $(FUZZ_BUILD)/obj/proto/frame.o \
+                          $(FUZZ_BUILD)/obj/proto/errors.o
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^
+
+$(FUZZ_BUILD)/fuzz_shard_map: tests/fuzz/fuzz_shard_map.c $(FUZZ_BUILD)/obj/proto/shard_map.o
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS_LIB)
+
+$(FUZZ_BUILD)/fuzz_model_config $(FUZZ_BUILD)/fuzz_push $(FUZZ_BUILD)/fuzz_patch: \
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz_server.h $(FUZZ_SERVER_OBJECTS)
+	$(CLANG) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_SERVER_OBJECTS) $(LIBS_SERVER)
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+fuzz: fuzz-build
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$target tests/fuzz/crashes/$$target; \
+	    echo "== fuzz $$target for $(FUZZ_SECONDS) s"; \
+	    $(FUZZ_BUILD)/fuzz_$$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+	        -print_final_stats=1 -artifact_prefix=tests/fuzz/crashes/$$target/ $(FUZZ_OPTIONS) \
+	        $(FUZZ_BUILD)/corpus/$$target tests/fuzz/corpus/$$target; \
+	done
+
+# Adds to tests/fuzz/corpus/NAME/ the inputs of build/fuzz/corpus/NAME/
+# that reach new coverage (libFuzzer's -merge=1), for committing.
+fuzz-merge: fuzz-build
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$target; \
+	    $(FUZZ_BUILD)/fuzz_$$target -merge=1 tests/fuzz/corpus/$$target \
+	        $(FUZZ_BUILD)/corpus/$$target; \
+	done
+
+# Rewrites the committed seed inputs: the binary frames from proto/frame.c's
+# encoders, the JSON targets' seeds from tests/fuzz/make_json_corpus.py.
 fuzz-corpus: tests/fuzz/make_corpus.c $(PROTO_OBJECTS)
 	@mkdir -p build/fuzz tests/fuzz/corpus/frame
 	$(CC) $(CFLAGS_ALL) -o build/fuzz/make_corpus tests/fuzz/make_corpus.c $(PROTO_OBJECTS)
 	build/fuzz/make_corpus tests/fuzz/corpus/frame
+	$(PYTHON) tests/fuzz/make_json_corpus.py tests/fuzz/corpus
 
 clean:
 	rm -rf build
 
 -include $(shell find $(BUILD)/obj $(BUILD)/obj-lib -name '*.d' 2>/dev/null)
+ifneq ($(filter fuzz%,$(MAKECMDGOALS)),)
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
+endif

@@ -2,53 +2,19 @@
  * test_fuzz_corpus.c - replays the fuzz corpus through the libFuzzer target
  * of the binary protocol (tests/fuzz/fuzz_frame.c) without libFuzzer: the
  * committed seeds (tests/fuzz/corpus/frame/) and every input that ever
- * crashed a decoder (tests/fuzz/crashes/, where `make fuzz` writes them).
- * Each input is handed over in a buffer of exactly its size, so under
- * `make test SANITIZE=1` an out-of-bounds read is an ASan error.
+ * crashed a decoder (tests/fuzz/crashes/frame/, where `make fuzz` writes
+ * them); see fuzz_replay.h.  The other targets have their own replay tests
+ * (test_fuzz_model_config.c, test_fuzz_push.c, test_fuzz_patch.c,
+ * test_fuzz_shard_map.c).
  */
 #define _DEFAULT_SOURCE
-#include "test_util.h"
-
 #include "../fuzz/fuzz_frame.c"
 
-#include <dirent.h>
-#include <stdio.h>
-
-/* Replays every file of a directory; returns how many (0 if none). */
-static int replay_directory(const char *directory)
-{
-    DIR *dir = opendir(directory);
-    if (dir == NULL)
-        return 0;
-    int count = 0;
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (entry->d_name[0] == '.')
-            continue;
-        char path[1024];
-        snprintf(path, sizeof path, "%s/%s", directory, entry->d_name);
-        FILE *file = fopen(path, "rb");
-        ck_assert_msg(file != NULL, "cannot open %s", path);
-        fseek(file, 0, SEEK_END);
-        long size = ftell(file);
-        fseek(file, 0, SEEK_SET);
-        uint8_t *data = malloc(size > 0 ? (size_t)size : 1);
-        ck_assert_uint_eq(fread(data, 1, (size_t)size, file), (size_t)size);
-        fclose(file);
-        LLVMFuzzerTestOneInput(data, (size_t)size);
-        free(data);
-        count++;
-    }
-    closedir(dir);
-    return count;
-}
+#include "fuzz_replay.h"
 
 START_TEST(test_replay_corpus)
 {
-    int seeds = replay_directory(PARAMD_TEST_DATA_DIR "/fuzz/corpus/frame");
-    ck_assert_int_ge(seeds, 6); /* the seeds of tests/fuzz/make_corpus.c */
-    int crashes = replay_directory(PARAMD_TEST_DATA_DIR "/fuzz/crashes");
-    printf("fuzz corpus: %d inputs and %d former crashes replayed\n", seeds, crashes);
+    paramd_fuzz_replay("frame", 6); /* at least the seeds of tests/fuzz/make_corpus.c */
 }
 END_TEST
 
