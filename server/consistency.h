@@ -88,7 +88,11 @@ typedef struct paramd__staleness_stats {
 
 struct paramd__push_ticket;
 
-/* A model's consistency state; `lock` guards all of it. */
+/* A model's consistency state; `lock` guards all of it.  Unlike the other
+ * running-state locks (model.h), `lock` comes before the model's
+ * config_lock: sync and ssp pushes apply steps (taking config_lock for
+ * reading) while they hold it.  So nothing may take `lock` while holding
+ * config_lock (paramd__json_describe_model reads the workers first). */
 typedef struct paramd__consistency_state {
     pthread_mutex_t lock;
     paramd__worker_record *workers;

@@ -1035,8 +1035,10 @@ static json_t *shape_json(const paramd__tensor *tensor)
     return shape;
 }
 
-/* paramd__json_describe_model under the model's config_lock (read). */
-static json_t *describe_model_locked(paramd__model *model)
+/* paramd__json_describe_model under the model's config_lock (read);
+ * `consistency` is the model's consistency section (owned, may be NULL),
+ * built before the lock was taken. */
+static json_t *describe_model_locked(paramd__model *model, json_t *consistency)
 {
     char created[32];
     struct tm utc;
@@ -1107,7 +1109,9 @@ static json_t *describe_model_locked(paramd__model *model)
     if (description && model->grad_noise.enabled)
         json_object_set_new(description, "grad_noise", paramd__json_grad_noise(&model->grad_noise));
     if (description)
-        json_object_set_new(description, "consistency", paramd__json_consistency(model));
+        json_object_set_new(description, "consistency", consistency);
+    else
+        json_decref(consistency);
     if (description && (model->averaging.ema || model->averaging.swa))
         json_object_set_new(description, "averaging", paramd__json_averaging(&model->averaging));
     if (description && model->lbfgs) {
@@ -1147,8 +1151,15 @@ static json_t *describe_model_locked(paramd__model *model)
 
 json_t *paramd__json_describe_model(paramd__model *model)
 {
+    /* The consistency section takes the consistency lock, which sync and
+     * ssp pushes hold while they take config_lock (to apply a step): taking
+     * it under config_lock would invert that order and deadlock with a
+     * waiting PATCH (config_lock prefers writers: the push's read lock
+     * waits for the PATCH, which waits for this read lock).  Its
+     * configuration never changes, so it needs no config_lock. */
+    json_t *consistency = paramd__json_consistency(model);
     pthread_rwlock_rdlock(&model->config_lock);
-    json_t *description = describe_model_locked(model);
+    json_t *description = describe_model_locked(model, consistency);
     pthread_rwlock_unlock(&model->config_lock);
     return description;
 }

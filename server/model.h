@@ -18,7 +18,8 @@
  * twice.  Running state has locks of its own, always taken after
  * config_lock: tensor contents (values, optimizer state, step, and the
  * tensor's paramd__tensor_extra) by each tensor's lock, schedules by
- * schedule_lock, the loss scale by loss_scale_lock.
+ * schedule_lock, the loss scale by loss_scale_lock.  The one lock taken
+ * before config_lock is the consistency state's (consistency.h).
  */
 #ifndef PARAMD_SERVER_MODEL_H
 #define PARAMD_SERVER_MODEL_H

@@ -11,9 +11,11 @@
 #include "test_util.h"
 
 #include "core.h"
+#include "json_api.h"
 
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -387,6 +389,9 @@ static void wake(paramd__push_ticket *ticket)
     pthread_mutex_unlock(&w->lock);
 }
 
+/* Worker threads that have finished (a watchdog's count). */
+static atomic_int workers_done;
+
 typedef struct worker_thread {
     paramd__model *model;
     int index;
@@ -432,6 +437,7 @@ static void *run_worker(void *argument)
         version = ticket.outcome.step;
     }
     self->last_step = version;
+    atomic_fetch_add(&workers_done, 1);
     return NULL;
 }
 
@@ -458,6 +464,84 @@ START_TEST(test_sync_many_threads_lose_nothing)
 }
 END_TEST
 
+/* Describes the model (the consistency section takes the consistency lock)
+ * and patches it (config_lock for writing) until told to stop. */
+typedef struct bystander {
+    paramd__model *model;
+    atomic_bool stop;
+    bool patch;
+    atomic_int rounds;
+} bystander;
+
+static void *run_bystander(void *argument)
+{
+    bystander *self = argument;
+    const paramd__hyperparameter_spec *lr =
+        paramd__optimizer_find_hyperparameter(self->model->optimizer.type, "lr");
+    while (!atomic_load(&self->stop)) {
+        if (self->patch) {
+            /* lr stays 1, so the weights still count exactly. */
+            paramd__hyperparameter_change change = {.spec = lr, .values = {1.0}};
+            paramd__model_patch patch = {.optimizer = {.changes = &change, .count = 1}};
+            paramd__error error = {0};
+            if (paramd__core_patch_model(&server, self->model, &patch, &error) != PARAMD_OK)
+                break;
+        } else {
+            json_t *description = paramd__json_describe_model(self->model);
+            if (description == NULL)
+                break;
+            json_decref(description);
+        }
+        atomic_fetch_add(&self->rounds, 1);
+    }
+    return NULL;
+}
+
+/* A description used to take the consistency lock under config_lock, while
+ * a sync push applying its round holds the consistency lock and takes
+ * config_lock: with a PATCH waiting for config_lock (which prefers
+ * writers), the three deadlocked.  Sync rounds, descriptions and patches
+ * all run at once here; a deadlock hangs the test (Check's timeout fails
+ * it), and ThreadSanitizer reports the inverted order even when the timing
+ * spares it (make test-tsan). */
+START_TEST(test_describe_and_patch_during_sync_rounds_do_not_deadlock)
+{
+    paramd__model *model = make_model(sync_config(THREAD_WORKERS, 0));
+    bystander describer = {.model = model, .patch = false};
+    bystander patcher = {.model = model, .patch = true};
+    pthread_t describe_thread, patch_thread;
+    ck_assert_int_eq(pthread_create(&describe_thread, NULL, run_bystander, &describer), 0);
+    ck_assert_int_eq(pthread_create(&patch_thread, NULL, run_bystander, &patcher), 0);
+    while (atomic_load(&describer.rounds) == 0 || atomic_load(&patcher.rounds) == 0)
+        sched_yield();
+    pthread_t threads[THREAD_WORKERS];
+    worker_thread workers[THREAD_WORKERS];
+    atomic_store(&workers_done, 0);
+    for (int i = 0; i < THREAD_WORKERS; i++) {
+        workers[i] = (worker_thread){.model = model, .index = i};
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, run_worker, &workers[i]), 0);
+    }
+    /* A watchdog: 200 rounds take milliseconds; two minutes is a deadlock. */
+    for (int tick = 0; atomic_load(&workers_done) < THREAD_WORKERS; tick++) {
+        ck_assert_msg(tick < 12000, "deadlock: %d of %d workers finished in 120 s",
+                      atomic_load(&workers_done), THREAD_WORKERS);
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    for (int i = 0; i < THREAD_WORKERS; i++) {
+        pthread_join(threads[i], NULL);
+        ck_assert_int_eq(workers[i].failures, 0);
+    }
+    atomic_store(&describer.stop, true);
+    atomic_store(&patcher.stop, true);
+    pthread_join(describe_thread, NULL);
+    pthread_join(patch_thread, NULL);
+    float after[3];
+    weights(model, after);
+    ck_assert_msg(after[0] == -2.5f * THREAD_ROUNDS, "w = %g", after[0]);
+    drop(model);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
     Suite *suite = suite_create("consistency");
@@ -474,6 +558,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_ssp_expire);
     tcase_add_test(tc, test_async_staleness_and_staleness_lr);
     tcase_add_test(tc, test_sync_many_threads_lose_nothing);
+    tcase_add_test(tc, test_describe_and_patch_during_sync_rounds_do_not_deadlock);
     suite_add_tcase(suite, tc);
     return suite;
 }
