@@ -6,17 +6,34 @@
 # start the real $BUILD/paramd on free loopback ports.  Ends with
 #   tests: N passed, M failed
 # and exits non-zero if anything failed.
+#
+# UNIT_TESTS (names such as "test_core test_parallel") and INTEGRATION_TESTS
+# (module names such as "test_load") restrict the run to those tests; `make
+# test-tsan` uses them for the concurrency tests.  PARAMD_SANITIZE (0, 1 or
+# thread, from make's SANITIZE) reaches the tests, which may shorten
+# themselves under a sanitizer (test_load.py does).
 set -u
 BUILD=${BUILD:-build}
 PYTHON=${PYTHON:-/usr/bin/python3}
+UNIT_TESTS=${UNIT_TESTS:-}
+INTEGRATION_TESTS=${INTEGRATION_TESTS:-}
+export PARAMD_SANITIZE=${PARAMD_SANITIZE:-0}
 passed=0
 failed=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 echo "== unit and conformance tests (Check)"
-for binary in "$BUILD"/tests/test_*; do
-    [ -x "$binary" ] || continue
+if [ -n "$UNIT_TESTS" ]; then
+    binaries=$(for name in $UNIT_TESTS; do echo "$BUILD/tests/$name"; done)
+else
+    binaries=$(ls "$BUILD"/tests/test_* 2>/dev/null)
+fi
+for binary in $binaries; do
+    if [ ! -x "$binary" ]; then
+        [ -n "$UNIT_TESTS" ] && { echo "run-tests: $binary missing"; failed=$((failed + 1)); }
+        continue
+    fi
     # stderr (server log lines) is kept apart so it cannot split Check's summary.
     # The client tests start $PARAMD_BINARY themselves.
     PARAMD_BINARY="$BUILD/paramd" CK_DEFAULT_TIMEOUT=${CK_DEFAULT_TIMEOUT:-600} "$binary" \
@@ -42,7 +59,11 @@ for binary in "$BUILD"/tests/test_*; do
 done
 
 echo "== integration tests (real server on loopback)"
-PARAMD_BINARY="$BUILD/paramd" "$PYTHON" -m unittest discover -s tests/integration -p 'test_*.py' -v >"$log" 2>&1
+if [ -n "$INTEGRATION_TESTS" ]; then
+    PYTHONPATH=tests/integration PARAMD_BINARY="$BUILD/paramd" "$PYTHON" -m unittest -v $INTEGRATION_TESTS >"$log" 2>&1
+else
+    PARAMD_BINARY="$BUILD/paramd" "$PYTHON" -m unittest discover -s tests/integration -p 'test_*.py' -v >"$log" 2>&1
+fi
 status=$?
 cat "$log"
 ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\}.*/\1/p' "$log" | tail -1)

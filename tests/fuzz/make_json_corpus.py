@@ -10,11 +10,18 @@ Every seed is a valid request (a few deliberately carry one mistake, so
 the error paths start covered too), written as the server receives it.
 Run by `make fuzz-corpus`; the files are committed.  The selector byte
 picks the model of fuzz_push.c / fuzz_patch.c (index modulo their count).
+
+It also writes tests/fuzz/json.dict, the libFuzzer dictionary `make fuzz`
+gives the JSON targets: every identifier-like string literal of the
+server's JSON parsers, optimizers, schedules and initializers, quoted as
+JSON keys and values, and a few JSON tokens.
 """
 
 import base64
+import glob
 import json
 import os
+import re
 import struct
 import sys
 
@@ -195,8 +202,30 @@ def write(directory, name, data):
         handle.write(data)
 
 
+def write_dictionary(path):
+    server = os.path.join(os.path.dirname(os.path.dirname(ROOT)), "server")
+    words = set()
+    for source in sorted(glob.glob(os.path.join(server, "*.c"))):
+        if not re.search(r"/(json_|optimizer|schedule|initializer|clip|loss_scale|"
+                         r"consistency|after_step|sam|lbfgs|grad_noise|accumulate|"
+                         r"nonfinite|http_routes)", source):
+            continue
+        with open(source) as handle:
+            words.update(re.findall(r'"([A-Za-z_][A-Za-z0-9_]{1,40})"', handle.read()))
+    tokens = ['"\\"\\":"', '"{"', '"}"', '"["', '"]"', '","', '"null"', '"true"',
+              '"false"', '"1e308"', '"-0"', '"1e-45"', '"4294967296"', '"9223372036854775807"',
+              '"\\"b64\\":"', '"\\"dtype\\":\\"float16\\""']
+    with open(path, "w") as handle:
+        handle.write("# Written by tests/fuzz/make_json_corpus.py: names the JSON parsers know.\n")
+        for token in tokens:
+            handle.write(token + "\n")
+        for word in sorted(words):
+            handle.write('"\\"%s\\""\n' % word)
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "corpus")
+    write_dictionary(os.path.join(os.path.dirname(root), "json.dict"))
     for name, body in MODEL_CONFIGS.items():
         write(os.path.join(root, "model_config"), name, json.dumps(body).encode())
     for i, (model, body) in enumerate(PUSH_BODIES):
