@@ -153,6 +153,9 @@ __attribute__((unused)) static void fuzz_push_all(paramd__model *model, float va
                                       .notify = fuzz_notify};
         if (paramd__core_push_submit(server, model, &ticket) == PARAMD__PUSH_WAITING)
             paramd__core_push_expire(server, model, &ticket);
+        if (getenv("PARAMD_FUZZ_VERBOSE"))
+            fprintf(stderr, "fuzz: push: %d %s (step %llu)\n", ticket.result,
+                    ticket.error.message, (unsigned long long)ticket.outcome.step);
     }
     for (size_t i = 0; i < ready; i++) {
         paramd__float_array_free((float *)items[i].grad, items[i].tensor->count);

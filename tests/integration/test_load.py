@@ -21,7 +21,8 @@ The server must survive (it is alive and exits 0, so no sanitizer report),
 and its resident size (VmRSS) at the end of the run (the median of the last
 5 samples, taken every 0.5 s while the load still runs) must not exceed
 the size after warm-up (the median of the first 5 after the first quarter
-of the run) by more than 10%; less is fine.  The clients run as 4
+of the run) by more than 10% (25% under ASan, see RSS_TOLERANCE_ASAN), and
+once the clients have left it must be back within 10% of warm-up.  The clients run as 4
 processes of 16 threads, so Python's GIL does not cap the pressure.
 """
 
@@ -54,6 +55,14 @@ ELEMENTS = 8          # per tensor
 MODEL = "load"
 IO_TIMEOUT = 60.0     # a valid request must be answered within this
 RSS_TOLERANCE = 0.10
+# Under ASan the resident size of a steady load creeps up by about 8% in
+# 30 s and falls back once the connections are gone: its allocator keeps
+# freed memory in a quarantine and in per-thread caches (thousands of
+# short-lived connection threads here) and returns it to the system only
+# every 5 s.  The normal build stays flat (docs/TESTING.md), so the 10%
+# bound is checked there and under TSan; ASan gets 25%, and every build
+# must return to within 10% of warm-up once the clients have left.
+RSS_TOLERANCE_ASAN = 0.25
 
 
 def load_seconds():
@@ -449,6 +458,7 @@ class LoadTest(unittest.TestCase):
             elapsed = time.monotonic() - start
             self.assertIsNone(server.process.poll(),
                               "paramd died under load; log:\n" + server.log_text()[-5000:])
+            time.sleep(1.0)  # the connections' threads finish exiting
             rss_after = rss_kib(server.process.pid)
 
             errors = [result["error"] for result in collected if result["error"]]
@@ -479,9 +489,14 @@ class LoadTest(unittest.TestCase):
                      100.0 * (rss_end - rss_warm) / rss_warm, max(samples), rss_after),
                   file=sys.stderr)
             self.assertGreater(malformed, CLIENTS)
-            self.assertLessEqual(rss_end, rss_warm * (1 + RSS_TOLERANCE),
+            tolerance = RSS_TOLERANCE_ASAN if os.environ.get("PARAMD_SANITIZE") == "1" \
+                else RSS_TOLERANCE
+            self.assertLessEqual(rss_end, rss_warm * (1 + tolerance),
                                  "resident size grew from %.0f KiB after warm-up to %.0f KiB"
                                  % (rss_warm, rss_end))
+            self.assertLessEqual(rss_after, rss_warm * (1 + RSS_TOLERANCE),
+                                 "resident size %.0f KiB after the clients left, %.0f KiB "
+                                 "after warm-up" % (rss_after, rss_warm))
             status, _, _, _ = server.request("GET", "/livez")
             self.assertEqual(status, 200)
         except BaseException:
