@@ -134,6 +134,11 @@ class HttpRoleTests(TokenServerTestCase):
         self.assertEqual(status, 401)
         status, _, _, _ = self.request("GET", "/v1/models", token=READ[:-1] + "0")
         self.assertEqual(status, 401)
+        # Refusals are counted for the operator, by status.
+        status, _, _, raw = self.request("GET", "/metrics", token=READ)
+        self.assertEqual(status, 200)
+        self.assertRegex(raw.decode(), r'paramd_requests_total\{transport="http",'
+                                       r'operation="other",status="unauthorized"\} [1-9]')
 
     def test_each_role_may_do_what_it_allows_and_nothing_more(self):
         before = self.weights(self.name)
