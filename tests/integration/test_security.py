@@ -485,6 +485,33 @@ class LimitTests(unittest.TestCase):
             time.sleep(0.3)
             self.assertEqual(server.request("GET", "/livez")[0], 200)
 
+    def test_http_connection_limit_and_idle_timeout(self):
+        """--max-connections 2 on HTTP: a third connection waits unserved
+        (libmicrohttpd stops accepting; it stays in the listen backlog)
+        while two are open; --idle-timeout 2 closes the idle kept-alive
+        ones, and then the third is served."""
+        with Server(["--max-connections", "2", "--idle-timeout", "2"]) as server:
+            held = [http.client.HTTPConnection(server.host, server.port, timeout=10)
+                    for _ in range(2)]
+            for connection in held:
+                connection.request("GET", "/livez")
+                self.assertEqual(connection.getresponse().read(), b'{"status":"ok"}\n')
+            start = time.monotonic()
+            extra = socket.create_connection((server.host, server.port), timeout=10)
+            self.addCleanup(extra.close)
+            extra.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            extra.settimeout(0.8)
+            with self.assertRaises(socket.timeout):
+                extra.recv(100)
+            extra.settimeout(30)
+            self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200"))
+            self.assertGreater(time.monotonic() - start, 1.0)
+            # The kept-alive connections were closed for being idle.
+            for connection in held:
+                connection.sock.settimeout(15)
+                self.assertEqual(connection.sock.recv(100), b"")
+                connection.close()
+
     def test_waiting_pushes_are_limited(self):
         """--max-waiting-pushes 1 and 2-worker sync models: a second
         waiting push gets 503 overloaded with Retry-After, and nothing
