@@ -9,6 +9,7 @@
  */
 #define _DEFAULT_SOURCE
 #include "checkpoint.h"
+#include "config.h"
 #include "core.h"
 #include "http.h"
 #include "log.h"
@@ -299,13 +300,40 @@ static void print_usage(FILE *stream)
         fprintf(stream, "  %-26s %s\n  %-26s (default: %s)\n", left, option_table[i].help, "",
                 option_table[i].default_value);
     }
+    fprintf(stream, "  %-26s %s\n  %-26s %s\n", "--config FILE",
+            "read options from FILE (\"name = value\" lines; flags override it)", "",
+            "(default: none)");
     fprintf(stream, "  %-26s %s\n  %-26s %s\n", "--help", "show this help and exit", "--version",
             "show the version and exit");
     fprintf(stream, "\nSIGINT or SIGTERM shuts paramd down cleanly, writing a final checkpoint of every\n"
                     "model.  Dashboard: http://HOST:PORT/.  API: docs/API.md\n");
 }
 
-/* Returns 0 to run, 1 to exit successfully (--help, --version), 2 on error. */
+/* The option called `name` (length bytes, without "--"), or NULL. */
+static const option_spec *find_option(const char *name, size_t length)
+{
+    for (size_t j = 0; j < OPTION_COUNT; j++)
+        if (strlen(option_table[j].name) == length &&
+            strncmp(option_table[j].name, name, length) == 0)
+            return &option_table[j];
+    return NULL;
+}
+
+/* Applies one "name = value" line of the --config file with the option's
+ * own parser (config.h), so the file takes every option of the table. */
+static int apply_config_setting(void *context, const char *name, const char *value,
+                                char *message, size_t size)
+{
+    const option_spec *spec = find_option(name, strlen(name));
+    if (spec == NULL)
+        return PARAMD__CONFIG_UNKNOWN;
+    return spec->parse(context, value, message, size) == 0 ? PARAMD__CONFIG_APPLIED
+                                                           : PARAMD__CONFIG_BAD_VALUE;
+}
+
+/* Returns 0 to run, 1 to exit successfully (--help, --version), 2 on error.
+ * Settings apply in three layers: the table's defaults, then the --config
+ * file (wherever --config is on the command line), then the other flags. */
 static int parse_options(int argc, char **argv, options *target)
 {
     char message[256];
@@ -316,6 +344,16 @@ static int parse_options(int argc, char **argv, options *target)
                     message);
             return 2;
         }
+    const char *config_path = NULL;
+    char config_error[1024];
+    int has_config = paramd__config_find_argument(argc, argv, &config_path, config_error,
+                                                  sizeof config_error);
+    if (has_config < 0 ||
+        (has_config > 0 && paramd__config_load(config_path, apply_config_setting, target,
+                                               config_error, sizeof config_error) != 0)) {
+        fprintf(stderr, "paramd: --config: %s\n", config_error);
+        return 2;
+    }
     for (int i = 1; i < argc; i++) {
         const char *argument = argv[i];
         if (strcmp(argument, "--help") == 0 || strcmp(argument, "-h") == 0) {
@@ -333,11 +371,11 @@ static int parse_options(int argc, char **argv, options *target)
         const char *name = argument + 2;
         const char *equals = strchr(name, '=');
         size_t name_length = equals ? (size_t)(equals - name) : strlen(name);
-        const option_spec *spec = NULL;
-        for (size_t j = 0; j < OPTION_COUNT; j++)
-            if (strlen(option_table[j].name) == name_length &&
-                strncmp(option_table[j].name, name, name_length) == 0)
-                spec = &option_table[j];
+        if (name_length == 6 && strncmp(name, "config", 6) == 0) {
+            i += equals ? 0 : 1; /* read above, before the other flags */
+            continue;
+        }
+        const option_spec *spec = find_option(name, name_length);
         if (spec == NULL) {
             fprintf(stderr, "paramd: unknown option \"%s\" (see --help)\n", argument);
             return 2;
