@@ -13,6 +13,7 @@
 #include "core.h"
 #include "http.h"
 #include "log.h"
+#include "notify.h"
 #include "parallel.h"
 #include "shard_map.h"
 #include "stats.h"
@@ -579,6 +580,15 @@ int main(int argc, char **argv)
                        PARAMD_VERSION_STRING, bracket_open, settings.http.host, bracket_close,
                        http.bound_port, tcp_open, settings.tcp.host, tcp_close, tcp.bound_port,
                        settings.data_dir, (long)getpid(), paramd__parallel_width(), shard_text);
+    /* Issue 11: tell a service manager (systemd Type=notify) that both
+     * listeners are bound and every checkpoint is restored. */
+    char notify_state[256], notify_error[256];
+    snprintf(notify_state, sizeof notify_state,
+             "READY=1\nSTATUS=listening: http=%s%s%s:%u tcp=%s%s%s:%u", bracket_open,
+             settings.http.host, bracket_close, http.bound_port, tcp_open, settings.tcp.host,
+             tcp_close, tcp.bound_port);
+    if (paramd__notify(notify_state, notify_error, sizeof notify_error) < 0)
+        paramd__log_warn("%s", notify_error);
     if (server.shard_map) {
         const paramd_shard *me = &shard_map.shards[server.shard_id];
         if ((me->http_port && me->http_port != http.bound_port) ||
@@ -605,6 +615,9 @@ int main(int argc, char **argv)
     while (sigwait(&shutdown_signals, &received) != 0) {
     }
     paramd__log_info("received %s, shutting down", received == SIGINT ? "SIGINT" : "SIGTERM");
+    if (paramd__notify("STOPPING=1\nSTATUS=shutting down: final checkpoints", notify_error,
+                       sizeof notify_error) < 0)
+        paramd__log_warn("%s", notify_error);
     paramd__tcp_stop(&tcp);
     paramd__http_stop(&http);
     /* Issue 8: no request runs any more; write the final checkpoints. */
