@@ -11,6 +11,7 @@
 #include "checkpoint.h"
 #include "config.h"
 #include "core.h"
+#include "hostname_ordinal.h"
 #include "http.h"
 #include "log.h"
 #include "notify.h"
@@ -121,6 +122,10 @@ static int parse_shard_map(options *target, const char *value, char *message, si
 
 static int parse_shard_id(options *target, const char *value, char *message, size_t size)
 {
+    /* Issue 11: a StatefulSet pod's ordinal (deploy/k8s/). */
+    if (strcmp(value, "from-hostname") == 0)
+        return paramd__own_hostname_ordinal(PARAMD_SHARD_MAX_SHARDS - 1, &target->shard_id,
+                                            message, size);
     char *end;
     long id = strtol(value, &end, 10);
     if (end == value || *end != '\0' || id < -1 || id >= PARAMD_SHARD_MAX_SHARDS) {
@@ -276,7 +281,8 @@ static const option_spec option_table[] = {
     {"threads", "N", "0", "threads per large-tensor update (0: one per core)", parse_threads},
     {"shard-map", "FILE", "", "be one shard of the parameter service this shard map describes "
                               "(docs/SHARDING.md); needs --shard-id", parse_shard_map},
-    {"shard-id", "I", "-1", "this server's id in the shard map", parse_shard_id},
+    {"shard-id", "I", "-1", "this server's id in the shard map, or from-hostname: the trailing "
+                            "-N of the host name (a StatefulSet pod's ordinal)", parse_shard_id},
     {"log-level", "LEVEL", "info", "debug, info, warn or error", parse_log_level},
     {"checkpoint-interval", "SECONDS", "300",
      "checkpoint every model this often (decimals allowed; 0: only on demand and at shutdown)",
