@@ -513,6 +513,7 @@ int main(int argc, char **argv)
         if ((uint32_t)settings.shard_id >= shard_map.shard_count) {
             paramd__log_error("--shard-id %ld: the shard map %s has shards 0 to %u",
                               settings.shard_id, settings.shard_map, shard_map.shard_count - 1);
+            paramd_shard_map_free(&shard_map);
             return 2;
         }
         server.shard_map = &shard_map;
