@@ -415,32 +415,64 @@ class KubernetesManifestTest(unittest.TestCase):
         self.assertIn(os.path.basename(script), worker_map["data"])
         compile(worker_map["data"][os.path.basename(script)], script, "exec")
 
+    def materialise_mounts(self, directory):
+        """Writes the ConfigMap and Secret volumes the container mounts
+        under directory, as the kubelet would; returns [(mountPath, local)]."""
+        mounts = []
+        for mount in self.container["volumeMounts"]:
+            volume = next((v for v in self.pod["spec"]["volumes"] if v["name"] == mount["name"]),
+                          {})  # none: a claim of volumeClaimTemplates
+            if "configMap" in volume:
+                source, data = volume["configMap"], self.config_map(volume["configMap"]["name"])["data"]
+            elif "secret" in volume:
+                source = volume["secret"]
+                data = self.one("Secret", source["secretName"])["stringData"]
+            else:
+                continue
+            items = {i["key"]: i["path"] for i in source.get("items", [])} or {k: k for k in data}
+            local = os.path.join(directory, mount["name"])
+            os.makedirs(local)
+            for key, path in items.items():
+                with open(os.path.join(local, path), "w") as handle:
+                    handle.write(data[key])
+            mounts.append((mount["mountPath"].rstrip("/") + "/", local + "/"))
+        return mounts
+
     def test_pod_command_line_runs_as_pod_one(self):
-        """The image's entrypoint with the ConfigMap's files and the
-        StatefulSet's arguments, in a UTS namespace named paramd-1: shard 1
-        of the ConfigMap's map (flags keep it on loopback)."""
+        """The image's entrypoint with the mounted ConfigMap and Secret
+        files and the StatefulSet's arguments, in a UTS namespace named
+        paramd-1: shard 1 of the ConfigMap's map (flags keep it on
+        loopback and a temporary data directory)."""
         if not shutil.which("unshare") or run(["unshare", "--uts", "true"]).returncode != 0:
             self.skipTest("unshare --uts is not permitted here (needs root)")
         known = help_option_names()
+        runtime = dockerfile_stages(DOCKERFILE)[-1]
+        entrypoint = json.loads(instructions(runtime, "ENTRYPOINT")[0])
         with tempfile.TemporaryDirectory() as directory:
-            data = self.config_map("paramd-config")["data"]
-            for key, text in data.items():
-                with open(os.path.join(directory, key), "w") as handle:
-                    handle.write(text)
-            arguments = ["--config", os.path.join(directory, "paramd.conf")]
+            mounts = self.materialise_mounts(directory)
+
+            def local(argument):
+                for mount_path, path in mounts:
+                    if argument.startswith(mount_path):
+                        return path + argument[len(mount_path):]
+                return argument
+
+            arguments = [local(a) for a in entrypoint[1:]]
+            self.assertTrue(os.path.exists(arguments[-1]), "the image's config is not mounted")
             skip = False
             for argument in self.args:
                 if skip:
                     skip = False
-                    continue
-                if argument.startswith("--") and argument[2:] not in known:
+                elif argument.startswith("--") and argument[2:] not in known:
                     skip = True  # a pending option (and its value)
-                    continue
-                arguments.append(argument.replace("/etc/paramd/", directory + "/"))
+                else:
+                    arguments.append(local(argument))
             wrapper = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', "paramd-1"]
-            # Server puts --http, --tcp and --data-dir first; then these.
+            # Server puts --http, --tcp and --data-dir first, then these; the
+            # file's settings give way to all of them.
             with Server(arguments, wrapper=wrapper) as server:
                 self.assertRegex(server.log_text(), r"listening: .* shard=1/%d " % self.replicas)
+                self.assertEqual(server.request("GET", "/readyz")[0], 200)
 
     def test_worker_program_trains_against_real_shards(self):
         job = self.one("Job")
