@@ -154,6 +154,10 @@ static void complete(paramd__push_ticket *ticket, int result, const paramd__erro
     ticket->result = result;
     if (result != PARAMD_OK && error)
         ticket->error = *error;
+    if (ticket->counted_in) {
+        atomic_fetch_sub(ticket->counted_in, 1);
+        ticket->counted_in = NULL;
+    }
     ticket->done = true;
     if (waited && ticket->notify)
         ticket->notify(ticket);
@@ -201,6 +205,31 @@ static bool supersede(paramd__model *model, paramd__push_ticket *ticket)
         return true;
     }
     return false;
+}
+
+/* Counts a push that is about to wait in the server's waiting_pushes, and
+ * refuses it (PARAMD_E_OVERLOADED, ticket done, nothing changed) when
+ * --max-waiting-pushes pushes already wait.  A push that replaces its
+ * worker's waiting push (replaced) takes that one's place and is never
+ * refused.  Returns PARAMD_OK or the refusal. */
+static int reserve_wait(paramd__server *server, paramd__model *model,
+                        paramd__push_ticket *ticket, bool replaced)
+{
+    unsigned limit = server->max_waiting_pushes;
+    unsigned now = atomic_load(&server->waiting_pushes);
+    do {
+        if (limit && !replaced && now >= limit) {
+            paramd__error error = {0};
+            paramd__error_set(&error, PARAMD_E_OVERLOADED,
+                              "model \"%s\": %u pushes already wait for other workers, the "
+                              "server's limit (--max-waiting-pushes); retry later",
+                              model->name, now);
+            complete(ticket, PARAMD_E_OVERLOADED, &error, false);
+            return PARAMD_E_OVERLOADED;
+        }
+    } while (!atomic_compare_exchange_weak(&server->waiting_pushes, &now, now + 1));
+    ticket->counted_in = &server->waiting_pushes;
+    return PARAMD_OK;
 }
 
 /* ---------------------------------------------------------------------------
@@ -352,6 +381,7 @@ static int submit_sync(paramd__server *server, paramd__model *model, paramd__pus
     paramd__worker_record *worker = observe(model, ticket);
     uint64_t step = atomic_load(&model->step);
     int result = PARAMD_OK;
+    bool replaced = false;
     if (worker == NULL) {
         result = paramd__error_set(&ticket->error, PARAMD_E_NO_MEMORY,
                                    "worker: out of memory for its record");
@@ -377,9 +407,16 @@ static int submit_sync(paramd__server *server, paramd__model *model, paramd__pus
         return PARAMD_OK;
     } else if (supersede(model, ticket)) {
         state->round_workers--;
+        replaced = true;
     }
     if (result != PARAMD_OK) {
         complete(ticket, result, NULL, false);
+        pthread_mutex_unlock(&state->lock);
+        return result;
+    }
+    /* Issue 9: a push that will wait must fit under the server's limit. */
+    if ((int)state->round_workers + 1 < needed &&
+        (result = reserve_wait(server, model, ticket, replaced)) != PARAMD_OK) {
         pthread_mutex_unlock(&state->lock);
         return result;
     }
@@ -461,7 +498,7 @@ static int submit_ssp(paramd__server *server, paramd__model *model, paramd__push
         pthread_mutex_unlock(&state->lock);
         return result;
     }
-    supersede(model, ticket);
+    bool replaced = supersede(model, ticket);
     int answer = PARAMD__PUSH_WAITING;
     if (may_proceed(model, worker)) {
         apply(server, model, ticket, false);
@@ -470,7 +507,8 @@ static int submit_ssp(paramd__server *server, paramd__model *model, paramd__push
             worker->pushes++;
             release_waiting(server, model);
         }
-    } else {
+    } else if ((answer = reserve_wait(server, model, ticket, replaced)) == PARAMD_OK) {
+        answer = PARAMD__PUSH_WAITING;
         ticket->deadline = monotonic_seconds() + model->consistency.timeout_seconds;
         ticket->next = state->waiting;
         state->waiting = ticket;
@@ -489,6 +527,7 @@ int paramd__core_push_submit(paramd__server *server, paramd__model *model,
     ticket->done = false;
     ticket->result = PARAMD_OK;
     ticket->next = NULL;
+    ticket->counted_in = NULL;
     memset(&ticket->outcome, 0, sizeof ticket->outcome);
     ticket->outcome.grad_norm = NAN;
     paramd__error_clear(&ticket->error);

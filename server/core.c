@@ -22,6 +22,7 @@ void paramd__server_init(paramd__server *server)
     server->started = time(NULL);
     atomic_init(&server->pushes, 0);
     atomic_init(&server->pulls, 0);
+    atomic_init(&server->waiting_pushes, 0);
 }
 
 void paramd__server_destroy(paramd__server *server)

@@ -30,7 +30,7 @@ import threading
 import time
 
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LISTENING_PATTERN = re.compile(r"http=([0-9.]+):(\d+)")
+LISTENING_PATTERN = re.compile(r"https?=([0-9.]+):(\d+)")
 TCP_PATTERN = re.compile(r"tcp=([0-9.]+):(\d+)")
 
 # Generous limits: the suite must also pass against an AddressSanitizer build.
