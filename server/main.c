@@ -765,9 +765,9 @@ int main(int argc, char **argv)
      * listeners are bound and every checkpoint is restored. */
     char notify_state[256], notify_error[256];
     snprintf(notify_state, sizeof notify_state,
-             "READY=1\nSTATUS=listening: http=%s%s%s:%u tcp=%s%s%s:%u", bracket_open,
-             settings.http.host, bracket_close, http.bound_port, tcp_open, settings.tcp.host,
-             tcp_close, tcp.bound_port);
+             "READY=1\nSTATUS=listening: http%s=%s%s%s:%u tcp=%s%s%s:%u",
+             tls_certificate ? "s" : "", bracket_open, settings.http.host, bracket_close,
+             http.bound_port, tcp_open, settings.tcp.host, tcp_close, tcp.bound_port);
     if (paramd__notify(notify_state, notify_error, sizeof notify_error) < 0)
         paramd__log_warn("%s", notify_error);
     if (server.shard_map) {
