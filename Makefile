@@ -168,7 +168,7 @@ INSTALLED_FILES = $(BINDIR)/paramd $(BINDIR)/paramctl \
                   $(INCLUDEDIR)/paramd/client.h $(LIBDIR)/libparamd.a $(LIBDIR)/libparamd.so.0 \
                   $(LIBDIR)/libparamd.so $(LIBDIR)/pkgconfig/paramd.pc $(MANDIR)/man8/paramd.8 \
                   $(MANDIR)/man1/paramctl.1 $(DOCDIR)/paramd.conf.example \
-                  $(SYSTEMDUNITDIR)/paramd.service
+                  $(DOCDIR)/tokens.conf $(SYSTEMDUNITDIR)/paramd.service
 
 install: all
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/paramd \
@@ -186,7 +186,10 @@ install: all
 	install -m 644 deploy/paramd.conf.example $(DESTDIR)$(DOCDIR)/
 	sed -e 's|/usr/local/bin/paramd|$(BINDIR)/paramd|g' -e 's|/etc/paramd/|$(SYSCONFDIR)/paramd/|g' \
 	    deploy/systemd/paramd.service >$(DESTDIR)$(SYSTEMDUNITDIR)/paramd.service
-	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/paramd.service
+	@# The unit's drop-in for --token-file, as an example (docs/DEPLOY.md).
+	sed -e 's|/usr/local/bin/paramd|$(BINDIR)/paramd|g' -e 's|/etc/paramd/|$(SYSCONFDIR)/paramd/|g' \
+	    deploy/systemd/tokens.conf >$(DESTDIR)$(DOCDIR)/tokens.conf
+	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/paramd.service $(DESTDIR)$(DOCDIR)/tokens.conf
 	@# An administrator's configuration is never overwritten.
 	test -e $(DESTDIR)$(SYSCONFDIR)/paramd/paramd.conf || \
 	    install -m 644 deploy/paramd.conf.example $(DESTDIR)$(SYSCONFDIR)/paramd/paramd.conf

@@ -184,7 +184,7 @@ EXPECTED_FILES = {
     "usr/local/include/paramd/client.h", "usr/local/include/paramd/paramd.h",
     "usr/local/include/paramd/protocol.h",
     "usr/local/share/man/man8/paramd.8", "usr/local/share/man/man1/paramctl.1",
-    "usr/local/share/doc/paramd/paramd.conf.example",
+    "usr/local/share/doc/paramd/paramd.conf.example", "usr/local/share/doc/paramd/tokens.conf",
     "usr/local/lib/systemd/system/paramd.service",
     "etc/paramd/paramd.conf",
 }
@@ -392,6 +392,29 @@ class SystemdUnitTest(unittest.TestCase):
         self.assertEqual((result.returncode, result.stderr), (0, ""), result.stdout)
 
     @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
+    def test_systemd_analyze_verify_with_the_tokens_drop_in(self):
+        """deploy/systemd/tokens.conf in paramd.service.d/, its ExecStart the
+        unit's plus --token-file, on the built binary too."""
+        unit = self.local_unit()
+        with open(os.path.join(REPOSITORY_ROOT, "deploy", "systemd", "tokens.conf")) as handle:
+            text = handle.read()
+        settings = unit_settings(text)
+        self.assertEqual(settings["ExecStart"][0], "")
+        self.assertEqual(settings["ExecStart"][1], self.settings["ExecStart"][0]
+                         + " --token-file %d/tokens")
+        self.assertEqual(settings["LoadCredential"], ["tokens:/etc/paramd/tokens"])
+        drop_in = os.path.join(self.directory.name, "paramd.service.d")
+        os.mkdir(drop_in)
+        with open(os.path.join(drop_in, "tokens.conf"), "w") as handle:
+            handle.write(text.replace("ExecStart=/usr/local/bin/paramd",
+                                      "ExecStart=" + os.path.abspath(binary_path())))
+        # A bad key in a drop-in is a complaint on stderr, so this would see one.
+        result = run(["systemd-analyze", "verify", "--man=no", unit],
+                     env=dict(os.environ, SYSTEMD_UNIT_PATH=self.directory.name + ":"))
+        self.assertEqual((result.returncode, result.stderr), (0, ""), result.stdout)
+        self.assertIn("token-file", {name for name, _ in help_options()})
+
+    @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
     def test_exposure_is_low(self):
         result = run(["systemd-analyze", "security", "--offline=yes", self.local_unit()])
         if "--offline" in result.stderr:
@@ -413,6 +436,8 @@ class SystemdUnitTest(unittest.TestCase):
         self.assertIn("@system-service", s["SystemCallFilter"])
         self.assertGreaterEqual(int(s["LimitNOFILE"][0]), 4096)
         self.assertNotIn("User", s)  # DynamicUser allocates it
+        # systemctl reload: SIGHUP, which reloads --token-file.
+        self.assertEqual(s["ExecReload"], ["/bin/kill -HUP $MAINPID"])
 
     def test_exec_start_uses_known_options_and_the_state_directory(self):
         command = self.exec_start()
