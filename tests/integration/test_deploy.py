@@ -33,9 +33,6 @@ if not os.path.isabs(BUILD):
 DEPLOY = os.path.join(REPOSITORY_ROOT, "deploy")
 DOCKERFILE = os.path.join(DEPLOY, "docker", "Dockerfile")
 K8S = os.path.join(DEPLOY, "k8s")
-# Options the manifests pass that come with features merged separately:
-# allowed while this paramd's --help lacks them, checked once it has them.
-PENDING_OPTIONS = {"token-file"}
 # In every Debian image, so never in an apt-get list.
 BASE_PACKAGES = {"libc6", "libgcc-s1"}
 
@@ -354,17 +351,32 @@ class KubernetesManifestTest(unittest.TestCase):
         for argument in self.args:
             if argument.startswith("--"):
                 name = argument[2:]
-                self.assertTrue(name in known or (name in PENDING_OPTIONS and name not in known),
-                                "%s is not an option of paramd" % argument)
+                self.assertIn(name, known, "%s is not an option of paramd" % argument)
 
     def test_token_file_from_a_secret(self):
         volume, key = self.mount_of(self.argument("--token-file"))
         secret = self.one("Secret", volume["secret"]["secretName"])
         items = {item["path"]: item["key"] for item in volume["secret"].get("items", [])}
         self.assertIn(items.get(key, key), secret["stringData"])
+        roles = {}
         for line in secret["stringData"][items.get(key, key)].splitlines():
             role, token = line.split()
             self.assertIn(role, ("read", "write", "admin"))
+            self.assertRegex(token, r"^[A-Za-z0-9._~+/-]{16,256}=*$")  # docs/SECURITY.md
+            roles[token] = role
+        # The workers' token is a write token of the file.
+        self.assertEqual(roles[secret["stringData"]["worker-token"]], "write")
+        # paramd itself accepts the file (tests/unit/test_auth.c has the format).
+        with tempfile.NamedTemporaryFile("w", suffix=".tokens") as tokens:
+            tokens.write(secret["stringData"][items.get(key, key)])
+            tokens.flush()
+            os.chmod(tokens.name, 0o600)
+            with Server(["--token-file", tokens.name]) as server:
+                self.assertRegex(server.log_text(), r"authentication: 1 read, 1 write and 1 admin")
+                status, _, _, _ = server.request("GET", "/v1/models", headers={
+                    "Authorization": "Bearer " + secret["stringData"]["worker-token"]})
+                self.assertEqual(status, 200)
+                self.assertEqual(server.request("GET", "/v1/models")[0], 401)
 
     def test_probes(self):
         for probe, path in (("startupProbe", "/livez"), ("livenessProbe", "/livez"),
@@ -459,51 +471,61 @@ class KubernetesManifestTest(unittest.TestCase):
 
             arguments = [local(a) for a in entrypoint[1:]]
             self.assertTrue(os.path.exists(arguments[-1]), "the image's config is not mounted")
-            skip = False
-            for argument in self.args:
-                if skip:
-                    skip = False
-                elif argument.startswith("--") and argument[2:] not in known:
-                    skip = True  # a pending option (and its value)
-                else:
-                    arguments.append(local(argument))
+            arguments += [local(argument) for argument in self.args]
+            self.assertIn("token-file", known)
             wrapper = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', "paramd-1"]
             # Server puts --http, --tcp and --data-dir first, then these; the
             # file's settings give way to all of them.
             with Server(arguments, wrapper=wrapper) as server:
                 self.assertRegex(server.log_text(), r"listening: .* shard=1/%d " % self.replicas)
+                # The Secret's token file is in force; the probes need no token.
+                self.assertIsNotNone(server.wait_for_log(r"authentication: 1 read, 1 write and 1 "
+                                                         r"admin tokens"), server.log_text())
                 self.assertEqual(server.request("GET", "/readyz")[0], 200)
+                self.assertEqual(server.request("GET", "/livez")[0], 200)
+                self.assertEqual(server.request("GET", "/v1/models")[0], 401)
 
     def test_worker_program_trains_against_real_shards(self):
+        """The Job's worker.py, two of them, against two real shards that
+        require the Secret's tokens, with the Secret's worker token."""
         job = self.one("Job")
         container = job["spec"]["template"]["spec"]["containers"][0]
         script = self.config_map("paramd-worker")["data"][os.path.basename(container["command"][-1])]
-        with Cluster(2, split_threshold=8) as cluster, tempfile.TemporaryDirectory() as directory:
-            path = os.path.join(directory, "worker.py")
-            with open(path, "w") as handle:
-                handle.write(script)
-            workers = []
-            for index in range(2):
-                environment = dict(os.environ, PARAMD_SHARD_MAP=cluster.map_path,
-                                   JOB_COMPLETION_INDEX=str(index), STEPS="200",
-                                   PYTHONPATH=os.path.join(REPOSITORY_ROOT, "client", "python"),
-                                   WAIT_SECONDS="60")
-                environment.pop("PARAMD_TOKEN_FILE", None)
-                workers.append(subprocess.Popen([sys.executable, path], env=environment,
-                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                text=True))
-            for index, worker in enumerate(workers):
-                output = worker.communicate(timeout=300)[0]
-                self.assertEqual(worker.returncode, 0, output)
-                self.assertIn("worker %d done" % index, output)
-            # w is split over both shards, so each took every push of both
-            # workers, and saw them by name.
-            for server in cluster.servers:
-                status, _, body, raw = server.request("GET", "/v1/models/k8s-demo")
-                self.assertEqual(status, 200, raw)
-                self.assertEqual(body["step"], 400)
-                self.assertEqual(sorted(body["consistency"]["seen_workers"]),
-                                 ["worker-0", "worker-1"])
+        secret = self.one("Secret", "paramd-tokens")["stringData"]
+        with tempfile.TemporaryDirectory() as directory:
+            paths = {}
+            for name, text in (("worker.py", script), ("tokens", secret["tokens"]),
+                               ("worker-token", secret["worker-token"])):
+                paths[name] = os.path.join(directory, name)
+                with open(paths[name], "w") as handle:
+                    handle.write(text)
+                os.chmod(paths[name], 0o600)
+            with Cluster(2, split_threshold=8,
+                         extra_args=["--token-file", paths["tokens"]]) as cluster:
+                workers = []
+                for index in range(2):
+                    environment = dict(os.environ, PARAMD_SHARD_MAP=cluster.map_path,
+                                       JOB_COMPLETION_INDEX=str(index), STEPS="200",
+                                       PYTHONPATH=os.path.join(REPOSITORY_ROOT, "client", "python"),
+                                       WAIT_SECONDS="60", PARAMD_TOKEN_FILE=paths["worker-token"])
+                    workers.append(subprocess.Popen([sys.executable, paths["worker.py"]],
+                                                    env=environment, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT, text=True))
+                for index, worker in enumerate(workers):
+                    output = worker.communicate(timeout=300)[0]
+                    self.assertEqual(worker.returncode, 0, output)
+                    self.assertIn("worker %d done" % index, output)
+                # w is split over both shards, so each took every push of
+                # both workers, and saw them by name.
+                authorization = {"Authorization": "Bearer " + secret["worker-token"]}
+                for server in cluster.servers:
+                    status, _, body, raw = server.request("GET", "/v1/models/k8s-demo",
+                                                          headers=authorization)
+                    self.assertEqual(status, 200, raw)
+                    self.assertEqual(body["step"], 400)
+                    self.assertEqual(sorted(body["consistency"]["seen_workers"]),
+                                     ["worker-0", "worker-1"])
+                    self.assertEqual(server.request("GET", "/v1/models/k8s-demo")[0], 401)
 
 
 # ---------------------------------------------------------------------------
@@ -520,8 +542,30 @@ class PrometheusConfigTest(unittest.TestCase):
 
     @unittest.skipUnless(shutil.which("promtool"), "promtool (prometheus) is not installed")
     def test_promtool_accepts_it(self):
-        result = run(["promtool", "check", "config", os.path.join(DEPLOY, "prometheus.yml")])
+        """promtool checks that credentials files exist: the read token is
+        written where Prometheus' pod would have the Secret mounted."""
+        with open(os.path.join(DEPLOY, "prometheus.yml")) as handle:
+            text = handle.read()
+        credentials = self.jobs["paramd-k8s"]["authorization"]["credentials_file"]
+        with tempfile.TemporaryDirectory() as directory:
+            token = os.path.join(directory, "read-token")
+            with open(token, "w") as handle:
+                handle.write("CHANGE-ME-prometheus-token\n")
+            config = os.path.join(directory, "prometheus.yml")
+            with open(config, "w") as handle:
+                handle.write(text.replace(credentials, token))
+            result = run(["promtool", "check", "config", config])
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+
+    def test_kubernetes_job_sends_the_secrets_read_token(self):
+        """The StatefulSet runs with --token-file, so /metrics (with
+        --metrics-auth read, the default) needs a read token: the Secret
+        has one for Prometheus, listed with the read role."""
+        credentials = self.jobs["paramd-k8s"]["authorization"]["credentials_file"]
+        with open(os.path.join(K8S, "secret.yaml")) as handle:
+            secret = yaml.safe_load(handle)["stringData"]
+        self.assertEqual(os.path.basename(credentials), "read-token")
+        self.assertIn("read %s" % secret["read-token"], secret["tokens"].splitlines())
 
     def test_kubernetes_targets_are_the_statefulset_pods(self):
         with open(os.path.join(K8S, "statefulset.yaml")) as handle:
