@@ -372,7 +372,8 @@ class KubernetesManifestTest(unittest.TestCase):
             tokens.flush()
             os.chmod(tokens.name, 0o600)
             with Server(["--token-file", tokens.name]) as server:
-                self.assertRegex(server.log_text(), r"authentication: 1 read, 1 write and 1 admin")
+                self.assertIsNotNone(server.wait_for_log(r"authentication: 1 read, 1 write and "
+                                                         r"1 admin"), server.log_text())
                 status, _, _, _ = server.request("GET", "/v1/models", headers={
                     "Authorization": "Bearer " + secret["stringData"]["worker-token"]})
                 self.assertEqual(status, 200)
