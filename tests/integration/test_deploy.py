@@ -184,6 +184,29 @@ class DockerfileTest(unittest.TestCase):
                     missing.append("%s (%s, for %s)" % (package, soname, program))
         self.assertEqual(missing, [], "the runtime stage does not install these packages")
 
+    def test_worker_stage_runs_the_python_client(self):
+        worker = next(s for s in self.stages if s["name"] == "worker")
+        self.assertEqual(worker["from"], "debian:bookworm-slim")
+        self.assertIn("python3-numpy", apt_packages(worker))  # paramd.Client needs numpy
+        self.assertIn("client/python/paramd /opt/paramd/python/paramd", instructions(worker, "COPY"))
+        self.assertIn("PYTHONPATH=/opt/paramd/python", instructions(worker, "ENV"))
+        self.assertNotIn(instructions(worker, "USER")[0].split(":")[0], ("0", "root"))
+        # The manifests run the images this file builds.
+        with open(os.path.join(K8S, "job-workers.yaml")) as handle:
+            job = [o for o in yaml.safe_load_all(handle) if o and o["kind"] == "Job"][0] \
+                if yaml else None
+        with open(os.path.join(K8S, "statefulset.yaml")) as handle:
+            statefulset = yaml.safe_load(handle) if yaml else None
+        if yaml is not None:
+            self.assertEqual(job["spec"]["template"]["spec"]["containers"][0]["image"],
+                             "paramd-worker:0.1.0")
+            self.assertEqual(statefulset["spec"]["template"]["spec"]["containers"][0]["image"],
+                             "paramd:0.1.0")
+        with open(DOCKERFILE) as handle:
+            text = handle.read()
+        self.assertIn("-t paramd:0.1.0 .", text)
+        self.assertIn("--target worker -t paramd-worker:0.1.0 .", text)
+
     def test_non_root_user_volume_ports_health(self):
         users = instructions(self.runtime, "USER")
         self.assertEqual(len(users), 1)
