@@ -10,9 +10,12 @@
 #define _DEFAULT_SOURCE
 #include "auth.h"
 #include "checkpoint.h"
+#include "config.h"
 #include "core.h"
+#include "hostname_ordinal.h"
 #include "http.h"
 #include "log.h"
+#include "notify.h"
 #include "parallel.h"
 #include "shard_map.h"
 #include "stats.h"
@@ -128,6 +131,10 @@ static int parse_shard_map(options *target, const char *value, char *message, si
 
 static int parse_shard_id(options *target, const char *value, char *message, size_t size)
 {
+    /* Issue 11: a StatefulSet pod's ordinal (deploy/k8s/). */
+    if (strcmp(value, "from-hostname") == 0)
+        return paramd__own_hostname_ordinal(PARAMD_SHARD_MAX_SHARDS - 1, &target->shard_id,
+                                            message, size);
     char *end;
     long id = strtol(value, &end, 10);
     if (end == value || *end != '\0' || id < -1 || id >= PARAMD_SHARD_MAX_SHARDS) {
@@ -355,7 +362,8 @@ static const option_spec option_table[] = {
     {"threads", "N", "0", "threads per large-tensor update (0: one per core)", parse_threads},
     {"shard-map", "FILE", "", "be one shard of the parameter service this shard map describes "
                               "(docs/SHARDING.md); needs --shard-id", parse_shard_map},
-    {"shard-id", "I", "-1", "this server's id in the shard map", parse_shard_id},
+    {"shard-id", "I", "-1", "this server's id in the shard map, or from-hostname: the trailing "
+                            "-N of the host name (a StatefulSet pod's ordinal)", parse_shard_id},
     {"log-level", "LEVEL", "info", "debug, info, warn or error", parse_log_level},
     {"checkpoint-interval", "SECONDS", "300",
      "checkpoint every model this often (decimals allowed; 0: only on demand and at shutdown)",
@@ -403,13 +411,40 @@ static void print_usage(FILE *stream)
         fprintf(stream, "  %-26s %s\n  %-26s (default: %s)\n", left, option_table[i].help, "",
                 option_table[i].default_value);
     }
+    fprintf(stream, "  %-26s %s\n  %-26s %s\n", "--config FILE",
+            "read options from FILE (\"name = value\" lines; flags override it)", "",
+            "(default: none)");
     fprintf(stream, "  %-26s %s\n  %-26s %s\n", "--help", "show this help and exit", "--version",
             "show the version and exit");
     fprintf(stream, "\nSIGINT or SIGTERM shuts paramd down cleanly, writing a final checkpoint of every\n"
                     "model.  Dashboard: http://HOST:PORT/.  API: docs/API.md\n");
 }
 
-/* Returns 0 to run, 1 to exit successfully (--help, --version), 2 on error. */
+/* The option called `name` (length bytes, without "--"), or NULL. */
+static const option_spec *find_option(const char *name, size_t length)
+{
+    for (size_t j = 0; j < OPTION_COUNT; j++)
+        if (strlen(option_table[j].name) == length &&
+            strncmp(option_table[j].name, name, length) == 0)
+            return &option_table[j];
+    return NULL;
+}
+
+/* Applies one "name = value" line of the --config file with the option's
+ * own parser (config.h), so the file takes every option of the table. */
+static int apply_config_setting(void *context, const char *name, const char *value,
+                                char *message, size_t size)
+{
+    const option_spec *spec = find_option(name, strlen(name));
+    if (spec == NULL)
+        return PARAMD__CONFIG_UNKNOWN;
+    return spec->parse(context, value, message, size) == 0 ? PARAMD__CONFIG_APPLIED
+                                                           : PARAMD__CONFIG_BAD_VALUE;
+}
+
+/* Returns 0 to run, 1 to exit successfully (--help, --version), 2 on error.
+ * Settings apply in three layers: the table's defaults, then the --config
+ * file (wherever --config is on the command line), then the other flags. */
 static int parse_options(int argc, char **argv, options *target)
 {
     char message[256];
@@ -420,6 +455,16 @@ static int parse_options(int argc, char **argv, options *target)
                     message);
             return 2;
         }
+    const char *config_path = NULL;
+    char config_error[1024];
+    int has_config = paramd__config_find_argument(argc, argv, &config_path, config_error,
+                                                  sizeof config_error);
+    if (has_config < 0 ||
+        (has_config > 0 && paramd__config_load(config_path, apply_config_setting, target,
+                                               config_error, sizeof config_error) != 0)) {
+        fprintf(stderr, "paramd: --config: %s\n", config_error);
+        return 2;
+    }
     for (int i = 1; i < argc; i++) {
         const char *argument = argv[i];
         if (strcmp(argument, "--help") == 0 || strcmp(argument, "-h") == 0) {
@@ -437,11 +482,11 @@ static int parse_options(int argc, char **argv, options *target)
         const char *name = argument + 2;
         const char *equals = strchr(name, '=');
         size_t name_length = equals ? (size_t)(equals - name) : strlen(name);
-        const option_spec *spec = NULL;
-        for (size_t j = 0; j < OPTION_COUNT; j++)
-            if (strlen(option_table[j].name) == name_length &&
-                strncmp(option_table[j].name, name, name_length) == 0)
-                spec = &option_table[j];
+        if (name_length == 6 && strncmp(name, "config", 6) == 0) {
+            i += equals ? 0 : 1; /* read above, before the other flags */
+            continue;
+        }
+        const option_spec *spec = find_option(name, name_length);
         if (spec == NULL) {
             fprintf(stderr, "paramd: unknown option \"%s\" (see --help)\n", argument);
             return 2;
@@ -634,6 +679,7 @@ int main(int argc, char **argv)
         if ((uint32_t)settings.shard_id >= shard_map.shard_count) {
             paramd__log_error("--shard-id %ld: the shard map %s has shards 0 to %u",
                               settings.shard_id, settings.shard_map, shard_map.shard_count - 1);
+            paramd_shard_map_free(&shard_map);
             return 2;
         }
         server.shard_map = &shard_map;
@@ -715,6 +761,15 @@ int main(int argc, char **argv)
                        settings.http.host, bracket_close,
                        http.bound_port, tcp_open, settings.tcp.host, tcp_close, tcp.bound_port,
                        settings.data_dir, (long)getpid(), paramd__parallel_width(), shard_text);
+    /* Issue 11: tell a service manager (systemd Type=notify) that both
+     * listeners are bound and every checkpoint is restored. */
+    char notify_state[256], notify_error[256];
+    snprintf(notify_state, sizeof notify_state,
+             "READY=1\nSTATUS=listening: http%s=%s%s%s:%u tcp=%s%s%s:%u",
+             tls_certificate ? "s" : "", bracket_open, settings.http.host, bracket_close,
+             http.bound_port, tcp_open, settings.tcp.host, tcp_close, tcp.bound_port);
+    if (paramd__notify(notify_state, notify_error, sizeof notify_error) < 0)
+        paramd__log_warn("%s", notify_error);
     if (server.shard_map) {
         const paramd_shard *me = &shard_map.shards[server.shard_id];
         if ((me->http_port && me->http_port != http.bound_port) ||
@@ -782,6 +837,9 @@ int main(int argc, char **argv)
         }
     }
     paramd__log_info("received %s, shutting down", received == SIGINT ? "SIGINT" : "SIGTERM");
+    if (paramd__notify("STOPPING=1\nSTATUS=shutting down: final checkpoints", notify_error,
+                       sizeof notify_error) < 0)
+        paramd__log_warn("%s", notify_error);
     paramd__tcp_stop(&tcp);
     paramd__http_stop(&http);
     /* Issue 8: no request runs any more; write the final checkpoints. */
