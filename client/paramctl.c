@@ -542,9 +542,9 @@ int main(int argc, char **argv)
         address = trimmed;
     }
     if (!parse_address(address, host, sizeof host, &port))
-        return usage_error(NULL, "%s '%s': expected %sHOST:PORT (port 1 to 65535)",
+        return usage_error(NULL, "%s '%s': expected HOST:PORT (port 1 to 65535)%s",
                            http ? "--http" : "--tcp", address,
-                           http ? "[http:// or https://]" : "");
+                           http ? ", after http:// or https:// if you like" : "");
     int timeout_ms = (int)(timeout_seconds * 1000);
     if (timeout_ms < 1)
         timeout_ms = 1;

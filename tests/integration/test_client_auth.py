@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import numpy as np
@@ -80,12 +81,13 @@ class TokenServerCase(unittest.TestCase):
     """One server per class with the test tokens (and TLS when TLS is set)."""
 
     TLS = False
+    EXTRA_ARGS = ()
     server = None
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        args = ["--token-file", path("tokens")]
+        args = ["--token-file", path("tokens")] + list(cls.EXTRA_ARGS)
         if cls.TLS:
             args += ["--tls-cert", path("server-cert.pem"), "--tls-key", path("server-key.pem")]
         cls.server = Server(args)
@@ -339,6 +341,57 @@ class PythonClientTlsTests(PythonClientTokenTests):
         step, data = self.snapshot(name)
         self.assertEqual((step, np.frombuffer(data, dtype="<f4").tolist()),
                          (1, [0.5, 1.5, 2.5, 3.5]))
+
+
+class OverloadedTests(TokenServerCase):
+    """--max-waiting-pushes 1: a second push that would wait in a sync model
+    is refused with Overloaded (HTTP 503 with Retry-After, and over the
+    binary protocol), and nothing changed."""
+
+    EXTRA_ARGS = ("--max-waiting-pushes", "1")
+
+    def waiting(self, name):
+        status, _, reply = self.raw("GET", "/v1/models/" + name)
+        self.assertEqual(status, 200, reply)
+        return reply["consistency"]["waiting"]
+
+    def wait_for_waiting(self, name, count):
+        deadline = time.monotonic() + 60
+        while self.waiting(name) != count:
+            self.assertLess(time.monotonic(), deadline, "never %d waiting pushes" % count)
+            time.sleep(0.02)
+
+    def test_overloaded(self):
+        name = self.model_name()
+        body = dict(MODEL_BODY, consistency={"mode": "sync", "workers": 3, "timeout": 600})
+        status, _, reply = self.raw("PUT", "/v1/models/" + name, body)
+        self.assertEqual(status, 201, reply)
+        self.addCleanup(self.raw, "DELETE", "/v1/models/" + name)
+        before = self.snapshot(name)
+        # w0's push waits for the other two workers, on a connection of
+        # its own (a waiting push holds its connection's later requests).
+        first = paramd.Client("127.0.0.1:%d" % self.server.tcp_port, token=TOKENS["write"],
+                              timeout=TIMEOUT)
+        self.addCleanup(first.close)
+        pending = first.push_async(name, {"w": np.ones(4)}, worker="w0")
+        self.wait_for_waiting(name, 1)
+        for address in ("http://127.0.0.1:%d" % self.server.port,
+                        "127.0.0.1:%d" % self.server.tcp_port):
+            with self.subTest(address=address):
+                client = paramd.Client(address, token=TOKENS["write"], timeout=TIMEOUT)
+                self.addCleanup(client.close)
+                with self.assertRaises(paramd.Overloaded) as caught:
+                    client.push(name, {"w": np.ones(4)}, worker="w1")
+                self.assertEqual((caught.exception.code, caught.exception.name),
+                                 (-31, "overloaded"))
+                self.assertIn("--max-waiting-pushes", caught.exception.message)
+                self.assertEqual(caught.exception.retry_after,
+                                 1.0 if address.startswith("http") else None)
+        self.assertFalse(pending.done())
+        # Closing w0's connection drops its waiting push; nothing changed.
+        first.close()
+        self.wait_for_waiting(name, 0)
+        self.assertEqual(self.snapshot(name), before)
 
 
 class ParamctlTokenTests(TokenServerCase):
