@@ -73,7 +73,7 @@ static void start_servers(void)
     int placeholders[2] = {1, 2}, ports[2];
     write_map(server_map, placeholders);
     for (int i = 0; i < 2; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "%d", i);
         const char *shard_extra[] = {"--token-file", token_file, "--shard-map", server_map,
                                      "--shard-id", id, NULL};
