@@ -12,7 +12,8 @@ and reads its stderr until the "listening" log line, e.g.
 
     2026-11-22T05:31:02.123Z INFO  paramd 0.1.0 listening: http=127.0.0.1:40123 tcp=...
 
-to learn the HTTP port.  A background thread keeps draining stderr into
+(https= for a server with --tls-cert; Server.scheme says which) to learn
+the HTTP port.  A background thread keeps draining stderr into
 Server.log_lines so the pipe never fills up and tests can inspect the log.
 """
 

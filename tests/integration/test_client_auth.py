@@ -318,6 +318,27 @@ class PythonClientTlsTests(PythonClientTokenTests):
         with self.assertRaises(OSError):           # a CA file that is not there fails at once
             paramd.Client(self.https(), tls_ca=path("missing.pem"))
 
+    def test_shard_map_with_https_entries(self):
+        # A map of this one server: its "http" entry is https://, so the
+        # HTTP transport (and patch, which only HTTP serves) uses TLS.
+        name = self.model_name()
+        self.addCleanup(self.raw, "DELETE", "/v1/models/" + name)
+        shard_map = {"version": 1, "shards": [{"id": 0, "http": self.https(),
+                                               "tcp": "127.0.0.1:%d" % self.server.tcp_port}]}
+        client = paramd.Client(shard_map=shard_map, transport="http", token=TOKENS["write"],
+                               tls_ca=path("server-cert.pem"), timeout=TIMEOUT)
+        self.addCleanup(client.close)
+        client.create(name, MODEL_BODY)
+        result = client.pushpull(name, {"w": np.ones(4, dtype=np.float32)})
+        self.assertEqual(result.weights["w"].tolist(), [0.5, 1.5, 2.5, 3.5])
+        client.patch(name, {"optimizer": {"lr": 0.25}})
+        self.assertEqual(self.raw("GET", "/v1/models/" + name)[2]["optimizer"]["lr"], 0.25)
+        unverified = paramd.Client(shard_map=shard_map, transport="http", token=TOKENS["write"],
+                                   timeout=TIMEOUT)
+        self.addCleanup(unverified.close)
+        with self.assertRaises(paramd.ConnectFailed):
+            unverified.pull(name)
+
     def test_remote_optimizer_passes_token_and_tls_ca(self):
         try:
             import torch
