@@ -31,7 +31,6 @@ import threading
 import time
 
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# "http=" or, with --tls-cert, "https=".
 LISTENING_PATTERN = re.compile(r"https?=([0-9.]+):(\d+)")
 TCP_PATTERN = re.compile(r"tcp=([0-9.]+):(\d+)")
 
