@@ -372,12 +372,18 @@ static void abandon_round(paramd__model *model, const paramd__error *error,
     }
 }
 
+static bool refused_closed(paramd__model *model, paramd__push_ticket *ticket);
+
 static int submit_sync(paramd__server *server, paramd__model *model, paramd__push_ticket *ticket)
 {
     paramd__consistency_state *state = &model->consistency_state;
     const paramd__consistency_config *config = &model->consistency;
     int needed = (int)(config->workers - config->backup_workers);
     pthread_mutex_lock(&state->lock);
+    if (refused_closed(model, ticket)) {
+        pthread_mutex_unlock(&state->lock);
+        return PARAMD_E_MODEL_NOT_FOUND;
+    }
     paramd__worker_record *worker = observe(model, ticket);
     uint64_t step = atomic_load(&model->step);
     int result = PARAMD_OK;
@@ -482,6 +488,10 @@ static int submit_ssp(paramd__server *server, paramd__model *model, paramd__push
 {
     paramd__consistency_state *state = &model->consistency_state;
     pthread_mutex_lock(&state->lock);
+    if (refused_closed(model, ticket)) {
+        pthread_mutex_unlock(&state->lock);
+        return PARAMD_E_MODEL_NOT_FOUND;
+    }
     int result = PARAMD_OK;
     paramd__worker_record *worker = find_worker(state, ticket->worker);
     if (worker == NULL && (int64_t)state->worker_count >= model->consistency.workers)
@@ -591,6 +601,34 @@ void paramd__core_push_expire(paramd__server *server, paramd__model *model,
         }
     }
     pthread_mutex_unlock(&state->lock);
+}
+
+void paramd__core_push_close(paramd__server *server, paramd__model *model)
+{
+    (void)server;
+    paramd__consistency_state *state = &model->consistency_state;
+    pthread_mutex_lock(&state->lock);
+    state->closed = true;
+    if (state->waiting) {
+        paramd__error error = {0};
+        paramd__error_set(&error, PARAMD_E_MODEL_NOT_FOUND,
+                          "model \"%s\" was deleted while this push waited for other workers; "
+                          "it was not applied",
+                          model->name);
+        abandon_round(model, &error, NULL);
+    }
+    pthread_mutex_unlock(&state->lock);
+}
+
+/* A push to a model deleted since the caller found it fails at once. */
+static bool refused_closed(paramd__model *model, paramd__push_ticket *ticket)
+{
+    if (!model->consistency_state.closed)
+        return false;
+    paramd__error_set(&ticket->error, PARAMD_E_MODEL_NOT_FOUND, "model \"%s\" was deleted",
+                      model->name);
+    complete(ticket, PARAMD_E_MODEL_NOT_FOUND, NULL, false);
+    return true;
 }
 
 void paramd__core_push_withdraw(paramd__server *server, paramd__model *model,

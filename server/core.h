@@ -189,6 +189,12 @@ void paramd__core_push_expire(paramd__server *server, paramd__model *model,
 void paramd__core_push_withdraw(paramd__server *server, paramd__model *model,
                                 paramd__push_ticket *ticket);
 
+/* Ends every push waiting in a model that was just deleted: each fails
+ * with PARAMD_E_MODEL_NOT_FOUND (notified), nothing is applied, and pushes
+ * submitted later fail at once instead of waiting for workers that will
+ * never come. */
+void paramd__core_push_close(paramd__server *server, paramd__model *model);
+
 /* Copies the weights of each item that has a weights buffer (under each
  * tensor's lock): what a dropped or finished waiting push answers with. */
 void paramd__core_copy_weights(paramd__tensor_io *items, size_t item_count);

@@ -384,6 +384,37 @@ START_TEST(test_waiting_pushes_are_limited)
 }
 END_TEST
 
+/* Deleting a model ends the pushes waiting in it at once (not at their
+ * timeout), and a push that found the model before it was deleted fails. */
+START_TEST(test_delete_releases_waiting_pushes)
+{
+    paramd__model *model = make_model(sync_config(3, 0));
+    push a, b, late;
+    ck_assert_int_eq(submit(model, &a, "w0", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &b, "w1", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(paramd__core_delete_model(&server, model->name, NULL), PARAMD_OK);
+    ck_assert(a.ticket.done && b.ticket.done);
+    ck_assert_int_eq(a.ticket.result, PARAMD_E_MODEL_NOT_FOUND);
+    ck_assert_int_eq(a.notified, 1);
+    ck_assert_int_eq(b.notified, 1);
+    ck_assert_ptr_nonnull(strstr(b.ticket.error.message, "was deleted while this push waited"));
+    ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
+    ck_assert_int_eq(submit(model, &late, "w2", 1, 1, 1, 0), PARAMD_E_MODEL_NOT_FOUND);
+    ck_assert_int_eq(atomic_load(&model->step), 0);
+    paramd__model_release(model);
+
+    model = make_model((paramd__consistency_config){
+        .mode = PARAMD__CONSISTENCY_SSP, .workers = 2, .staleness = 0, .timeout_seconds = 60});
+    push s1, s2;
+    ck_assert_int_eq(submit(model, &s1, "a", 1, 0, 0, -1), PARAMD_OK);
+    ck_assert_int_eq(submit(model, &s2, "a", 1, 0, 0, -1), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(paramd__core_delete_model(&server, model->name, NULL), PARAMD_OK);
+    ck_assert_int_eq(s2.ticket.result, PARAMD_E_MODEL_NOT_FOUND);
+    ck_assert_int_eq(s2.notified, 1);
+    paramd__model_release(model);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
  * async: staleness
  * ------------------------------------------------------------------------- */
@@ -527,6 +558,7 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_ssp_bounds_staleness);
     tcase_add_test(tc, test_ssp_expire);
     tcase_add_test(tc, test_waiting_pushes_are_limited);
+    tcase_add_test(tc, test_delete_releases_waiting_pushes);
     tcase_add_test(tc, test_async_staleness_and_staleness_lr);
     tcase_add_test(tc, test_sync_many_threads_lose_nothing);
     suite_add_tcase(suite, tc);
