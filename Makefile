@@ -3,8 +3,12 @@
 #   make            build build/paramd, the client library (build/libparamd.a,
 #                   build/libparamd.so.0, build/paramd.pc), build/paramctl and the
 #                   example client (installs missing Debian packages first)
-#   make install    install the server, paramctl, the client library, its headers
-#                   and paramd.pc under PREFIX (default /usr/local; DESTDIR too)
+#   make install    install the server, paramctl, the client library (static and
+#                   shared), its headers, paramd.pc, the man pages, the example
+#                   configuration and the systemd unit under PREFIX (default
+#                   /usr/local; DESTDIR too), and SYSCONFDIR/paramd/paramd.conf
+#                   (default /etc) unless it exists (docs/DEPLOY.md)
+#   make uninstall  remove what make install installed (paramd.conf only if unchanged)
 #   make run        build, then start paramd with its defaults on 127.0.0.1
 #   make test       build and run every test (unit, conformance, integration)
 #   make test SANITIZE=1   the same under AddressSanitizer + UBSan (in build/sanitize)
@@ -50,6 +54,13 @@ PREFIX ?= /usr/local
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+DOCDIR ?= $(PREFIX)/share/doc/paramd
+# The configuration file lives in /etc whatever PREFIX is (the systemd unit
+# reads SYSCONFDIR/paramd/paramd.conf); systemd searches PREFIX/lib/systemd/system
+# for PREFIX /usr and /usr/local.
+SYSCONFDIR ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 PYTHON = /usr/bin/python3
 
 # -std=c11 also makes gcc round every float operation separately
@@ -94,7 +105,7 @@ CLIENT_OUTPUTS = $(BUILD)/libparamd.a $(BUILD)/libparamd.so.0 $(BUILD)/libparamd
 DEPS_STAMP = build/.deps-installed
 
 .PHONY: all run test unit-test integration-test bench bench-checkpoint goldens deps clean fuzz \
-        fuzz-build fuzz-merge fuzz-corpus install demo test-tsan FORCE
+        fuzz-build fuzz-merge fuzz-corpus install uninstall demo test-tsan FORCE
 all: $(BUILD)/paramd $(CLIENT_OUTPUTS)
 
 # Installs missing Debian packages once (again whenever the script changes).
@@ -161,8 +172,18 @@ $(BUILD)/examples/train_loop: client/examples/train_loop.c $(BUILD)/libparamd.a 
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_COMMON) -o $@ $< $(BUILD)/libparamd.a $(LDFLAGS_ALL) $(LIBS_LIB)
 
+# Every file make install writes, but the configuration file, relative to DESTDIR.
+INSTALLED_FILES = $(BINDIR)/paramd $(BINDIR)/paramctl \
+                  $(INCLUDEDIR)/paramd/paramd.h $(INCLUDEDIR)/paramd/protocol.h \
+                  $(INCLUDEDIR)/paramd/client.h $(LIBDIR)/libparamd.a $(LIBDIR)/libparamd.so.0 \
+                  $(LIBDIR)/libparamd.so $(LIBDIR)/pkgconfig/paramd.pc $(MANDIR)/man8/paramd.8 \
+                  $(MANDIR)/man1/paramctl.1 $(DOCDIR)/paramd.conf.example \
+                  $(DOCDIR)/tokens.conf $(SYSTEMDUNITDIR)/paramd.service
+
 install: all
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/paramd
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/paramd \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DOCDIR) \
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(SYSCONFDIR)/paramd
 	install -m 755 $(BUILD)/paramd $(BUILD)/paramctl $(DESTDIR)$(BINDIR)/
 	install -m 644 include/paramd/paramd.h include/paramd/protocol.h include/paramd/client.h \
 	    $(DESTDIR)$(INCLUDEDIR)/paramd/
@@ -170,6 +191,31 @@ install: all
 	install -m 755 $(BUILD)/libparamd.so.0 $(DESTDIR)$(LIBDIR)/
 	ln -sf libparamd.so.0 $(DESTDIR)$(LIBDIR)/libparamd.so
 	install -m 644 $(BUILD)/paramd.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 644 docs/man/paramd.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 docs/man/paramctl.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 644 deploy/paramd.conf.example $(DESTDIR)$(DOCDIR)/
+	sed -e 's|/usr/local/bin/paramd|$(BINDIR)/paramd|g' -e 's|/etc/paramd/|$(SYSCONFDIR)/paramd/|g' \
+	    deploy/systemd/paramd.service >$(DESTDIR)$(SYSTEMDUNITDIR)/paramd.service
+	@# The unit's drop-in for --token-file, as an example (docs/DEPLOY.md).
+	sed -e 's|/usr/local/bin/paramd|$(BINDIR)/paramd|g' -e 's|/etc/paramd/|$(SYSCONFDIR)/paramd/|g' \
+	    deploy/systemd/tokens.conf >$(DESTDIR)$(DOCDIR)/tokens.conf
+	chmod 644 $(DESTDIR)$(SYSTEMDUNITDIR)/paramd.service $(DESTDIR)$(DOCDIR)/tokens.conf
+	@# An administrator's configuration is never overwritten.
+	test -e $(DESTDIR)$(SYSCONFDIR)/paramd/paramd.conf || \
+	    install -m 644 deploy/paramd.conf.example $(DESTDIR)$(SYSCONFDIR)/paramd/paramd.conf
+	@# A real install (no DESTDIR) as root refreshes the dynamic linker's cache.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED_FILES))
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/paramd $(DESTDIR)$(DOCDIR) 2>/dev/null
+	@# The configuration goes only if nobody changed it.
+	if cmp -s deploy/paramd.conf.example $(DESTDIR)$(SYSCONFDIR)/paramd/paramd.conf; then \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/paramd/paramd.conf; \
+	    rmdir $(DESTDIR)$(SYSCONFDIR)/paramd 2>/dev/null || true; \
+	elif [ -e $(DESTDIR)$(SYSCONFDIR)/paramd/paramd.conf ]; then \
+	    echo "uninstall: kept $(DESTDIR)$(SYSCONFDIR)/paramd/paramd.conf (changed)"; \
+	fi
 
 # ---------------------------------------------------------------------------
 # Tests

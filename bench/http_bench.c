@@ -70,16 +70,20 @@ static int send_all(int socket, const char *data, size_t length)
     return 0;
 }
 
+/* "Authorization: Bearer $PARAMD_TOKEN\r\n" for a server with tokens
+ * (docs/SECURITY.md), or empty; set once before any connection. */
+static char authorization[320];
+
 /* Sends one request and reads the whole response; returns the status, or -1.
  * *body points into the connection's buffer. */
 static int request(connection *c, const char *method, const char *path, const char *body,
                    size_t body_length, const char **response_body, size_t *response_length)
 {
-    char head[512];
+    char head[896];
     int head_length = snprintf(head, sizeof head,
                                "%s %s HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                               "Content-Length: %zu\r\n\r\n",
-                               method, path, body_length);
+                               "%sContent-Length: %zu\r\n\r\n",
+                               method, path, authorization, body_length);
     if (send_all(c->socket, head, (size_t)head_length) != 0 ||
         send_all(c->socket, body, body_length) != 0)
         return -1;
@@ -248,6 +252,9 @@ int paramd__http_bench(const char *address, int connections, size_t large_elemen
     memcpy(host, address, (size_t)(colon - address));
     host[colon - address] = '\0';
     int port = atoi(colon + 1);
+    const char *token = getenv("PARAMD_TOKEN");
+    if (token && token[0] && strlen(token) < 256)
+        snprintf(authorization, sizeof authorization, "Authorization: Bearer %s\r\n", token);
     connection c;
     if (connect_to(&c, host, port) != 0) {
         fprintf(stderr, "paramd-bench: cannot connect to %s\n", address);

@@ -22,6 +22,7 @@
  *        paramd-bench optim --optimizer NAME --n N --threads T [--steps K] [--rows R]
  *                           [--no-torch]
  *        paramd-bench --http HOST:PORT [--connections N] [--large-elements N]
+ *          (a server with tokens: the admin token in $PARAMD_TOKEN)
  *        paramd-bench net [--n N] [--clients C] [--pipeline P] [--seconds S]
  *                         [--tcp HOST:PORT] [--server-threads T] [--shards S]
  *                                                                   (see net_bench.c)

@@ -16,8 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define DEFAULT_TCP "127.0.0.1:8471"
+/* The server's limit on a token's length (server/auth.h). */
+#define TOKEN_MAX_LENGTH 256
 #define DEFAULT_TIMEOUT_SECONDS 30
 
 /* ---------------------------------------------------------------------------
@@ -25,12 +28,13 @@
  * ------------------------------------------------------------------------- */
 
 static const char *global_help =
-    "usage: paramctl [--tcp HOST:PORT | --http HOST:PORT | --shard-map FILE] [--timeout SECONDS]\n"
-    "                COMMAND [ARGS]\n"
+    "usage: paramctl [--tcp HOST:PORT | --http [https://]HOST:PORT | --shard-map FILE]\n"
+    "                [--token-file FILE] [--cacert FILE] [--timeout SECONDS] COMMAND [ARGS]\n"
     "\n"
     "Talks to a paramd server over its binary protocol (--tcp, the default,\n"
-    "" DEFAULT_TCP ") or its HTTP API (--http, e.g. 127.0.0.1:8470), or to every\n"
-    "shard of a sharded parameter service (--shard-map, over the binary protocol).\n"
+    "" DEFAULT_TCP ") or its HTTP API (--http, e.g. 127.0.0.1:8470, or\n"
+    "https://HOST:PORT for a server with --tls-cert), or to every shard of a\n"
+    "sharded parameter service (--shard-map, over the binary protocol).\n"
     "\n"
     "commands:\n"
     "  create MODEL FILE.json      create a model from the JSON body of PUT /v1/models/MODEL\n"
@@ -45,23 +49,36 @@ static const char *global_help =
     "\n"
     "options:\n"
     "  --tcp HOST:PORT     the binary protocol at HOST:PORT (default " DEFAULT_TCP ")\n"
-    "  --http HOST:PORT    the HTTP API at HOST:PORT instead\n"
+    "  --http HOST:PORT    the HTTP API at HOST:PORT instead; https://HOST:PORT speaks\n"
+    "                      HTTPS and verifies the server's certificate (always)\n"
     "  --shard-map FILE    every shard of the shard map FILE instead: create and delete\n"
     "                      on every shard, push and pull routed to the shards that hold\n"
     "                      each part; list, describe and stats merge the shards' answers\n"
+    "  --token-file FILE   the bearer token for a server with --token-file: the first\n"
+    "                      line of FILE that is not blank or a # comment, holding the\n"
+    "                      token alone (or \"ROLE TOKEN\", as in the server's file).\n"
+    "                      Sent in HELLO (--tcp, --shard-map) or as \"Authorization:\n"
+    "                      Bearer\" (--http).  Without it, the environment variable\n"
+    "                      PARAMD_TOKEN gives the token.  Warns when FILE can be read\n"
+    "                      by its group or others\n"
+    "  --cacert FILE       with --http https://...: the CA certificate (or the server's\n"
+    "                      self-signed certificate) to verify the server against,\n"
+    "                      instead of the system's trust store\n"
     "  --timeout SECONDS   limit for connecting and for each request (default 30)\n"
     "  -h, --help          this help; COMMAND --help for a command's\n"
     "  --version           paramctl's version\n"
     "\n"
     "JSON answers are printed on stdout as the server wrote them; errors go to\n"
-    "stderr with the server's code and message.\n"
+    "stderr with the server's code and message (unauthorized: no token or an\n"
+    "unknown one; forbidden: the token's role, read < write < admin, is too low).\n"
     "\n"
     "exit status:\n"
     "  0  success\n"
-    "  1  the server refused the request (e.g. model_not_found, bad_json)\n"
+    "  1  the server refused the request (e.g. model_not_found, bad_json,\n"
+    "     unauthorized, forbidden)\n"
     "  2  usage error (unknown command or option, wrong arguments)\n"
     "  3  cannot connect to the server, or the connection failed or timed out\n"
-    "  4  a local file cannot be read, parsed or written\n";
+    "  4  a local file cannot be read, parsed or written (--token-file too)\n";
 
 typedef struct command {
     const char *name;
@@ -229,6 +246,133 @@ static int print_json(char *json)
 }
 
 /* ---------------------------------------------------------------------------
+ * Tokens
+ * ------------------------------------------------------------------------- */
+
+/* RFC 6750's b64token: A-Z a-z 0-9 - . _ ~ + /, then optional '=' padding. */
+static bool is_token(const char *text, size_t length)
+{
+    size_t i = 0;
+    while (i < length && (((text[i] | 0x20) >= 'a' && (text[i] | 0x20) <= 'z') ||
+                          (text[i] >= '0' && text[i] <= '9') || strchr("-._~+/", text[i])))
+        i++;
+    if (i == 0)
+        return false;
+    while (i < length && text[i] == '=')
+        i++;
+    return i == length;
+}
+
+/* Reads the token of a --token-file: the first line that is neither blank
+ * nor a # comment, holding the token alone or "ROLE TOKEN" (a line of the
+ * server's token file).  Warns when the file can be read by its group or
+ * others.  Returns PARAMCTL_OK or PARAMCTL_FILE, having said why. */
+static int read_token_file(const char *path, char *token, size_t size)
+{
+    FILE *file = fopen(path, "r");
+    if (file == NULL)
+        return paramctl_fail(PARAMCTL_FILE, "--token-file %s: %s", path, strerror(errno));
+    struct stat status;
+    if (fstat(fileno(file), &status) == 0 && S_ISREG(status.st_mode) &&
+        (status.st_mode & (S_IRWXG | S_IRWXO)))
+        fprintf(stderr,
+                "paramctl: warning: --token-file %s can be read by %s (mode %03o); a token "
+                "file should be private: chmod 600 %s\n",
+                path, status.st_mode & S_IRWXO ? "others" : "its group",
+                (unsigned)(status.st_mode & 0777), path);
+    char line[1024];
+    int result = -1;
+    for (int number = 1; result < 0 && fgets(line, sizeof line, file); number++) {
+        size_t length = strlen(line);
+        if (length == sizeof line - 1 && line[length - 1] != '\n') {
+            result = paramctl_fail(PARAMCTL_FILE, "--token-file %s: line %d is too long for a token",
+                                   path, number);
+            break;
+        }
+        char *words[3] = {NULL, NULL, NULL};
+        int count = 0;
+        for (char *word = strtok(line, " \t\r\n"); word; word = strtok(NULL, " \t\r\n"))
+            if (count < 3)
+                words[count++] = word;
+            else
+                count = 4;
+        if (count == 0 || words[0][0] == '#')
+            continue;
+        const char *found = NULL;
+        if (count == 1)
+            found = words[0];
+        else if (count == 2 && (strcmp(words[0], "read") == 0 || strcmp(words[0], "write") == 0 ||
+                                strcmp(words[0], "admin") == 0))
+            found = words[1];
+        if (found == NULL)
+            result = paramctl_fail(PARAMCTL_FILE,
+                                   "--token-file %s: line %d: expected the token alone, or "
+                                   "\"ROLE TOKEN\" (ROLE read, write or admin)",
+                                   path, number);
+        else if (strlen(found) > TOKEN_MAX_LENGTH || strlen(found) >= size ||
+                 !is_token(found, strlen(found)))
+            result = paramctl_fail(PARAMCTL_FILE,
+                                   "--token-file %s: line %d: not a bearer token (1 to %d of "
+                                   "A-Z a-z 0-9 - . _ ~ + /, then optional =)",
+                                   path, number, TOKEN_MAX_LENGTH);
+        else {
+            memcpy(token, found, strlen(found) + 1);
+            result = PARAMCTL_OK;
+        }
+    }
+    explicit_bzero(line, sizeof line);
+    if (result < 0 && ferror(file))
+        result = paramctl_fail(PARAMCTL_FILE, "--token-file %s: cannot read it", path);
+    else if (result < 0)
+        result = paramctl_fail(PARAMCTL_FILE, "--token-file %s: holds no token", path);
+    fclose(file);
+    return result;
+}
+
+/* The token of $PARAMD_TOKEN, without surrounding white space; "" when it
+ * is unset or empty.  Returns PARAMCTL_OK or PARAMCTL_USAGE. */
+static int read_token_environment(char *token, size_t size)
+{
+    const char *value = getenv("PARAMD_TOKEN");
+    token[0] = '\0';
+    if (value == NULL)
+        return PARAMCTL_OK;
+    while (*value == ' ' || *value == '\t' || *value == '\n' || *value == '\r')
+        value++;
+    size_t length = strlen(value);
+    while (length > 0 && strchr(" \t\r\n", value[length - 1]))
+        length--;
+    if (length == 0)
+        return PARAMCTL_OK;
+    if (length > TOKEN_MAX_LENGTH || length >= size || !is_token(value, length))
+        return usage_error(NULL, "PARAMD_TOKEN is not a bearer token (1 to %d of A-Z a-z 0-9 - . "
+                                 "_ ~ + /, then optional =)",
+                           TOKEN_MAX_LENGTH);
+    memcpy(token, value, length);
+    token[length] = '\0';
+    return PARAMCTL_OK;
+}
+
+const char *paramctl_auth_hint(int code, const paramctl_target *target)
+{
+    static char hint[512];
+    if (code == PARAMD_E_UNAUTHORIZED && target->token == NULL)
+        return " (no token was given: use --token-file FILE or set PARAMD_TOKEN)";
+    if (code == PARAMD_E_UNAUTHORIZED) {
+        snprintf(hint, sizeof hint, " (the server does not accept the token of %s)",
+                 target->token_source);
+        return hint;
+    }
+    if (code == PARAMD_E_FORBIDDEN) {
+        snprintf(hint, sizeof hint,
+                 " (the token of %s is valid, but its role is too low for this command)",
+                 target->token_source);
+        return hint;
+    }
+    return "";
+}
+
+/* ---------------------------------------------------------------------------
  * Subcommands
  * ------------------------------------------------------------------------- */
 
@@ -281,9 +425,15 @@ static int run(const command *c, paramctl_backend *b, char **arguments, int coun
     return print_json(json);
 }
 
+/* The long options that take a value. */
+static const char *const value_options[] = {"--tcp", "--http", "--timeout", "--shard-map",
+                                            "--token-file", "--cacert"};
+#define VALUE_OPTION_COUNT (sizeof value_options / sizeof value_options[0])
+
 int main(int argc, char **argv)
 {
-    const char *tcp = NULL, *http = NULL, *shard_map = NULL;
+    const char *values[VALUE_OPTION_COUNT] = {NULL};
+    const char *tcp = NULL, *http = NULL, *shard_map = NULL, *token_file = NULL, *cacert = NULL;
     double timeout_seconds = DEFAULT_TIMEOUT_SECONDS;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
@@ -300,30 +450,30 @@ int main(int argc, char **argv)
         size_t length = strcspn(option, "=");
         if (option[length] == '=')
             value = option + length + 1;
-        bool known = strncmp(option, "--tcp", length) == 0 && length == 5;
-        known |= strncmp(option, "--http", length) == 0 && length == 6;
-        known |= strncmp(option, "--timeout", length) == 0 && length == 9;
-        known |= strncmp(option, "--shard-map", length) == 0 && length == 11;
-        if (!known)
+        size_t which = VALUE_OPTION_COUNT;
+        for (size_t k = 0; k < VALUE_OPTION_COUNT; k++)
+            if (strlen(value_options[k]) == length && strncmp(option, value_options[k], length) == 0)
+                which = k;
+        if (which == VALUE_OPTION_COUNT)
             return usage_error(NULL, "unknown option '%s'", option);
         if (value == NULL) {
             if (i + 1 >= argc)
                 return usage_error(NULL, "%.*s needs a value", (int)length, option);
             value = argv[++i];
         }
-        if (length == 5)
-            tcp = value;
-        else if (length == 6)
-            http = value;
-        else if (length == 11)
-            shard_map = value;
-        else {
+        values[which] = value;
+        if (which == 2) {
             char *rest;
             timeout_seconds = strtod(value, &rest);
             if (*rest || rest == value || !(timeout_seconds > 0) || timeout_seconds > 86400)
                 return usage_error(NULL, "--timeout '%s': give seconds, more than 0", value);
         }
     }
+    tcp = values[0];
+    http = values[1];
+    shard_map = values[3];
+    token_file = values[4];
+    cacert = values[5];
     if ((tcp != NULL) + (http != NULL) + (shard_map != NULL) > 1)
         return usage_error(NULL, "give one of --tcp, --http and --shard-map");
     if (i >= argc)
@@ -366,21 +516,66 @@ int main(int argc, char **argv)
                            count == 1 ? "" : "s");
     }
 
+    /* --http takes an optional scheme: https:// turns TLS on. */
+    bool tls = false;
+    if (http && strncmp(http, "https://", 8) == 0) {
+        tls = true;
+        http += 8;
+    } else if (http && strncmp(http, "http://", 7) == 0) {
+        http += 7;
+    } else if (http && strstr(http, "://")) {
+        return usage_error(NULL, "--http '%s': the scheme must be http:// or https://", http);
+    }
+    if (cacert && !tls)
+        return usage_error(NULL, "--cacert is for --http https://HOST:PORT (the binary protocol "
+                                 "has no TLS)");
     char host[256];
     int port;
     const char *address = http ? http : tcp ? tcp : DEFAULT_TCP;
+    char trimmed[512];
+    if (http) {
+        /* "https://host:port/" is fine too. */
+        snprintf(trimmed, sizeof trimmed, "%s", http);
+        size_t length = strlen(trimmed);
+        if (length > 0 && trimmed[length - 1] == '/')
+            trimmed[length - 1] = '\0';
+        address = trimmed;
+    }
     if (!parse_address(address, host, sizeof host, &port))
-        return usage_error(NULL, "%s '%s': expected HOST:PORT (port 1 to 65535)",
-                           http ? "--http" : "--tcp", address);
+        return usage_error(NULL, "%s '%s': expected HOST:PORT (port 1 to 65535)%s",
+                           http ? "--http" : "--tcp", address,
+                           http ? ", after http:// or https:// if you like" : "");
     int timeout_ms = (int)(timeout_seconds * 1000);
     if (timeout_ms < 1)
         timeout_ms = 1;
-    paramctl_backend backend;
-    int result = http ? paramctl_http_open(host, port, timeout_ms, &backend)
-                      : paramctl_tcp_open(host, port, shard_map, timeout_ms, &backend);
+
+    /* The token: --token-file, else $PARAMD_TOKEN, else none. */
+    char token[TOKEN_MAX_LENGTH + 1] = "";
+    char source[600] = "";
+    int result = PARAMCTL_OK;
+    if (token_file) {
+        result = read_token_file(token_file, token, sizeof token);
+        snprintf(source, sizeof source, "--token-file %s", token_file);
+    } else {
+        result = read_token_environment(token, sizeof token);
+        snprintf(source, sizeof source, "PARAMD_TOKEN");
+    }
     if (result != PARAMCTL_OK)
         return result;
-    result = run(c, &backend, arguments, count);
-    backend.close(backend.self);
+    paramctl_target target = {.host = host,
+                              .port = port,
+                              .shard_map = shard_map,
+                              .timeout_ms = timeout_ms,
+                              .token = token[0] ? token : NULL,
+                              .token_source = source,
+                              .tls = tls,
+                              .cacert = cacert};
+    paramctl_backend backend;
+    result = http ? paramctl_http_open(&target, &backend) : paramctl_tcp_open(&target, &backend);
+    if (result == PARAMCTL_OK) {
+        result = run(c, &backend, arguments, count);
+        backend.close(backend.self);
+    }
+    explicit_bzero(token, sizeof token);
     return result;
 }

@@ -53,12 +53,28 @@ typedef struct paramctl_backend {
     void (*close)(void *self);
 } paramctl_backend;
 
-/* Connect (TCP) or prepare (HTTP) a backend for host:port, or (TCP, when
- * shard_map is not NULL) for every shard of a shard map file; timeout_ms
- * bounds each request.  Return a PARAMCTL_* code. */
-int paramctl_tcp_open(const char *host, int port, const char *shard_map, int timeout_ms,
-                      paramctl_backend *backend);
-int paramctl_http_open(const char *host, int port, int timeout_ms, paramctl_backend *backend);
+/* Where and how to reach the server. */
+typedef struct paramctl_target {
+    const char *host;
+    int port;
+    const char *shard_map;    /* TCP: every shard of this shard map file; else NULL */
+    int timeout_ms;           /* bounds connecting and each request */
+    const char *token;        /* the bearer token (HELLO, or Authorization: Bearer); NULL: none */
+    const char *token_source; /* where it came from, for messages ("--token-file F", ...) */
+    bool tls;                 /* HTTP: https:// */
+    const char *cacert;       /* HTTPS: the CA file (or self-signed certificate) to trust;
+                                 NULL: the system's trust store */
+} paramctl_target;
+
+/* Connect (TCP) or prepare (HTTP) a backend for target.  Return a
+ * PARAMCTL_* code. */
+int paramctl_tcp_open(const paramctl_target *target, paramctl_backend *backend);
+int paramctl_http_open(const paramctl_target *target, paramctl_backend *backend);
+
+/* What to add to a refusal of the token (code unauthorized or forbidden,
+ * else ""): whether a token was given and where it came from, and what to
+ * do. */
+const char *paramctl_auth_hint(int code, const paramctl_target *target);
 
 /* The summary JSON of a push, from its outcome (NaN: absent). */
 char *paramctl_push_summary(uint64_t step, double lr, double grad_norm, double loss_scale,

@@ -6,10 +6,18 @@
  * A reply with a 4xx or 5xx status is the server's refusal
  * (PARAMCTL_SERVER_ERROR), printed from its {"error": {"code", "message"}}
  * body; a transfer that fails is PARAMCTL_CONNECT.
+ *
+ * The token (--token-file or PARAMD_TOKEN) goes in every request's
+ * "Authorization: Bearer" header.  https:// addresses verify the server's
+ * certificate and host name, always (CURLOPT_SSL_VERIFYPEER and
+ * _VERIFYHOST), against --cacert (CURLOPT_CAINFO) or the system's trust
+ * store; paramctl has no option to turn that off.
  */
+#define _DEFAULT_SOURCE
 #include "paramctl.h"
 
 #include "base64.h"
+#include "paramd/paramd.h"
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -20,8 +28,10 @@
 
 typedef struct http_backend {
     CURL *curl;
-    char base[300]; /* "http://HOST:PORT" */
+    char base[300]; /* "http://HOST:PORT" or "https://HOST:PORT" */
     long timeout_ms;
+    const paramctl_target *target;
+    char authorization[300]; /* "Authorization: Bearer TOKEN", or "" */
 } http_backend;
 
 typedef struct body {
@@ -68,8 +78,22 @@ static int request(http_backend *h, const char *method, const char *path, const 
     curl_easy_setopt(h->curl, CURLOPT_CONNECTTIMEOUT_MS, h->timeout_ms);
     curl_easy_setopt(h->curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h->curl, CURLOPT_USERAGENT, "paramctl");
+    /* Only the scheme of the base URL; never follow a redirect elsewhere. */
+    curl_easy_setopt(h->curl, CURLOPT_PROTOCOLS_STR, h->target->tls ? "https" : "http");
+    curl_easy_setopt(h->curl, CURLOPT_FOLLOWLOCATION, 0L);
+    char why[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, why);
+    if (h->target->tls) {
+        curl_easy_setopt(h->curl, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(h->curl, CURLOPT_SSL_VERIFYHOST, 2L);
+        curl_easy_setopt(h->curl, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+        if (h->target->cacert)
+            curl_easy_setopt(h->curl, CURLOPT_CAINFO, h->target->cacert);
+    }
     struct curl_slist *headers = curl_slist_append(NULL, "Content-Type: application/json");
     headers = curl_slist_append(headers, "Expect:"); /* no 100-continue round trip */
+    if (h->authorization[0])
+        headers = curl_slist_append(headers, h->authorization);
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, headers);
     if (payload) {
         curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, payload);
@@ -77,9 +101,21 @@ static int request(http_backend *h, const char *method, const char *path, const 
     }
     CURLcode result = curl_easy_perform(h->curl);
     curl_slist_free_all(headers);
+    curl_easy_setopt(h->curl, CURLOPT_ERRORBUFFER, NULL); /* why goes out of scope */
     if (result != CURLE_OK) {
         free(reply.data);
-        return paramctl_fail(PARAMCTL_CONNECT, "%s %s: %s", method, url, curl_easy_strerror(result));
+        if (result == CURLE_PEER_FAILED_VERIFICATION || result == CURLE_SSL_CACERT_BADFILE)
+            return paramctl_fail(PARAMCTL_CONNECT,
+                                 "%s %s: the server's TLS certificate did not verify: %s (%s)",
+                                 method, url, why[0] ? why : curl_easy_strerror(result),
+                                 h->target->cacert
+                                     ? "is --cacert the certificate that signed it?"
+                                     : "give its CA or self-signed certificate with --cacert FILE");
+        return paramctl_fail(PARAMCTL_CONNECT, "%s %s: %s%s", method, url,
+                             why[0] ? why : curl_easy_strerror(result),
+                             result == CURLE_GOT_NOTHING && !h->target->tls
+                                 ? " (does the server speak HTTPS? then --http https://HOST:PORT)"
+                                 : "");
     }
     long status = 0;
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
@@ -96,11 +132,15 @@ static int request(http_backend *h, const char *method, const char *path, const 
     const char *code = json_string_value(json_object_get(error, "code"));
     const char *message = json_string_value(json_object_get(error, "message"));
     int exit_code;
+    int numeric = status == 401   ? PARAMD_E_UNAUTHORIZED
+                  : status == 403 ? PARAMD_E_FORBIDDEN
+                                  : PARAMD_OK;
     if (code && message)
-        exit_code = paramctl_fail(PARAMCTL_SERVER_ERROR, "%s: %s", code, message);
+        exit_code = paramctl_fail(PARAMCTL_SERVER_ERROR, "%s: %s%s", code, message,
+                                  paramctl_auth_hint(numeric, h->target));
     else
-        exit_code = paramctl_fail(PARAMCTL_SERVER_ERROR, "%s %s: HTTP %ld: %.200s", method, url,
-                                  status, reply.data);
+        exit_code = paramctl_fail(PARAMCTL_SERVER_ERROR, "%s %s: HTTP %ld: %.200s%s", method, url,
+                                  status, reply.data, paramctl_auth_hint(numeric, h->target));
     json_decref(document);
     free(reply.data);
     return exit_code;
@@ -275,12 +315,14 @@ static void http_close(void *self)
 {
     http_backend *h = self;
     curl_easy_cleanup(h->curl);
+    explicit_bzero(h->authorization, sizeof h->authorization);
     free(h);
     curl_global_cleanup();
 }
 
-int paramctl_http_open(const char *host, int port, int timeout_ms, paramctl_backend *backend)
+int paramctl_http_open(const paramctl_target *target, paramctl_backend *backend)
 {
+    const char *host = target->host;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return paramctl_fail(PARAMCTL_CONNECT, "libcurl could not start");
     http_backend *h = calloc(1, sizeof *h);
@@ -291,10 +333,21 @@ int paramctl_http_open(const char *host, int port, int timeout_ms, paramctl_back
         curl_global_cleanup();
         return paramctl_fail(PARAMCTL_CONNECT, "libcurl could not start");
     }
+    curl_version_info_data *version = curl_version_info(CURLVERSION_NOW);
+    if (target->tls && !(version->features & CURL_VERSION_SSL)) {
+        curl_easy_cleanup(h->curl);
+        free(h);
+        curl_global_cleanup();
+        return paramctl_fail(PARAMCTL_CONNECT, "this libcurl has no TLS: https:// cannot work");
+    }
     bool ipv6 = strchr(host, ':') != NULL;
-    snprintf(h->base, sizeof h->base, "http://%s%s%s:%d", ipv6 ? "[" : "", host, ipv6 ? "]" : "",
-             port);
-    h->timeout_ms = timeout_ms;
+    snprintf(h->base, sizeof h->base, "%s://%s%s%s:%d", target->tls ? "https" : "http",
+             ipv6 ? "[" : "", host, ipv6 ? "]" : "", target->port);
+    h->timeout_ms = target->timeout_ms;
+    h->target = target;
+    if (target->token)
+        snprintf(h->authorization, sizeof h->authorization, "Authorization: Bearer %s",
+                 target->token);
     *backend = (paramctl_backend){h,          http_create, http_list, http_describe, http_delete,
                                   http_stats, http_shape,  http_push, http_pull,     http_close};
     return PARAMCTL_OK;

@@ -8,7 +8,9 @@
  * (PARAMCTL_SERVER_ERROR), printed as "NAME: the server's message".  With
  * --shard-map the handle is the library's sharded one (every shard of the
  * map, docs/CLIENT.md "Sharded clients"), and a map that does not load is
- * PARAMCTL_FILE.
+ * PARAMCTL_FILE.  The token (--token-file or PARAMD_TOKEN) goes in HELLO, to
+ * every shard; unauthorized and forbidden are the server's refusals too,
+ * with a hint about where the token came from.
  */
 #include "paramctl.h"
 
@@ -18,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The target of the one backend paramctl opens, for paramctl_auth_hint. */
+static const paramctl_target *opened;
+
 static int failed(paramd_client *client)
 {
     int code = paramd_client_error(client);
@@ -26,7 +31,8 @@ static int failed(paramd_client *client)
                         ? PARAMCTL_CONNECT
                     : code == PARAMD_E_INVALID_ARGUMENT ? PARAMCTL_USAGE
                                                          : PARAMCTL_SERVER_ERROR;
-    return paramctl_fail(exit_code, "%s: %s", paramd_error_name(code), paramd_client_errstr(client));
+    return paramctl_fail(exit_code, "%s: %s%s", paramd_error_name(code),
+                         paramd_client_errstr(client), paramctl_auth_hint(code, opened));
 }
 
 static int tcp_create(void *self, const char *model, const char *json, char **out)
@@ -90,13 +96,15 @@ static void tcp_close(void *self)
     paramd_close(self);
 }
 
-int paramctl_tcp_open(const char *host, int port, const char *shard_map, int timeout_ms,
-                      paramctl_backend *backend)
+int paramctl_tcp_open(const paramctl_target *target, paramctl_backend *backend)
 {
-    paramd_config config = {.host = shard_map ? NULL : host,
-                            .port = shard_map ? 0 : port,
-                            .connect_timeout_ms = timeout_ms,
-                            .timeout_ms = timeout_ms,
+    const char *shard_map = target->shard_map;
+    opened = target;
+    paramd_config config = {.host = shard_map ? NULL : target->host,
+                            .port = shard_map ? 0 : target->port,
+                            .connect_timeout_ms = target->timeout_ms,
+                            .timeout_ms = target->timeout_ms,
+                            .token = target->token,
                             .client_name = "paramctl " PARAMD_VERSION_STRING,
                             .shard_map = shard_map};
     int error;
@@ -104,12 +112,17 @@ int paramctl_tcp_open(const char *host, int port, const char *shard_map, int tim
     if (client == NULL)
         return paramctl_fail(PARAMCTL_CONNECT, "out of memory");
     if (error != PARAMD_OK) {
-        /* A shard map that does not load is a bad local file; anything
-         * else is a connection that failed. */
+        /* A shard map that does not load is a bad local file; a refused
+         * token is the server's refusal, as over HTTP; anything else is a
+         * connection that failed. */
         bool bad_map = shard_map && paramd_shard_count(client) == 0;
+        bool refused = error == PARAMD_E_UNAUTHORIZED || error == PARAMD_E_FORBIDDEN;
         int code = failed(client);
         paramd_close(client);
-        return bad_map ? PARAMCTL_FILE : code == PARAMCTL_SERVER_ERROR ? PARAMCTL_CONNECT : code;
+        return bad_map                                   ? PARAMCTL_FILE
+               : refused                                 ? PARAMCTL_SERVER_ERROR
+               : code == PARAMCTL_SERVER_ERROR ? PARAMCTL_CONNECT
+                                                         : code;
     }
     *backend = (paramctl_backend){client,     tcp_create, tcp_list, tcp_describe, tcp_delete,
                                   tcp_stats,  tcp_shape,  tcp_push, tcp_pull,     tcp_close};

@@ -1,8 +1,10 @@
 #!/bin/sh
 # install-deps.sh - install the Debian packages paramd needs to build and test.
 #
-# Usage: deploy/install-deps.sh [--check] [--goldens] [--fuzz] [--demo]
+# Usage: deploy/install-deps.sh [--check] [--build-only] [--goldens] [--fuzz] [--demo]
 #   --check    only report missing packages; exit 1 if any are missing.
+#   --build-only  only the packages that build paramd, not the test packages
+#              (deploy/docker/Dockerfile's build stage).
 #   --goldens  also install python3-torch and python3-numpy, which the tests
 #              need anyway (the Python client's), to regenerate the PyTorch
 #              golden files under tests/.
@@ -20,24 +22,28 @@ BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libo
 # The Python client needs numpy; its RemoteOptimizer tests need torch.
 # prometheus (a real server scraping /metrics, and its promtool linter) and
 # chromium (headless, loading the dashboard) are for the integration tests;
-# fonts-dejavu-core gives the dashboard screenshot its text.
-TEST_PACKAGES="python3 curl python3-numpy python3-torch prometheus chromium fonts-dejavu-core"
+# fonts-dejavu-core gives the dashboard screenshot its text.  python3-yaml
+# reads the Kubernetes manifests (deploy/k8s/) in tests/integration/test_deploy.py.
+TEST_PACKAGES="python3 curl python3-numpy python3-torch prometheus chromium fonts-dejavu-core python3-yaml"
 GOLDEN_PACKAGES="python3-torch python3-numpy"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
 DEMO_PACKAGES="python3-sklearn python3-matplotlib"
 
 check_only=0
-packages="$BUILD_PACKAGES $TEST_PACKAGES"
+build_only=0
+packages="$BUILD_PACKAGES"
 for argument in "$@"; do
     case "$argument" in
         --check) check_only=1 ;;
+        --build-only) build_only=1 ;;
         --goldens) packages="$packages $GOLDEN_PACKAGES" ;;
         --fuzz) packages="$packages $FUZZ_PACKAGES" ;;
         --demo) packages="$packages $DEMO_PACKAGES" ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "install-deps.sh: unknown option '$argument'" >&2; exit 2 ;;
     esac
 done
+[ "$build_only" = 1 ] || packages="$packages $TEST_PACKAGES"
 
 missing=""
 for package in $packages; do

@@ -154,6 +154,10 @@ static void complete(paramd__push_ticket *ticket, int result, const paramd__erro
     ticket->result = result;
     if (result != PARAMD_OK && error)
         ticket->error = *error;
+    if (ticket->counted_in) {
+        atomic_fetch_sub(ticket->counted_in, 1);
+        ticket->counted_in = NULL;
+    }
     ticket->done = true;
     if (waited && ticket->notify)
         ticket->notify(ticket);
@@ -201,6 +205,31 @@ static bool supersede(paramd__model *model, paramd__push_ticket *ticket)
         return true;
     }
     return false;
+}
+
+/* Counts a push that is about to wait in the server's waiting_pushes, and
+ * refuses it (PARAMD_E_OVERLOADED, ticket done, nothing changed) when
+ * --max-waiting-pushes pushes already wait.  A push that replaces its
+ * worker's waiting push (replaced) takes that one's place and is never
+ * refused.  Returns PARAMD_OK or the refusal. */
+static int reserve_wait(paramd__server *server, paramd__model *model,
+                        paramd__push_ticket *ticket, bool replaced)
+{
+    unsigned limit = server->max_waiting_pushes;
+    unsigned now = atomic_load(&server->waiting_pushes);
+    do {
+        if (limit && !replaced && now >= limit) {
+            paramd__error error = {0};
+            paramd__error_set(&error, PARAMD_E_OVERLOADED,
+                              "model \"%s\": %u pushes already wait for other workers, the "
+                              "server's limit (--max-waiting-pushes); retry later",
+                              model->name, now);
+            complete(ticket, PARAMD_E_OVERLOADED, &error, false);
+            return PARAMD_E_OVERLOADED;
+        }
+    } while (!atomic_compare_exchange_weak(&server->waiting_pushes, &now, now + 1));
+    ticket->counted_in = &server->waiting_pushes;
+    return PARAMD_OK;
 }
 
 /* ---------------------------------------------------------------------------
@@ -343,15 +372,22 @@ static void abandon_round(paramd__model *model, const paramd__error *error,
     }
 }
 
+static bool refused_closed(paramd__model *model, paramd__push_ticket *ticket);
+
 static int submit_sync(paramd__server *server, paramd__model *model, paramd__push_ticket *ticket)
 {
     paramd__consistency_state *state = &model->consistency_state;
     const paramd__consistency_config *config = &model->consistency;
     int needed = (int)(config->workers - config->backup_workers);
     pthread_mutex_lock(&state->lock);
+    if (refused_closed(model, ticket)) {
+        pthread_mutex_unlock(&state->lock);
+        return PARAMD_E_MODEL_NOT_FOUND;
+    }
     paramd__worker_record *worker = observe(model, ticket);
     uint64_t step = atomic_load(&model->step);
     int result = PARAMD_OK;
+    bool replaced = false;
     if (worker == NULL) {
         result = paramd__error_set(&ticket->error, PARAMD_E_NO_MEMORY,
                                    "worker: out of memory for its record");
@@ -377,9 +413,16 @@ static int submit_sync(paramd__server *server, paramd__model *model, paramd__pus
         return PARAMD_OK;
     } else if (supersede(model, ticket)) {
         state->round_workers--;
+        replaced = true;
     }
     if (result != PARAMD_OK) {
         complete(ticket, result, NULL, false);
+        pthread_mutex_unlock(&state->lock);
+        return result;
+    }
+    /* Issue 9: a push that will wait must fit under the server's limit. */
+    if ((int)state->round_workers + 1 < needed &&
+        (result = reserve_wait(server, model, ticket, replaced)) != PARAMD_OK) {
         pthread_mutex_unlock(&state->lock);
         return result;
     }
@@ -445,6 +488,10 @@ static int submit_ssp(paramd__server *server, paramd__model *model, paramd__push
 {
     paramd__consistency_state *state = &model->consistency_state;
     pthread_mutex_lock(&state->lock);
+    if (refused_closed(model, ticket)) {
+        pthread_mutex_unlock(&state->lock);
+        return PARAMD_E_MODEL_NOT_FOUND;
+    }
     int result = PARAMD_OK;
     paramd__worker_record *worker = find_worker(state, ticket->worker);
     if (worker == NULL && (int64_t)state->worker_count >= model->consistency.workers)
@@ -461,7 +508,7 @@ static int submit_ssp(paramd__server *server, paramd__model *model, paramd__push
         pthread_mutex_unlock(&state->lock);
         return result;
     }
-    supersede(model, ticket);
+    bool replaced = supersede(model, ticket);
     int answer = PARAMD__PUSH_WAITING;
     if (may_proceed(model, worker)) {
         apply(server, model, ticket, false);
@@ -470,7 +517,8 @@ static int submit_ssp(paramd__server *server, paramd__model *model, paramd__push
             worker->pushes++;
             release_waiting(server, model);
         }
-    } else {
+    } else if ((answer = reserve_wait(server, model, ticket, replaced)) == PARAMD_OK) {
+        answer = PARAMD__PUSH_WAITING;
         ticket->deadline = monotonic_seconds() + model->consistency.timeout_seconds;
         ticket->next = state->waiting;
         state->waiting = ticket;
@@ -489,6 +537,7 @@ int paramd__core_push_submit(paramd__server *server, paramd__model *model,
     ticket->done = false;
     ticket->result = PARAMD_OK;
     ticket->next = NULL;
+    ticket->counted_in = NULL;
     memset(&ticket->outcome, 0, sizeof ticket->outcome);
     ticket->outcome.grad_norm = NAN;
     paramd__error_clear(&ticket->error);
@@ -552,6 +601,34 @@ void paramd__core_push_expire(paramd__server *server, paramd__model *model,
         }
     }
     pthread_mutex_unlock(&state->lock);
+}
+
+void paramd__core_push_close(paramd__server *server, paramd__model *model)
+{
+    (void)server;
+    paramd__consistency_state *state = &model->consistency_state;
+    pthread_mutex_lock(&state->lock);
+    state->closed = true;
+    if (state->waiting) {
+        paramd__error error = {0};
+        paramd__error_set(&error, PARAMD_E_MODEL_NOT_FOUND,
+                          "model \"%s\" was deleted while this push waited for other workers; "
+                          "it was not applied",
+                          model->name);
+        abandon_round(model, &error, NULL);
+    }
+    pthread_mutex_unlock(&state->lock);
+}
+
+/* A push to a model deleted since the caller found it fails at once. */
+static bool refused_closed(paramd__model *model, paramd__push_ticket *ticket)
+{
+    if (!model->consistency_state.closed)
+        return false;
+    paramd__error_set(&ticket->error, PARAMD_E_MODEL_NOT_FOUND, "model \"%s\" was deleted",
+                      model->name);
+    complete(ticket, PARAMD_E_MODEL_NOT_FOUND, NULL, false);
+    return true;
 }
 
 void paramd__core_push_withdraw(paramd__server *server, paramd__model *model,

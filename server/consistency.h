@@ -105,6 +105,7 @@ typedef struct paramd__consistency_state {
     uint32_t *sum_counts;                /* sync: per tensor, workers in the sum */
     struct paramd__push_ticket *waiting; /* sync: this round's; ssp: blocked pushes */
     uint64_t timeouts;                   /* pushes that failed with PARAMD_E_TIMEOUT */
+    bool closed;                         /* the model was deleted: no push may wait */
 } paramd__consistency_state;
 
 #endif

@@ -22,6 +22,7 @@ void paramd__server_init(paramd__server *server)
     server->started = time(NULL);
     atomic_init(&server->pushes, 0);
     atomic_init(&server->pulls, 0);
+    atomic_init(&server->waiting_pushes, 0);
 }
 
 void paramd__server_destroy(paramd__server *server)
@@ -99,9 +100,14 @@ int paramd__core_find_model(paramd__server *server, const char *name,
 
 int paramd__core_delete_model(paramd__server *server, const char *name, paramd__error *error)
 {
-    int result = paramd__registry_remove(&server->registry, name, error);
-    if (result == PARAMD_OK)
+    paramd__model *model = NULL;
+    int result = paramd__registry_take(&server->registry, name, &model, error);
+    if (result == PARAMD_OK) {
+        /* Pushes waiting for other workers end now, not at their timeout. */
+        paramd__core_push_close(server, model);
+        paramd__model_release(model);
         paramd__log_info("model \"%s\" deleted", name);
+    }
     /* Issue 8: a deleted model must not come back at the next start. */
     if (result == PARAMD_OK && server->checkpointer)
         paramd__checkpoint_forget(server->checkpointer, name);

@@ -28,6 +28,12 @@ typedef struct paramd__server {
      * directory (checkpoint.h), or NULL (unit tests).  Deleting a model
      * removes its checkpoint files through it. */
     struct paramd__checkpointer *checkpointer;
+    /* Issue 9: the bearer tokens (auth.h), NULL when the server has none;
+     * and the pushes that may wait in sync and ssp models at once, over all
+     * models (0: no limit), against those waiting now. */
+    struct paramd__auth *auth;
+    unsigned max_waiting_pushes;
+    atomic_uint waiting_pushes;
 } paramd__server;
 
 void paramd__server_init(paramd__server *server);
@@ -150,6 +156,7 @@ typedef struct paramd__push_ticket {
     struct paramd__push_ticket *next;
     uint64_t round;
     double deadline;          /* CLOCK_MONOTONIC seconds */
+    atomic_uint *counted_in;  /* the server's waiting_pushes, while it waits */
 } paramd__push_ticket;
 
 /* paramd__core_push_submit's answer for a push that waits. */
@@ -181,6 +188,12 @@ void paramd__core_push_expire(paramd__server *server, paramd__model *model,
  * ticket already done. */
 void paramd__core_push_withdraw(paramd__server *server, paramd__model *model,
                                 paramd__push_ticket *ticket);
+
+/* Ends every push waiting in a model that was just deleted: each fails
+ * with PARAMD_E_MODEL_NOT_FOUND (notified), nothing is applied, and pushes
+ * submitted later fail at once instead of waiting for workers that will
+ * never come. */
+void paramd__core_push_close(paramd__server *server, paramd__model *model);
 
 /* Copies the weights of each item that has a weights buffer (under each
  * tensor's lock): what a dropped or finished waiting push answers with. */

@@ -9,9 +9,11 @@
 #ifndef PARAMD_SERVER_HTTP_H
 #define PARAMD_SERVER_HTTP_H
 
+#include "auth.h"
 #include "core.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <microhttpd.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -22,7 +24,17 @@ typedef struct paramd__http_options {
     size_t max_body_bytes;       /* larger bodies get 413 before they are read */
     unsigned connection_limit;   /* simultaneous connections */
     unsigned idle_timeout_seconds;
+    /* Issue 9. */
+    unsigned per_ip_connection_limit; /* simultaneous connections from one address; 0: none */
+    unsigned request_timeout_seconds; /* a request's headers and body must arrive within
+                                         this long of its first line; 0: no limit */
+    paramd__role metrics_role;   /* what GET /metrics needs when the server has tokens */
+    const char *tls_certificate; /* PEM text (the chain), or NULL: plain HTTP */
+    const char *tls_key;         /* PEM text of the private key, with tls_certificate */
 } paramd__http_options;
+
+/* A connection the watchdog keeps an eye on (http.c). */
+typedef struct paramd__http_watched paramd__http_watched;
 
 typedef struct paramd__http_server {
     struct MHD_Daemon *daemon;
@@ -30,6 +42,15 @@ typedef struct paramd__http_server {
     paramd__http_options options;
     unsigned short bound_port;
     atomic_bool shutting_down;   /* /readyz answers 503 once set */
+    /* Issue 9: the watchdog that cuts off connections whose request does
+     * not arrive in time (slow clients); watch_lock guards the list. */
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_wake;
+    paramd__http_watched *watched;
+    pthread_t watchdog;
+    bool watchdog_running;
+    bool watchdog_stop;
+    atomic_uint_fast64_t cut_off;  /* connections cut off for being too slow */
 } paramd__http_server;
 
 /* Starts serving.  Returns PARAMD_OK or fills *error (e.g. address in use). */
@@ -68,7 +89,17 @@ typedef struct paramd__http_response {
     const char *content_type;
     int operation;      /* a paramd__operation */
     int code;           /* PARAMD_OK unless an error was answered */
+    /* Issue 9: a WWW-Authenticate header for 401 and 403, and Retry-After
+     * seconds for 503 overloaded (0: none). */
+    char www_authenticate[160];
+    unsigned retry_after;
 } paramd__http_response;
+
+/* The role a request needs (PARAMD__ROLE_NONE: none, e.g. /livez), from
+ * the route table; a path no route matches needs read, so that a client
+ * without a token learns nothing about which paths exist. */
+paramd__role paramd__http_route_role(const paramd__http_server *http, const char *method,
+                                     const char *path);
 
 /* Routes a complete request to its handler. */
 void paramd__http_dispatch(const paramd__http_request *request, paramd__http_response *response);

@@ -699,6 +699,14 @@ typedef enum route_shape {
     ROUTE_MODEL_SUFFIX /* "/v1/models/" + "{model}" + `suffix` */
 } route_shape;
 
+/* Issue 9: the role a route needs when the server has tokens; METRICS is
+ * what --metrics-auth says. */
+#define ROLE_METRICS ((paramd__role)-1)
+#define NONE PARAMD__ROLE_NONE
+#define READ PARAMD__ROLE_READ
+#define WRITE PARAMD__ROLE_WRITE
+#define ADMIN PARAMD__ROLE_ADMIN
+
 typedef struct route {
     route_shape shape;
     const char *path;
@@ -706,30 +714,48 @@ typedef struct route {
     const char *method;
     route_handler handler;
     paramd__operation operation; /* for /metrics */
+    paramd__role role;           /* docs/SECURITY.md lists these */
 } route;
 
+/* Roles: read observes, write trains (pushes, creates models, changes their
+ * hyperparameters), admin deletes models and runs checkpoints. */
 static const route routes[] = {
-    {ROUTE_EXACT, "/livez", NULL, "GET", handle_livez, PARAMD__OPERATION_HEALTH},
-    {ROUTE_EXACT, "/readyz", NULL, "GET", handle_readyz, PARAMD__OPERATION_HEALTH},
-    {ROUTE_EXACT, "/v1/models", NULL, "GET", handle_list_models, PARAMD__OPERATION_LIST},
-    {ROUTE_MODEL, "/v1/models/", NULL, "PUT", handle_create_model, PARAMD__OPERATION_CREATE},
-    {ROUTE_MODEL, "/v1/models/", NULL, "GET", handle_describe_model, PARAMD__OPERATION_DESCRIBE},
-    {ROUTE_MODEL, "/v1/models/", NULL, "PATCH", handle_patch_model, PARAMD__OPERATION_PATCH},
-    {ROUTE_MODEL, "/v1/models/", NULL, "DELETE", handle_delete_model, PARAMD__OPERATION_DELETE},
-    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/push", "POST", handle_push, PARAMD__OPERATION_PUSH},
-    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/weights", "GET", handle_weights, PARAMD__OPERATION_PULL},
-    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/state", "GET", handle_state, PARAMD__OPERATION_STATE},
-    /* Issue 8 */
-    {ROUTE_EXACT, "/", NULL, "GET", handle_dashboard, PARAMD__OPERATION_DASHBOARD},
-    {ROUTE_EXACT, "/metrics", NULL, "GET", handle_metrics, PARAMD__OPERATION_METRICS},
+    {ROUTE_EXACT, "/livez", NULL, "GET", handle_livez, PARAMD__OPERATION_HEALTH, NONE},
+    {ROUTE_EXACT, "/readyz", NULL, "GET", handle_readyz, PARAMD__OPERATION_HEALTH, NONE},
+    {ROUTE_EXACT, "/v1/models", NULL, "GET", handle_list_models, PARAMD__OPERATION_LIST, READ},
+    {ROUTE_MODEL, "/v1/models/", NULL, "PUT", handle_create_model, PARAMD__OPERATION_CREATE,
+     WRITE},
+    {ROUTE_MODEL, "/v1/models/", NULL, "GET", handle_describe_model, PARAMD__OPERATION_DESCRIBE,
+     READ},
+    {ROUTE_MODEL, "/v1/models/", NULL, "PATCH", handle_patch_model, PARAMD__OPERATION_PATCH,
+     WRITE},
+    {ROUTE_MODEL, "/v1/models/", NULL, "DELETE", handle_delete_model, PARAMD__OPERATION_DELETE,
+     ADMIN},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/push", "POST", handle_push, PARAMD__OPERATION_PUSH,
+     WRITE},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/weights", "GET", handle_weights, PARAMD__OPERATION_PULL,
+     READ},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/state", "GET", handle_state, PARAMD__OPERATION_STATE,
+     READ},
+    /* Issue 8.  The dashboard page is static: the data it shows comes from
+     * the read routes, with the token the page asks for. */
+    {ROUTE_EXACT, "/", NULL, "GET", handle_dashboard, PARAMD__OPERATION_DASHBOARD, NONE},
+    {ROUTE_EXACT, "/metrics", NULL, "GET", handle_metrics, PARAMD__OPERATION_METRICS,
+     ROLE_METRICS},
     {ROUTE_EXACT, "/v1/checkpoint", NULL, "POST", handle_checkpoint_all,
-     PARAMD__OPERATION_CHECKPOINT},
-    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/stats", "GET", handle_stats, PARAMD__OPERATION_STATS},
+     PARAMD__OPERATION_CHECKPOINT, ADMIN},
+    {ROUTE_MODEL_SUFFIX, "/v1/models/", "/stats", "GET", handle_stats, PARAMD__OPERATION_STATS,
+     READ},
     {ROUTE_MODEL_SUFFIX, "/v1/models/", "/history", "GET", handle_history,
-     PARAMD__OPERATION_HISTORY},
+     PARAMD__OPERATION_HISTORY, READ},
     {ROUTE_MODEL_SUFFIX, "/v1/models/", "/checkpoint", "POST", handle_checkpoint_model,
-     PARAMD__OPERATION_CHECKPOINT},
+     PARAMD__OPERATION_CHECKPOINT, ADMIN},
 };
+
+#undef NONE
+#undef READ
+#undef WRITE
+#undef ADMIN
 
 #define ROUTE_COUNT (sizeof routes / sizeof routes[0])
 
@@ -754,6 +780,17 @@ static bool route_matches(const route *candidate, const char *path, char *model_
     memcpy(model_name, segment, length);
     model_name[length] = '\0';
     return true;
+}
+
+paramd__role paramd__http_route_role(const paramd__http_server *http, const char *method,
+                                     const char *path)
+{
+    char model_name[256];
+    for (size_t i = 0; i < ROUTE_COUNT; i++)
+        if (strcmp(routes[i].method, method) == 0 &&
+            route_matches(&routes[i], path, model_name, sizeof model_name))
+            return routes[i].role == ROLE_METRICS ? http->options.metrics_role : routes[i].role;
+    return PARAMD__ROLE_READ;
 }
 
 void paramd__http_dispatch(const paramd__http_request *request, paramd__http_response *response)

@@ -638,18 +638,28 @@ paramd__model *paramd__registry_acquire_id(paramd__registry *registry, uint32_t 
     return model;
 }
 
-int paramd__registry_remove(paramd__registry *registry, const char *name, paramd__error *error)
+int paramd__registry_take(paramd__registry *registry, const char *name, paramd__model **model_out,
+                          paramd__error *error)
 {
     pthread_rwlock_wrlock(&registry->lock);
     paramd__model *model = paramd__dictionary_remove(&registry->models, name);
     if (model)
         paramd__dictionary_remove(&registry->by_id, model->id_key);
     pthread_rwlock_unlock(&registry->lock);
+    *model_out = model;
     if (model == NULL)
         return paramd__error_set(error, PARAMD_E_MODEL_NOT_FOUND, "model \"%.200s\" not found",
                                  name);
-    paramd__model_release(model);
     return PARAMD_OK;
+}
+
+int paramd__registry_remove(paramd__registry *registry, const char *name, paramd__error *error)
+{
+    paramd__model *model = NULL;
+    int result = paramd__registry_take(registry, name, &model, error);
+    if (model)
+        paramd__model_release(model);
+    return result;
 }
 
 typedef struct list_context {

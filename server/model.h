@@ -261,6 +261,11 @@ paramd__model *paramd__registry_acquire_id(paramd__registry *registry, uint32_t 
 /* Removes a model from the registry and drops the registry's reference. */
 int paramd__registry_remove(paramd__registry *registry, const char *name, paramd__error *error);
 
+/* Removes a model from the registry and hands the registry's reference to
+ * the caller (*model_out; NULL and PARAMD_E_MODEL_NOT_FOUND if none). */
+int paramd__registry_take(paramd__registry *registry, const char *name, paramd__model **model_out,
+                          paramd__error *error);
+
 /* Returns every model, each with a new reference, sorted by name, in a
  * malloc'ed array (free it after releasing each model).  NULL with
  * *count = 0 when there are none or memory ran out. */

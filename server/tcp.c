@@ -41,6 +41,8 @@ typedef struct connection {
     uv_tcp_t handle;               /* first: the handle's address is the connection's */
     uv_timer_t idle_timer;
     uv_timer_t deadline_timer;     /* the waiting push's deadline */
+    uv_timer_t request_timer;      /* issue 9: a partly read frame's deadline */
+    char address[46];              /* the peer's address, for the per-address count */
     paramd__tcp_server *tcp;
     paramd__tcp_session session;
     uint8_t *input;                /* input_capacity bytes; [0, input_size) read */
@@ -86,6 +88,7 @@ typedef struct write_request {
 
 static void process_input(connection *c);
 static void close_connection(connection *c);
+static void forget_address(paramd__tcp_server *tcp, const char *address);
 static void discard_waiting(connection *c);
 
 /* ---------------------------------------------------------------------------
@@ -147,6 +150,7 @@ static void close_handles(connection *c)
 {
     uv_close((uv_handle_t *)&c->idle_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->deadline_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->request_timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->handle, on_handle_closed);
 }
 
@@ -159,7 +163,9 @@ static void close_connection(connection *c)
         return;
     c->closing = true;
     c->tcp->connection_count--;
+    forget_address(c->tcp, c->address);
     uv_timer_stop(&c->idle_timer);
+    uv_timer_stop(&c->request_timer);
     if (c->busy)
         return; /* after_work closes the handles */
     if (c->waiting)
@@ -391,8 +397,45 @@ static void after_work(uv_work_t *work, int status)
         return;
     }
     queue_reply(c, &c->work_reply);
+    if (c->session.close_after_reply)
+        c->close_after_write = true;
     flush_batch(c);
+    if (c->close_after_write && c->pending_write_bytes == 0) {
+        close_connection(c);
+        return;
+    }
     update_reading(c); /* resumes reading, and handles frames already read */
+}
+
+/* Issue 9: a frame must arrive whole within --request-timeout of its first
+ * byte, so that a client sending a byte now and then (which the idle timer
+ * never sees as idle) cannot hold a connection for ever. */
+static void on_request_timeout(uv_timer_t *timer)
+{
+    connection *c = timer->data;
+    if (c->busy || c->waiting || c->closing || c->input_size == 0)
+        return;
+    atomic_fetch_add(&c->tcp->cut_off, 1);
+    paramd__log_info("tcp %s: a frame did not arrive whole within %u s (--request-timeout); "
+                     "closing the connection",
+                     c->session.peer, c->tcp->options.request_timeout_seconds);
+    close_connection(c);
+}
+
+/* Starts the request timer when a partial frame waits at the front of the
+ * input, and stops it when none does.  progressed: a frame was handled, so
+ * the partial one, if any, is a new frame with a deadline of its own (a
+ * client streaming pipelined frames always leaves part of the next one). */
+static void watch_partial_frame(connection *c, bool progressed)
+{
+    if (c->closing || c->tcp->options.request_timeout_seconds == 0)
+        return;
+    bool partial = !c->busy && !c->waiting && c->input_size > 0;
+    if (!partial || progressed)
+        uv_timer_stop(&c->request_timer);
+    if (partial && !uv_is_active((uv_handle_t *)&c->request_timer))
+        uv_timer_start(&c->request_timer, on_request_timeout,
+                       (uint64_t)c->tcp->options.request_timeout_seconds * 1000, 0);
 }
 
 /* Handles every complete frame at the front of the input, in order, until
@@ -426,6 +469,7 @@ static void process_input(connection *c)
             c->input_size -= consumed;
             consumed = 0;
             c->busy = true;
+            uv_timer_stop(&c->request_timer); /* this frame is whole */
             c->work.data = c;
             c->work_header = header;
             c->work_payload = c->input + PARAMD_FRAME_HEADER_SIZE;
@@ -459,6 +503,14 @@ static void process_input(connection *c)
             break;
         }
         queue_reply(c, &reply);
+        if (c->session.close_after_reply) {
+            /* Issue 9: refused credentials end the connection. */
+            c->close_after_write = true;
+            flush_batch(c);
+            if (c->pending_write_bytes == 0)
+                close_connection(c);
+            break;
+        }
     }
     if (c->closing)
         return;
@@ -476,6 +528,7 @@ static void process_input(connection *c)
     }
     flush_batch(c);
     update_reading(c);
+    watch_partial_frame(c, consumed > 0);
 }
 
 /* ---------------------------------------------------------------------------
@@ -587,6 +640,7 @@ static void begin_waiting(connection *c, paramd__tcp_waiting *waiting, size_t by
     c->waiting_bytes = bytes;
     if (c->closing)
         return; /* the caller discards it */
+    uv_timer_stop(&c->request_timer); /* its frame is whole */
     flush_batch(c);   /* the replies before it go out now */
     update_reading(c); /* reads on only into the room the input buffer has */
     if (c->ready_early) {
@@ -659,24 +713,92 @@ static void on_refused_closed(uv_handle_t *handle)
     free(handle);
 }
 
+/* The peer's address without its port ("" if unknown). */
+static void peer_address(uv_tcp_t *handle, char *buffer, size_t size)
+{
+    struct sockaddr_storage address;
+    int length = sizeof address;
+    buffer[0] = '\0';
+    if (uv_tcp_getpeername(handle, (struct sockaddr *)&address, &length) != 0)
+        return;
+    if (address.ss_family == AF_INET)
+        uv_ip4_name((struct sockaddr_in *)&address, buffer, size);
+    else if (address.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&address, buffer, size);
+}
+
+static paramd__tcp_address_count *find_address(paramd__tcp_server *tcp, const char *address)
+{
+    for (size_t i = 0; i < tcp->address_count; i++)
+        if (strcmp(tcp->addresses[i].address, address) == 0)
+            return &tcp->addresses[i];
+    return NULL;
+}
+
+/* Counts one more connection from address; false when that would pass
+ * --max-connections-per-ip (or memory ran out). */
+static bool count_address(paramd__tcp_server *tcp, const char *address)
+{
+    if (tcp->options.per_ip_connection_limit == 0 || address[0] == '\0')
+        return true;
+    paramd__tcp_address_count *entry = find_address(tcp, address);
+    if (entry && entry->count >= tcp->options.per_ip_connection_limit)
+        return false;
+    if (entry == NULL) {
+        if (tcp->address_count == tcp->address_capacity) {
+            size_t grown = tcp->address_capacity ? 2 * tcp->address_capacity : 16;
+            paramd__tcp_address_count *addresses =
+                realloc(tcp->addresses, grown * sizeof *addresses);
+            if (addresses == NULL)
+                return false;
+            tcp->addresses = addresses;
+            tcp->address_capacity = grown;
+        }
+        entry = &tcp->addresses[tcp->address_count++];
+        snprintf(entry->address, sizeof entry->address, "%s", address);
+        entry->count = 0;
+    }
+    entry->count++;
+    return true;
+}
+
+static void forget_address(paramd__tcp_server *tcp, const char *address)
+{
+    if (tcp->options.per_ip_connection_limit == 0 || address[0] == '\0')
+        return;
+    paramd__tcp_address_count *entry = find_address(tcp, address);
+    if (entry && --entry->count == 0)
+        *entry = tcp->addresses[--tcp->address_count];
+}
+
+/* Accepts a connection only to close it at once, so that the client sees a
+ * clear end rather than a hanging connect. */
+static void refuse(paramd__tcp_server *tcp, uv_stream_t *listener, const char *why)
+{
+    uv_tcp_t *refused = malloc(sizeof *refused);
+    if (refused && uv_tcp_init(&tcp->loop, refused) == 0 &&
+        uv_accept(listener, (uv_stream_t *)refused) == 0) {
+        atomic_fetch_add(&tcp->refused_connections, 1);
+        char address[46];
+        peer_address(refused, address, sizeof address);
+        paramd__log_warn("tcp: connection from %s refused: %s", address[0] ? address : "?",
+                         why);
+        uv_close((uv_handle_t *)refused, on_refused_closed);
+    } else {
+        free(refused);
+    }
+}
+
 static void on_connection(uv_stream_t *listener, int status)
 {
     paramd__tcp_server *tcp = listener->data;
     if (status < 0)
         return;
     if (tcp->connection_count >= tcp->options.connection_limit) {
-        /* Accept and close at once, so the client sees a clear end rather
-         * than a hanging connect. */
-        uv_tcp_t *refused = malloc(sizeof *refused);
-        if (refused && uv_tcp_init(&tcp->loop, refused) == 0 &&
-            uv_accept(listener, (uv_stream_t *)refused) == 0) {
-            atomic_fetch_add(&tcp->refused_connections, 1);
-            paramd__log_warn("tcp: connection refused: the limit of %u connections is reached",
-                             tcp->options.connection_limit);
-            uv_close((uv_handle_t *)refused, on_refused_closed);
-        } else {
-            free(refused);
-        }
+        char why[96];
+        snprintf(why, sizeof why, "the limit of %u connections is reached (--max-connections)",
+                 tcp->options.connection_limit);
+        refuse(tcp, listener, why);
         return;
     }
     connection *c = calloc(1, sizeof *c);
@@ -698,7 +820,20 @@ static void on_connection(uv_stream_t *listener, int status)
     c->idle_timer.data = c;
     uv_timer_init(&tcp->loop, &c->deadline_timer);
     c->deadline_timer.data = c;
-    c->open_handles = 3;
+    uv_timer_init(&tcp->loop, &c->request_timer);
+    c->request_timer.data = c;
+    c->open_handles = 4;
+    peer_address(&c->handle, c->address, sizeof c->address);
+    if (!count_address(tcp, c->address)) {
+        /* Issue 9: --max-connections-per-ip.  Closed before it counts. */
+        atomic_fetch_add(&tcp->refused_connections, 1);
+        paramd__log_warn("tcp: connection from %s refused: it has %u connections already "
+                         "(--max-connections-per-ip)",
+                         c->address, tcp->options.per_ip_connection_limit);
+        c->closing = true;
+        close_handles(c);
+        return;
+    }
     tcp->connection_count++;
     uv_tcp_nodelay(&c->handle, 1);
     describe_peer(&c->handle, c->session.peer, sizeof c->session.peer);
@@ -754,6 +889,7 @@ int paramd__tcp_start(paramd__tcp_server *tcp, paramd__server *server,
         tcp->options.max_frame_bytes = UINT32_MAX;
     atomic_init(&tcp->requests, 0);
     atomic_init(&tcp->refused_connections, 0);
+    atomic_init(&tcp->cut_off, 0);
     if (uv_loop_init(&tcp->loop) != 0)
         return paramd__error_set(error, PARAMD_E_NO_MEMORY, "--tcp: cannot start an event loop");
     tcp->loop.data = tcp;
@@ -811,5 +947,7 @@ void paramd__tcp_stop(paramd__tcp_server *tcp)
     pthread_join(tcp->thread, NULL);
     uv_loop_close(&tcp->loop);
     pthread_mutex_destroy(&tcp->ready_lock);
+    free(tcp->addresses);
+    tcp->addresses = NULL;
     tcp->running = false;
 }

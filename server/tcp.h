@@ -16,6 +16,7 @@
 #ifndef PARAMD_SERVER_TCP_H
 #define PARAMD_SERVER_TCP_H
 
+#include "auth.h"
 #include "core.h"
 #include "frame.h"
 
@@ -31,7 +32,17 @@ typedef struct paramd__tcp_options {
     uint64_t max_frame_bytes;      /* largest payload accepted */
     unsigned connection_limit;     /* simultaneous connections; more are refused */
     unsigned idle_timeout_seconds; /* a connection silent this long is closed; 0: never */
+    /* Issue 9. */
+    unsigned per_ip_connection_limit; /* connections from one address; 0: no limit */
+    unsigned request_timeout_seconds; /* a frame must arrive whole within this long of its
+                                         first byte; 0: no limit */
 } paramd__tcp_options;
+
+/* Connections from one address (loop thread only). */
+typedef struct paramd__tcp_address_count {
+    char address[46]; /* INET6_ADDRSTRLEN */
+    unsigned count;
+} paramd__tcp_address_count;
 
 typedef struct paramd__tcp_server {
     paramd__server *server;
@@ -51,6 +62,13 @@ typedef struct paramd__tcp_server {
     bool ready_open;
     atomic_uint_fast64_t requests;    /* frames answered */
     atomic_uint_fast64_t refused_connections;
+    /* Issue 9: connections per address, for --max-connections-per-ip
+     * (loop thread only; a few hundred distinct addresses at most are
+     * expected, so a linear array), and frames cut off for arriving too
+     * slowly. */
+    paramd__tcp_address_count *addresses;
+    size_t address_count, address_capacity;
+    atomic_uint_fast64_t cut_off;
 } paramd__tcp_server;
 
 /* Binds and listens on the caller's thread (so that an address in use is
@@ -73,6 +91,14 @@ typedef struct paramd__tcp_session {
     bool hello_done;
     char peer[64];   /* "address:port", for logs */
     char client[64]; /* the name HELLO gave, for logs */
+    /* Issue 9: the token HELLO presented, the role it had when the tokens
+     * had auth_generation, and whether tcp.c must close the connection
+     * once this request's reply is written (a HELLO without a valid token). */
+    paramd__role role;
+    uint64_t auth_generation;
+    char token[PARAMD__TOKEN_MAX_LENGTH + 1];
+    size_t token_length;
+    bool close_after_reply;
     /* A large reply buffer kept from an earlier reply, lent to the handler
      * for one request (tcp.c hands it over and takes it back): a client that
      * pushes a 64M-element tensor again and again reuses the same memory

@@ -164,6 +164,25 @@ static bool handle_hello(paramd__tcp_session *session, const paramd__frame_heade
         session->client[i] = c >= ' ' && c <= '~' ? c : '?';
     }
     session->client[length] = '\0';
+    /* Issue 9: on a server with tokens, HELLO must bring a valid one; a
+     * connection that fails is closed after the ERROR (one guess each). */
+    paramd__auth *auth = session->tcp->server->auth;
+    paramd__role role = paramd__auth_role(auth, (const char *)hello.token.data, hello.token.length);
+    if (role == PARAMD__ROLE_NONE) {
+        paramd__error_set(&error, PARAMD_E_UNAUTHORIZED,
+                          hello.token.length ? "HELLO: the token is not valid"
+                                             : "HELLO: this server needs a bearer token");
+        paramd__log_warn("tcp %s: HELLO from \"%s\" refused: %s", session->peer, session->client,
+                         hello.token.length ? "unknown token" : "no token");
+        session->hello_done = false;
+        session->close_after_reply = true;
+        return reply_error(header, &error, reply);
+    }
+    session->role = role;
+    session->auth_generation = paramd__auth_generation(auth);
+    session->token_length = auth ? hello.token.length : 0;
+    if (auth)
+        memcpy(session->token, hello.token.data, hello.token.length);
     session->hello_done = true;
     paramd__log_debug("tcp %s: HELLO from \"%s\"", session->peer, session->client);
     paramd__writer writer;
@@ -781,6 +800,57 @@ uint64_t paramd__tcp_request_cost(const paramd__frame_header *header, const uint
     }
 }
 
+/* Issue 9: the role each request needs (docs/SECURITY.md): read observes,
+ * write trains, admin deletes.  HELLO needs none. */
+static paramd__role role_needed(uint8_t opcode)
+{
+    switch (opcode) {
+    case PARAMD_OP_HELLO:
+        return PARAMD__ROLE_NONE;
+    case PARAMD_OP_PUSH:
+    case PARAMD_OP_PUSHPULL:
+    case PARAMD_OP_CREATE:
+        return PARAMD__ROLE_WRITE;
+    case PARAMD_OP_DELETE:
+        return PARAMD__ROLE_ADMIN;
+    default:
+        return PARAMD__ROLE_READ;
+    }
+}
+
+/* Checks the connection's role against the request's; the role is looked
+ * up again when the tokens were reloaded since HELLO (SIGHUP), so a revoked
+ * token stops working on connections already open. */
+static bool allowed(paramd__tcp_session *session, const paramd__frame_header *header,
+                    paramd__error *error)
+{
+    paramd__auth *auth = session->tcp->server->auth;
+    paramd__role needed = role_needed(header->opcode);
+    if (auth == NULL || needed == PARAMD__ROLE_NONE)
+        return true;
+    uint64_t generation = paramd__auth_generation(auth);
+    if (generation != session->auth_generation) {
+        session->role = paramd__auth_role(auth, session->token, session->token_length);
+        session->auth_generation = generation;
+    }
+    if (session->role == PARAMD__ROLE_NONE) {
+        paramd__error_set(error, PARAMD_E_UNAUTHORIZED,
+                          "the connection's token is no longer valid (the tokens were reloaded)");
+        session->hello_done = false;
+        session->close_after_reply = true;
+        return false;
+    }
+    if (session->role < needed) {
+        paramd__error_set(error, PARAMD_E_FORBIDDEN,
+                          "opcode 0x%02x needs a token with the %s role; this connection's "
+                          "has %s",
+                          header->opcode, paramd__role_name(needed),
+                          paramd__role_name(session->role));
+        return false;
+    }
+    return true;
+}
+
 static bool handle_frame(paramd__tcp_session *session, const paramd__frame_header *header,
                          const uint8_t *payload, paramd__tcp_reply *reply)
 {
@@ -794,6 +864,8 @@ static bool handle_frame(paramd__tcp_session *session, const paramd__frame_heade
                           header->opcode);
         return reply_error(header, &error, reply);
     }
+    if (!allowed(session, header, &error))
+        return reply_error(header, &error, reply);
     switch (header->opcode) {
     case PARAMD_OP_HELLO:
         return handle_hello(session, header, payload, reply);

@@ -36,7 +36,8 @@
  * out_of_memory.  The same code and a message (the server's own message
  * for a refused request, naming the field) stay on the handle until the
  * next call: paramd_client_error and paramd_client_errstr.  A refused
- * request leaves the connection usable.
+ * request leaves the connection usable, except a refused token
+ * (unauthorized), after which the server closes it.
  *
  * Timeouts.  Every call has a deadline, the handle's timeout from the call's
  * start (paramd_set_timeout), that bounds every socket wait of the call; a
@@ -97,7 +98,12 @@ typedef struct paramd_config {
     int port;                 /* 0: PARAMD_DEFAULT_TCP_PORT */
     int connect_timeout_ms;   /* connect and HELLO; 0: PARAMD_DEFAULT_CONNECT_TIMEOUT_MS */
     int timeout_ms;           /* every other call; 0: PARAMD_DEFAULT_TIMEOUT_MS */
-    const char *token;        /* HELLO's bearer token; NULL: none */
+    const char *token;        /* HELLO's bearer token, for a server with --token-file; sent
+                                 in every HELLO (reconnects too) and, for a shard map, to
+                                 every shard.  A missing or unknown token fails with
+                                 PARAMD_E_UNAUTHORIZED, a role too low for a request with
+                                 PARAMD_E_FORBIDDEN, each with the server's message
+                                 (docs/CLIENT.md, "Tokens").  NULL: none */
     const char *client_name;  /* HELLO's client name, for the server's logs; NULL: "libparamd VERSION" */
     uint32_t max_reply_bytes; /* largest reply payload accepted; 0: any (up to 4 GiB) */
     const char *shard_map;    /* a shard map file: one handle for every shard in it (see

@@ -52,7 +52,10 @@ extern "C" {
     XX(CONNECTION,         -25, "connection_error",    "the connection to the server failed or was closed") \
     XX(INVALID_ARGUMENT,   -26, "invalid_argument",    "an argument of a client library call is invalid") \
     XX(CHECKPOINT_FAILED,  -27, "checkpoint_failed",   "a checkpoint could not be written or read") \
-    XX(CHECKPOINT_CORRUPT, -28, "checkpoint_corrupt",  "a checkpoint file is damaged or inconsistent")
+    XX(CHECKPOINT_CORRUPT, -28, "checkpoint_corrupt",  "a checkpoint file is damaged or inconsistent") \
+    XX(UNAUTHORIZED,       -29, "unauthorized",        "a valid bearer token is required")  \
+    XX(FORBIDDEN,          -30, "forbidden",           "the token's role does not allow this request") \
+    XX(OVERLOADED,         -31, "overloaded",          "the server is at a configured limit; retry later")
 
 /* Marks the functions a shared library of paramd exports; everything else
  * in it is built with -fvisibility=hidden. */

@@ -12,7 +12,8 @@ and reads its stderr until the "listening" log line, e.g.
 
     2026-11-22T05:31:02.123Z INFO  paramd 0.1.0 listening: http=127.0.0.1:40123 tcp=...
 
-to learn the HTTP port.  A background thread keeps draining stderr into
+(https= for a server with --tls-cert; Server.scheme says which) to learn
+the HTTP port.  A background thread keeps draining stderr into
 Server.log_lines so the pipe never fills up and tests can inspect the log.
 """
 
@@ -30,7 +31,7 @@ import threading
 import time
 
 REPOSITORY_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-LISTENING_PATTERN = re.compile(r"http=([0-9.]+):(\d+)")
+LISTENING_PATTERN = re.compile(r"https?=([0-9.]+):(\d+)")
 TCP_PATTERN = re.compile(r"tcp=([0-9.]+):(\d+)")
 
 # Generous limits: the suite must also pass against an AddressSanitizer build.
@@ -191,6 +192,7 @@ class Server:
         self.host = None
         self.port = None
         self.tcp_port = None
+        self.scheme = None         # "http", or "https" for a server with --tls-cert
         self.log_lines = []
         self._log_condition = threading.Condition()
         self._drain_thread = None
@@ -219,6 +221,7 @@ class Server:
                 for line in self.log_lines:
                     match = LISTENING_PATTERN.search(line)
                     if match:
+                        self.scheme = "https" if match.group(0).startswith("https") else "http"
                         self.host, self.port = match.group(1), int(match.group(2))
                         tcp = TCP_PATTERN.search(line)
                         self.tcp_port = int(tcp.group(2)) if tcp else None

@@ -97,5 +97,54 @@ class DashboardTests(ServerTestCase):
         print("\n    dashboard screenshot: %s (%d bytes)" % (path, len(png)))
 
 
+class DashboardTokenTests(unittest.TestCase):
+    """Issue 9: on a server with tokens the page asks for one, and shows the
+    models once it has a read token (here from the link's #token=)."""
+
+    def test_page_asks_for_a_token_and_uses_it(self):
+        import tempfile
+        from harness import Server
+        self.assertTrue(os.path.exists(CHROMIUM), "chromium is not installed")
+        token = "dashboard-read-0123456789"
+        with tempfile.TemporaryDirectory(prefix="paramd-dashboard-") as directory:
+            path = os.path.join(directory, "tokens")
+            with open(path, "w") as handle:
+                handle.write("read %s\nwrite writer-0123456789abcdef\n" % token)
+            os.chmod(path, 0o600)
+            with Server(["--token-file", path]) as server:
+                status, _, _, raw = server.request(
+                    "PUT", "/v1/models/guarded", MODEL,
+                    {"Authorization": "Bearer writer-0123456789abcdef"})
+                self.assertEqual(status, 201, raw)
+                with Browser() as browser:
+                    page = browser.page()
+                    url = "http://127.0.0.1:%d/" % server.port
+
+                    def wait_for(expression):
+                        deadline = time.monotonic() + 30
+                        while time.monotonic() < deadline:
+                            value = page.evaluate("document.body ? (%s) : null" % expression)
+                            if value:
+                                return value
+                            time.sleep(0.2)
+                        return None
+
+                    page.call("Page.navigate", url=url)
+                    self.assertEqual(wait_for("getComputedStyle(document.getElementById("
+                                              "'login')).display === 'block' && 'shown'"),
+                                     "shown")
+                    self.assertIn("read token is needed",
+                                  page.evaluate("document.getElementById('status').textContent"))
+                    page.call("Page.navigate", url=url + "#token=" + token)
+                    status_text = wait_for("/1 model/.test(document.getElementById('status')"
+                                           ".textContent) && document.getElementById('status')"
+                                           ".textContent")
+                    self.assertIsNotNone(status_text, page.evaluate(
+                        "document.getElementById('status').textContent"))
+                    # The token left the address bar.
+                    self.assertNotIn(token, page.evaluate("window.location.href"))
+                    page.close()
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -332,6 +332,91 @@ START_TEST(test_ssp_expire)
 }
 END_TEST
 
+/* Issue 9: --max-waiting-pushes bounds the pushes waiting over all models;
+ * a refused push changes nothing, a push that completes a round or replaces
+ * its worker's waiting push is never refused, and slots come back. */
+START_TEST(test_waiting_pushes_are_limited)
+{
+    server.max_waiting_pushes = 2;
+    paramd__model *model = make_model(sync_config(4, 0));
+    push a, b, c, again, d;
+    ck_assert_int_eq(submit(model, &a, "w0", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &b, "w1", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
+    ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 2);
+    ck_assert_int_eq(submit(model, &c, "w2", 9, 9, 9, 0), PARAMD_E_OVERLOADED);
+    ck_assert(c.ticket.done);
+    ck_assert_ptr_nonnull(strstr(c.ticket.error.message, "--max-waiting-pushes"));
+    ck_assert_uint_eq(model->consistency_state.round_workers, 2); /* nothing changed */
+    /* w1 again replaces its own waiting push: allowed at the limit. */
+    ck_assert_int_eq(submit(model, &again, "w1", 3, 3, 3, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(b.ticket.result, PARAMD_E_UNAVAILABLE);
+    ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 2);
+    /* Expiring the round gives every slot back. */
+    paramd__core_push_expire(&server, model, &a.ticket);
+    ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
+    ck_assert_int_eq(atomic_load(&model->step), 0);
+    drop(model);
+
+    /* K = 2: the second push completes the round and does not wait. */
+    server.max_waiting_pushes = 1;
+    model = make_model(sync_config(2, 0));
+    ck_assert_int_eq(submit(model, &a, "w0", 2, 2, 2, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &d, "w1", 4, 4, 4, 0), PARAMD_OK);
+    ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
+    ck_assert(a.ticket.done && a.ticket.result == PARAMD_OK);
+    float after[3];
+    weights(model, after);
+    ck_assert(after[0] == -3);
+    drop(model);
+
+    /* ssp: a push that must wait is refused at the limit. */
+    server.max_waiting_pushes = 1;
+    model = make_model((paramd__consistency_config){
+        .mode = PARAMD__CONSISTENCY_SSP, .workers = 3, .staleness = 0, .timeout_seconds = 60});
+    push s1, s2, t1, t2;
+    ck_assert_int_eq(submit(model, &s1, "a", 1, 0, 0, -1), PARAMD_OK);
+    ck_assert_int_eq(submit(model, &s2, "a", 1, 0, 0, -1), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &t1, "b", 1, 0, 0, -1), PARAMD_OK);
+    ck_assert_int_eq(submit(model, &t2, "b", 1, 0, 0, -1), PARAMD_E_OVERLOADED);
+    ck_assert_int_eq(atomic_load(&model->step), 2);
+    paramd__core_push_expire(&server, model, &s2.ticket);
+    ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
+    drop(model);
+    server.max_waiting_pushes = 0;
+}
+END_TEST
+
+/* Deleting a model ends the pushes waiting in it at once (not at their
+ * timeout), and a push that found the model before it was deleted fails. */
+START_TEST(test_delete_releases_waiting_pushes)
+{
+    paramd__model *model = make_model(sync_config(3, 0));
+    push a, b, late;
+    ck_assert_int_eq(submit(model, &a, "w0", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(submit(model, &b, "w1", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(paramd__core_delete_model(&server, model->name, NULL), PARAMD_OK);
+    ck_assert(a.ticket.done && b.ticket.done);
+    ck_assert_int_eq(a.ticket.result, PARAMD_E_MODEL_NOT_FOUND);
+    ck_assert_int_eq(a.notified, 1);
+    ck_assert_int_eq(b.notified, 1);
+    ck_assert_ptr_nonnull(strstr(b.ticket.error.message, "was deleted while this push waited"));
+    ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
+    ck_assert_int_eq(submit(model, &late, "w2", 1, 1, 1, 0), PARAMD_E_MODEL_NOT_FOUND);
+    ck_assert_int_eq(atomic_load(&model->step), 0);
+    paramd__model_release(model);
+
+    model = make_model((paramd__consistency_config){
+        .mode = PARAMD__CONSISTENCY_SSP, .workers = 2, .staleness = 0, .timeout_seconds = 60});
+    push s1, s2;
+    ck_assert_int_eq(submit(model, &s1, "a", 1, 0, 0, -1), PARAMD_OK);
+    ck_assert_int_eq(submit(model, &s2, "a", 1, 0, 0, -1), PARAMD__PUSH_WAITING);
+    ck_assert_int_eq(paramd__core_delete_model(&server, model->name, NULL), PARAMD_OK);
+    ck_assert_int_eq(s2.ticket.result, PARAMD_E_MODEL_NOT_FOUND);
+    ck_assert_int_eq(s2.notified, 1);
+    paramd__model_release(model);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
  * async: staleness
  * ------------------------------------------------------------------------- */
@@ -556,6 +641,8 @@ static Suite *make_suite(void)
     tcase_add_test(tc, test_sync_withdrawn_worker_leaves_the_round);
     tcase_add_test(tc, test_ssp_bounds_staleness);
     tcase_add_test(tc, test_ssp_expire);
+    tcase_add_test(tc, test_waiting_pushes_are_limited);
+    tcase_add_test(tc, test_delete_releases_waiting_pushes);
     tcase_add_test(tc, test_async_staleness_and_staleness_lr);
     tcase_add_test(tc, test_sync_many_threads_lose_nothing);
     tcase_add_test(tc, test_describe_and_patch_during_sync_rounds_do_not_deadlock);

@@ -17,11 +17,11 @@ the guide.  Needs the standard library and numpy.
 
 __version__ = "0.1.0"
 
-from .errors import (ConnectFailed, ConnectionFailed, ModelExists, ModelNotFound, NotOwner,
-                     ParamdError, StaleShardMap, Timeout)
+from .errors import (ConnectFailed, ConnectionFailed, Forbidden, ModelExists, ModelNotFound,
+                     NotOwner, Overloaded, ParamdError, StaleShardMap, Timeout, Unauthorized)
 from .client import AUTO, Client, PushResult, TensorPlacement, Weights, total_norm
 from .sharding import ShardMap
 
-__all__ = ["AUTO", "Client", "ConnectFailed", "ConnectionFailed", "ModelExists", "ModelNotFound",
-           "NotOwner", "ParamdError", "PushResult", "ShardMap", "StaleShardMap", "TensorPlacement",
-           "Timeout", "Weights", "total_norm"]
+__all__ = ["AUTO", "Client", "ConnectFailed", "ConnectionFailed", "Forbidden", "ModelExists",
+           "ModelNotFound", "NotOwner", "Overloaded", "ParamdError", "PushResult", "ShardMap",
+           "StaleShardMap", "TensorPlacement", "Timeout", "Unauthorized", "Weights", "total_norm"]

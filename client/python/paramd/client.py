@@ -27,6 +27,7 @@ from . import dtypes
 from . import errors
 from . import protocol as wire
 from . import transport
+from .transport import check_token, tls_context
 from .sharding import ShardMap
 
 DEFAULT_TCP_PORT = 8471
@@ -275,6 +276,7 @@ class Client:
 
     Client("host:port")           the binary protocol at host:port (default 127.0.0.1:8471)
     Client("http://host:port")    the HTTP API only
+    Client("https://host:port")   the HTTP API over TLS (tls_ca=PATH for a private CA)
     Client(shard_map=PATH)        every shard of a map (a path, a ShardMap or its JSON document)
 
     http="host:port" adds a single server's HTTP address (for patch() and
@@ -285,19 +287,35 @@ class Client:
     pushes (see docs/SHARDING.md, "Consistency modes"); `timeout` (seconds)
     bounds connects and every call.
 
+    `token` is the bearer token of a server with --token-file: it goes in
+    HELLO over the binary protocol and in `Authorization: Bearer` over HTTP.
+    When token is None (the default) the environment variable PARAMD_TOKEN
+    gives it; token="" sends none even when PARAMD_TOKEN is set.  `tls_ca`
+    is the CA file (or the server's self-signed certificate) that https://
+    addresses are verified against; without it, the system's trust store.
+    Certificates are always verified.
+
     Thread-safe: several threads may share one client; requests of
     different threads are pipelined on the same connections.
     """
 
     def __init__(self, address=None, *, shard_map=None, http=None, transport=None,
-                 timeout=120.0, worker=None, token="", name="paramd-python"):
+                 timeout=120.0, worker=None, token=None, name="paramd-python", tls_ca=None):
         if transport not in (None, "tcp", "http"):
             raise ValueError("transport must be 'tcp' or 'http', got %r" % (transport,))
         if address is not None and shard_map is not None:
             raise ValueError("give an address or a shard_map, not both")
         self.timeout = timeout
         self.worker = worker
-        self._token, self._name = token, name
+        if token is None:
+            token = os.environ.get("PARAMD_TOKEN", "").strip()
+        self._token, self._name = check_token(token), name
+        self._tls_ca = tls_ca
+        # One context for every HTTPS connection; loading the CA file here
+        # makes a missing or bad file fail now, not at the first request.
+        self._tls_context = None
+        if tls_ca is not None:
+            self._tls_context = tls_context(tls_ca)
         self._transport = transport
         self._lock = threading.Lock()
         self._models = {}
@@ -317,24 +335,34 @@ class Client:
         else:
             self.shard_map, self._map_path, self.map_version = None, None, None
             tcp = None
-            if address is not None and str(address).startswith("http://"):
+            if address is not None and str(address).startswith(("http://", "https://")):
                 http, tcp = http or address, None
             elif address is not None or http is None:
                 tcp = address if address is not None else "127.0.0.1:%d" % DEFAULT_TCP_PORT
             self._shards = [self._make_shard(0, tcp, http)]
+        if tls_ca is not None and not any(s.http is not None and s.http.tls for s in self._shards):
+            raise ValueError("tls_ca is given, but the client has no https:// address (the "
+                             "binary protocol has no TLS)")
 
     def _make_shard(self, shard_id, tcp_address, http_address):
         tcp = http = None
         if tcp_address and self._transport != "http":
-            host, port = transport.parse_address(tcp_address, DEFAULT_TCP_PORT)
+            scheme, host, port = transport.parse_url(tcp_address, DEFAULT_TCP_PORT)
+            if scheme == "https":
+                raise ValueError("%s: the binary protocol has no TLS; give an https:// address "
+                                 "as the HTTP address" % (tcp_address,))
             tcp = transport.TcpConnection(host, port, self.timeout, self._token, self._name,
                                           shard=shard_id if self.shard_map else None,
                                           map_version=self.map_version)
         if http_address:
-            host, port = transport.parse_address(http_address, DEFAULT_HTTP_PORT)
+            scheme, host, port = transport.parse_url(http_address, DEFAULT_HTTP_PORT)
+            tls = scheme == "https"
+            if tls and self._tls_context is None:
+                self._tls_context = tls_context()
             http = transport.HttpConnection(host, port, self.timeout,
                                             shard=shard_id if self.shard_map else None,
-                                            map_version=self.map_version)
+                                            map_version=self.map_version, token=self._token,
+                                            tls=tls, context=self._tls_context if tls else None)
         if tcp is None and http is None:
             raise ValueError("shard %d has no %s address" % (
                 shard_id, "HTTP" if self._transport == "http" else "usable"))

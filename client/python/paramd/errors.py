@@ -5,7 +5,8 @@ Every failure is a ParamdError with the numeric `code`, its stable `name`
 ("model_not_found") and the server's `message`; `shard` names the shard that
 answered when the client talks to several.  Subclasses let callers catch the
 cases they handle: ModelNotFound, ModelExists, NotOwner and its subclass
-StaleShardMap, Timeout, ConnectFailed, ConnectionFailed.
+StaleShardMap, Timeout, ConnectFailed, ConnectionFailed, Unauthorized,
+Forbidden and Overloaded.
 """
 
 # code -> (name, default message), exactly as PARAMD_ERROR_MAP.
@@ -36,6 +37,11 @@ ERRORS = {
     -24: ("connect_failed", "cannot connect to the server"),
     -25: ("connection_error", "the connection to the server failed or was closed"),
     -26: ("invalid_argument", "an argument of a client library call is invalid"),
+    -27: ("checkpoint_failed", "a checkpoint could not be written or read"),
+    -28: ("checkpoint_corrupt", "a checkpoint file is damaged or inconsistent"),
+    -29: ("unauthorized", "a valid bearer token is required"),
+    -30: ("forbidden", "the token's role does not allow this request"),
+    -31: ("overloaded", "the server is at a configured limit; retry later"),
 }
 CODES = {name: code for code, (name, _) in ERRORS.items()}
 
@@ -50,6 +56,9 @@ TIMEOUT = CODES["timeout"]
 CONNECT = CODES["connect_failed"]
 CONNECTION = CODES["connection_error"]
 INVALID_ARGUMENT = CODES["invalid_argument"]
+UNAUTHORIZED = CODES["unauthorized"]
+FORBIDDEN = CODES["forbidden"]
+OVERLOADED = CODES["overloaded"]
 
 
 def error_name(code):
@@ -108,8 +117,28 @@ class ConnectionFailed(ParamdError):
     pass
 
 
+class Unauthorized(ParamdError):
+    """The server has tokens (--token-file) and the request brought none, or
+    one the server does not know (HTTP 401; over the binary protocol HELLO
+    is refused and the server closes the connection)."""
+
+
+class Forbidden(ParamdError):
+    """The token is valid, but its role (read < write < admin) is below what
+    the request needs (HTTP 403)."""
+
+
+class Overloaded(ParamdError):
+    """The server is at a configured limit (for example --max-waiting-pushes);
+    nothing changed: retry later (HTTP 503; `retry_after` holds the seconds
+    of its Retry-After header when the reply came over HTTP, else None)."""
+
+    retry_after = None
+
+
 _CLASSES = {MODEL_NOT_FOUND: ModelNotFound, MODEL_EXISTS: ModelExists, TIMEOUT: Timeout,
-            CONNECT: ConnectFailed, CONNECTION: ConnectionFailed}
+            CONNECT: ConnectFailed, CONNECTION: ConnectionFailed, UNAUTHORIZED: Unauthorized,
+            FORBIDDEN: Forbidden, OVERLOADED: Overloaded}
 
 
 def make_error(code, message, shard=None, shard_map_version=0, client_map_version=None):

@@ -75,7 +75,9 @@ class RemoteOptimizer(torch.optim.Optimizer):
     address ("host:port" of the binary protocol, "http://host:port" for HTTP
     only) or shard_map (a path, for a sharded service), or client (a
     paramd.Client to share); http="host:port" adds a single server's HTTP
-    address, which state_dict() and patch() need.  model: the model's name.
+    address, which state_dict() and patch() need; "https://host:port"
+    addresses use TLS.  token (else $PARAMD_TOKEN) and tls_ca go to the
+    paramd.Client it makes (see paramd.Client).  model: the model's name.
     optimizer, schedule, clip, consistency and any other training option
     (nonfinite, accumulate, grad_noise, ...): the dictionaries of the REST
     API (docs/API.md), used when the model is created.
@@ -101,7 +103,8 @@ class RemoteOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params, *, address=None, shard_map=None, http=None, client=None,
                  model, optimizer, schedule=None, clip=None, consistency=None, worker=None,
-                 dtype=None, create=True, timeout=120.0, transport=None, **options):
+                 dtype=None, create=True, timeout=120.0, transport=None, token=None, tls_ca=None,
+                 **options):
         if not isinstance(optimizer, dict) or "name" not in optimizer:
             raise ValueError("optimizer must be a dict with a \"name\", as in the REST API: "
                              "{\"name\": \"AdamW\", \"lr\": 1e-3}")
@@ -129,7 +132,7 @@ class RemoteOptimizer(torch.optim.Optimizer):
         self._own_client = client is None
         self.client = client if client is not None else Client(
             address, shard_map=shard_map, http=http, timeout=timeout, transport=transport,
-            worker=self.worker)
+            worker=self.worker, token=token, tls_ca=tls_ca)
         body = {"optimizer": self.optimizer_config, "tensors": [self._tensor_spec(n, p)
                                                                  for n, p in self._named]}
         param_groups = [dict(overrides, tensors=[n for n, _ in named])

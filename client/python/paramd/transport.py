@@ -15,8 +15,11 @@ control.
 import collections
 import http.client
 import json
+import os
+import re
 import select
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -31,14 +34,17 @@ _JOIN_LIMIT = 64 << 10
 _READ_BUFFER = 256 << 10
 
 
-def parse_address(address, default_port):
-    """("host", port) of "host:port", "[v6]:port", "host" or (host, port)."""
+def parse_url(address, default_port):
+    """(scheme, host, port) of "host:port", "[v6]:port", "host", (host, port)
+    or any of them after "tcp://", "http://" or "https://"; scheme is None
+    when the address names none."""
     if isinstance(address, tuple):
-        return address[0], int(address[1])
+        return None, address[0], int(address[1])
     text = str(address)
-    for scheme in ("tcp://", "http://"):
-        if text.startswith(scheme):
-            text = text[len(scheme):]
+    scheme = None
+    for prefix in ("tcp", "http", "https"):
+        if text.startswith(prefix + "://"):
+            scheme, text = prefix, text[len(prefix) + 3:]
     text = text.rstrip("/")
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -48,9 +54,38 @@ def parse_address(address, default_port):
     else:
         host, port = text, ""
     try:
-        return host or "127.0.0.1", int(port) if port else default_port
+        return scheme, host or "127.0.0.1", int(port) if port else default_port
     except ValueError:
         raise ValueError("bad address %r: expected HOST:PORT" % (address,)) from None
+
+
+def parse_address(address, default_port):
+    """("host", port) of "host:port", "[v6]:port", "host" or (host, port)."""
+    return parse_url(address, default_port)[1:]
+
+
+# RFC 6750's b64token: what a bearer token may hold (and nothing that could
+# end an HTTP header line).
+_TOKEN = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")
+
+
+def check_token(token):
+    """The token, or ValueError when it is not a bearer token."""
+    if not isinstance(token, str):
+        raise ValueError("token must be a str, got %s" % type(token).__name__)
+    if token and not _TOKEN.match(token):
+        raise ValueError("token has characters a bearer token cannot have (RFC 6750 b64token: "
+                         "A-Z a-z 0-9 - . _ ~ + / and trailing =)")
+    return token
+
+
+def tls_context(tls_ca=None):
+    """An ssl.SSLContext that verifies the server's certificate and host
+    name: against the CA file (or self-signed certificate) tls_ca, else the
+    system's trust store.  There is no way to turn verification off."""
+    context = ssl.create_default_context(cafile=os.fspath(tls_ca) if tls_ca is not None else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class Pending:
@@ -177,7 +212,7 @@ class TcpConnection:
                  shard=None, map_version=None):
         self.host, self.port = host, port
         self.timeout = timeout
-        self.token, self.client_name = token, client_name
+        self.token, self.client_name = check_token(token), client_name
         self.shard, self.map_version = shard, map_version
         self.server = None
         self.max_frame_size = None
@@ -463,14 +498,32 @@ def expect(opcode, decoder):
 
 class HttpConnection:
     """The HTTP/JSON API of one server over a kept-alive connection
-    (http.client), one request at a time, safe to share between threads."""
+    (http.client), one request at a time, safe to share between threads.
 
-    def __init__(self, host, port, timeout=60.0, shard=None, map_version=None):
+    `token` (when not empty) goes in every request's `Authorization: Bearer`
+    header.  tls=True speaks HTTPS, verifying the server's certificate with
+    `context` (tls_context()); a failed verification raises ConnectFailed
+    saying so, never falls back to anything weaker."""
+
+    def __init__(self, host, port, timeout=60.0, shard=None, map_version=None, token="",
+                 tls=False, context=None):
         self.host, self.port = host, port
         self.timeout = timeout
         self.shard, self.map_version = shard, map_version
+        self.token = check_token(token)
+        self.tls = tls
+        self._context = (context or tls_context()) if tls else None
         self._lock = threading.Lock()
         self._connection = None
+
+    def _where(self):
+        return "%s://%s:%d" % ("https" if self.tls else "http", self.host, self.port)
+
+    def _open(self):
+        if self.tls:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
+                                               context=self._context)
+        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
 
     def request(self, method, path, body=None, query=None):
         """Returns the parsed JSON reply (None for 204); raises ParamdError."""
@@ -478,17 +531,25 @@ class HttpConnection:
             path += "?" + urllib.parse.urlencode(query, safe=",:/")
         data = None if body is None else json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
         with self._lock:
             for attempt in (0, 1):
                 fresh = self._connection is None
                 if fresh:
-                    self._connection = http.client.HTTPConnection(self.host, self.port,
-                                                                  timeout=self.timeout)
+                    self._connection = self._open()
                 try:
                     self._connection.request(method, path, body=data, headers=headers)
                     response = self._connection.getresponse()
                     raw = response.read()
                     break
+                except ssl.SSLCertVerificationError as failure:
+                    self._connection.close()
+                    self._connection = None
+                    raise errors.ConnectFailed(
+                        errors.CONNECT, "%s: the server's TLS certificate did not verify (%s); "
+                        "give the CA file or the server's self-signed certificate as tls_ca=PATH"
+                        % (self._where(), failure.verify_message or failure), self.shard) from None
                 except (http.client.RemoteDisconnected, BrokenPipeError,
                         ConnectionResetError) as failure:
                     # A kept-alive connection the server closed while idle:
@@ -496,24 +557,25 @@ class HttpConnection:
                     self._connection.close()
                     self._connection = None
                     if fresh or attempt:
-                        raise errors.ConnectionFailed(errors.CONNECTION, "%s:%d: %s"
-                                                      % (self.host, self.port, failure),
+                        raise errors.ConnectionFailed(errors.CONNECTION, "%s: %s"
+                                                      % (self._where(), failure),
                                                       self.shard) from None
                 except socket.timeout:
                     self._connection.close()
                     self._connection = None
-                    raise errors.Timeout(errors.TIMEOUT, "%s:%d: no reply within %g s"
-                                         % (self.host, self.port, self.timeout), self.shard) from None
+                    raise errors.Timeout(errors.TIMEOUT, "%s: no reply within %g s"
+                                         % (self._where(), self.timeout), self.shard) from None
                 except OSError as failure:
                     self._connection.close()
                     self._connection = None
                     kind = errors.ConnectFailed if fresh else errors.ConnectionFailed
                     raise kind(errors.CONNECT if fresh else errors.CONNECTION,
-                               "%s:%d: %s" % (self.host, self.port, failure), self.shard) from None
+                               "%s: %s" % (self._where(), failure), self.shard) from None
         if response.status == 204 or not raw:
             if response.status >= 400:
-                raise errors.ParamdError(errors.CODES["internal"], "HTTP %d" % response.status,
-                                         self.shard)
+                code = {401: errors.UNAUTHORIZED, 403: errors.FORBIDDEN}.get(
+                    response.status, errors.CODES["internal"])
+                raise errors.make_error(code, "HTTP %d" % response.status, self.shard)
             return None
         try:
             parsed = json.loads(raw)
@@ -523,9 +585,15 @@ class HttpConnection:
         if response.status >= 400:
             error = parsed.get("error", {}) if isinstance(parsed, dict) else {}
             code = errors.CODES.get(error.get("code"), errors.CODES["internal"])
-            raise errors.make_error(code, error.get("message", "HTTP %d" % response.status),
-                                    self.shard, error.get("shard_map_version", 0),
-                                    self.map_version)
+            failure = errors.make_error(code, error.get("message", "HTTP %d" % response.status),
+                                        self.shard, error.get("shard_map_version", 0),
+                                        self.map_version)
+            if isinstance(failure, errors.Overloaded):
+                try:
+                    failure.retry_after = float(response.getheader("Retry-After"))
+                except (TypeError, ValueError):
+                    pass
+            raise failure
         return parsed
 
     def close(self):
