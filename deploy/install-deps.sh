@@ -24,7 +24,8 @@ BUILD_PACKAGES="build-essential pkg-config libmicrohttpd-dev libjansson-dev libo
 # chromium (headless, loading the dashboard) are for the integration tests;
 # fonts-dejavu-core gives the dashboard screenshot its text.  python3-yaml
 # reads the Kubernetes manifests (deploy/k8s/) in tests/integration/test_deploy.py.
-TEST_PACKAGES="python3 curl python3-numpy python3-torch prometheus chromium fonts-dejavu-core python3-yaml"
+# openssl makes the self-signed certificates of the TLS tests (curl checks them).
+TEST_PACKAGES="python3 curl openssl python3-numpy python3-torch prometheus chromium fonts-dejavu-core python3-yaml"
 GOLDEN_PACKAGES="python3-torch python3-numpy"
 FUZZ_PACKAGES="clang libclang-rt-14-dev"
 DEMO_PACKAGES="python3-sklearn python3-matplotlib"
