@@ -128,10 +128,22 @@ int paramd__token_table_parse(const char *text, size_t length, const char *sourc
             role = paramd__role_find(role_name);
         }
         if (role == PARAMD__ROLE_NONE) {
-            paramd__error_set(error, PARAMD_E_BAD_REQUEST,
-                              "%s: line %zu: unknown role \"%.*s\" (use read, write or admin)",
-                              source, line_number, (int)(field_lengths[0] < 32 ? field_lengths[0] : 32),
-                              fields[0]);
+            /* Quoted only when it looks like a word: a line written TOKEN
+             * ROLE must not put the token in the log. */
+            bool word = field_lengths[0] <= 12;
+            for (size_t j = 0; word && j < field_lengths[0]; j++)
+                word = fields[0][j] >= 'a' && fields[0][j] <= 'z';
+            if (word)
+                paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                  "%s: line %zu: unknown role \"%.*s\" (use read, write or "
+                                  "admin)",
+                                  source, line_number, (int)field_lengths[0], fields[0]);
+            else
+                paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                  "%s: line %zu: the first field (%zu characters, not shown) is "
+                                  "not a role: lines are \"ROLE TOKEN\", ROLE read, write or "
+                                  "admin",
+                                  source, line_number, field_lengths[0]);
             goto fail;
         }
         /* The message never quotes the token: it is a secret, and logs are not. */

@@ -62,9 +62,15 @@ static void log_line(paramd__log_level level, const char *format, va_list argume
     int written = vsnprintf(line + length, sizeof line - length - 1, format, arguments);
     if (written < 0)
         written = 0;
+    size_t message_start = length;
     length += (size_t)written;
     if (length > sizeof line - 2)
         length = sizeof line - 2; /* truncated message: still end the line */
+    /* One event, one line: control characters a client put into what is
+     * logged (a URL with %0a, a client name) cannot forge further lines. */
+    for (size_t i = message_start; i < length; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = '?';
     line[length++] = '\n';
     ssize_t ignored = write(STDERR_FILENO, line, length);
     (void)ignored;

@@ -101,6 +101,7 @@ static void free_connection(connection *c)
     free(c->batch);
     free(c->spare);
     free(c->session.spare);
+    explicit_bzero(c->session.token, sizeof c->session.token); /* issue 9: a secret */
     free(c);
 }
 
@@ -413,7 +414,7 @@ static void after_work(uv_work_t *work, int status)
 static void on_request_timeout(uv_timer_t *timer)
 {
     connection *c = timer->data;
-    if (c->busy || c->waiting || c->closing || c->input_size == 0)
+    if (c->busy || c->waiting || c->closing || !c->reading || c->input_size == 0)
         return;
     atomic_fetch_add(&c->tcp->cut_off, 1);
     paramd__log_info("tcp %s: a frame did not arrive whole within %u s (--request-timeout); "
@@ -430,7 +431,10 @@ static void watch_partial_frame(connection *c, bool progressed)
 {
     if (c->closing || c->tcp->options.request_timeout_seconds == 0)
         return;
-    bool partial = !c->busy && !c->waiting && c->input_size > 0;
+    /* While reading is paused (the client does not read its replies) the
+     * client cannot finish the frame: no deadline then, a fresh one when
+     * reading resumes (update_reading goes through process_input). */
+    bool partial = !c->busy && !c->waiting && c->reading && c->input_size > 0;
     if (!partial || progressed)
         uv_timer_stop(&c->request_timer);
     if (partial && !uv_is_active((uv_handle_t *)&c->request_timer))

@@ -167,6 +167,9 @@ static bool handle_hello(paramd__tcp_session *session, const paramd__frame_heade
     /* Issue 9: on a server with tokens, HELLO must bring a valid one; a
      * connection that fails is closed after the ERROR (one guess each). */
     paramd__auth *auth = session->tcp->server->auth;
+    /* The generation before the lookup: a reload in between then makes
+     * the next request look the token up again (allowed()). */
+    uint64_t generation = paramd__auth_generation(auth);
     paramd__role role = paramd__auth_role(auth, (const char *)hello.token.data, hello.token.length);
     if (role == PARAMD__ROLE_NONE) {
         paramd__error_set(&error, PARAMD_E_UNAUTHORIZED,
@@ -179,7 +182,7 @@ static bool handle_hello(paramd__tcp_session *session, const paramd__frame_heade
         return reply_error(header, &error, reply);
     }
     session->role = role;
-    session->auth_generation = paramd__auth_generation(auth);
+    session->auth_generation = generation;
     session->token_length = auth ? hello.token.length : 0;
     if (auth)
         memcpy(session->token, hello.token.data, hello.token.length);

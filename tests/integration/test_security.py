@@ -178,6 +178,19 @@ class HttpRoleTests(TokenServerTestCase):
         status, _, _, raw = self.request("DELETE", path, None, ADMIN)
         self.assertIn(status, (200, 204), raw)
 
+    def test_refusals_cannot_forge_log_lines(self):
+        """A URL with an encoded newline, refused for its token, is logged
+        on one line: control characters become '?'."""
+        status, _, _, _ = self.request(
+            "GET", "/v1/models/x%0a2026-12-02T00:00:00.000Z%20ERROR%20forged", token=READ + "x")
+        self.assertEqual(status, 401)
+        line = self.server.wait_for_log(r"refused a token .*")
+        self.assertIsNotNone(line)
+        self.assertFalse(any(entry.startswith("2026-12-02T00:00:00.000Z ERROR forged")
+                             for entry in self.server.log_lines))
+        self.assertTrue(any("x?2026-12-02T00:00:00.000Z ERROR forged" in entry
+                            for entry in self.server.log_lines))
+
     def test_a_refused_upload_is_not_read(self):
         """401 comes from the headers alone: the client gets its answer
         without sending the (announced) 64 MiB body."""
@@ -453,6 +466,27 @@ class LimitTests(unittest.TestCase):
             # The idle (but whole-framed) connection was left alone.
             header, _ = idle.call(wire.encode_echo(2, b"12345678"))
             self.assertEqual(header.opcode, wire.ECHO | wire.REPLY)
+
+    def test_a_client_slow_to_read_replies_is_not_cut_off(self):
+        """--request-timeout counts only while the server reads: with 64 MiB
+        of replies queued it stops reading, and a client that reads them
+        after 4 s (twice the timeout) gets every one."""
+        with Server(["--request-timeout", "2", "--idle-timeout", "60"]) as server:
+            connection = Connection(server.tcp_port)
+            self.addCleanup(connection.close)
+            payload = bytes(range(256)) * 800  # 200 KiB
+            count = 400                        # 80 MiB of replies
+            frames = b"".join(wire.encode_echo(10 + i, payload) for i in range(count))
+            sender = threading.Thread(target=connection.send, args=(frames,), daemon=True)
+            sender.start()
+            time.sleep(4)
+            for i in range(count):
+                header, body = connection.read_frame()
+                self.assertEqual((header.opcode, header.request_id), (wire.ECHO | wire.REPLY,
+                                                                      10 + i))
+                self.assertEqual(len(body), len(payload))
+            sender.join(30)
+            self.assertNotIn("did not arrive whole", server.log_text())
 
     def test_connections_per_address(self):
         with Server(["--max-connections-per-ip", "2"]) as server:

@@ -59,6 +59,7 @@ START_TEST(test_parse_errors_name_the_line)
         {"write ==abcdefghijklmnopqrstu\n", "must start with"},
         {"write abcdefghijklmnop=qrstu\n", "outside RFC 6750"},
         {"# only a comment\n\n", "no tokens"},
+        {READ_TOKEN " read\n", "line 1: the first field (21 characters, not shown)"},
         {"", "no tokens"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
