@@ -60,6 +60,25 @@ int paramd__core_create_model(paramd__server *server, const paramd__model_spec *
     int result = paramd__core_validate_spec(spec, error);
     if (result != PARAMD_OK)
         return result;
+    /* Issue 9: a sync round holds up to K - b - 1 waiting pushes, ssp up to
+     * K - 1; a model that needs more than --max-waiting-pushes could never
+     * take a step.  (Checkpoint restores do not come here: a lowered limit
+     * does not stop a server from starting.) */
+    const paramd__consistency_config *consistency = &spec->consistency;
+    if (server->max_waiting_pushes && consistency->mode != PARAMD__CONSISTENCY_ASYNC) {
+        int64_t waiting = consistency->workers - 1 -
+                          (consistency->mode == PARAMD__CONSISTENCY_SYNC
+                               ? consistency->backup_workers
+                               : 0);
+        if (waiting > (int64_t)server->max_waiting_pushes)
+            return paramd__error_set(error, PARAMD_E_BAD_REQUEST,
+                                     "consistency.workers: %lld workers in %s mode may need %lld "
+                                     "pushes waiting at once, more than this server allows "
+                                     "(--max-waiting-pushes %u)",
+                                     (long long)consistency->workers,
+                                     paramd__consistency_mode_name(consistency->mode),
+                                     (long long)waiting, server->max_waiting_pushes);
+    }
     /* Refuse a duplicate before allocating what may be gigabytes. */
     paramd__model *existing = paramd__registry_acquire(&server->registry, spec->name);
     if (existing) {

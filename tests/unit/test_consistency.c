@@ -338,50 +338,75 @@ END_TEST
 START_TEST(test_waiting_pushes_are_limited)
 {
     server.max_waiting_pushes = 2;
-    paramd__model *model = make_model(sync_config(4, 0));
+    paramd__model *model = make_model(sync_config(3, 0)); /* up to 2 wait: allowed */
     push a, b, c, again, d;
     ck_assert_int_eq(submit(model, &a, "w0", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
     ck_assert_int_eq(submit(model, &b, "w1", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
     ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 2);
-    ck_assert_int_eq(submit(model, &c, "w2", 9, 9, 9, 0), PARAMD_E_OVERLOADED);
+    /* Another model's push that would wait finds the budget spent. */
+    paramd__consistency_config other_config = sync_config(2, 0);
+    static paramd__tensor_spec tensors[1] = {{.name = "w", .dimension_count = 1, .shape = {3}}};
+    paramd__initializer_init(&tensors[0].initializer, paramd__initializer_find("zeros"));
+    paramd__model_spec spec = {.name = "other", .tensors = tensors, .tensor_count = 1,
+                               .consistency = other_config};
+    paramd__optimizer_config_init(&spec.optimizer, paramd__optimizer_find("SGD"));
+    spec.optimizer.values[paramd__optimizer_find_hyperparameter(spec.optimizer.type, "lr")->slot] =
+        1.0;
+    paramd__error error = {0};
+    paramd__model *other = NULL;
+    ck_assert_int_eq(paramd__core_create_model(&server, &spec, &other, &error), PARAMD_OK);
+    ck_assert_int_eq(submit(other, &c, "x0", 9, 9, 9, 0), PARAMD_E_OVERLOADED);
     ck_assert(c.ticket.done);
     ck_assert_ptr_nonnull(strstr(c.ticket.error.message, "--max-waiting-pushes"));
-    ck_assert_uint_eq(model->consistency_state.round_workers, 2); /* nothing changed */
+    ck_assert_uint_eq(other->consistency_state.round_workers, 0); /* nothing changed */
     /* w1 again replaces its own waiting push: allowed at the limit. */
     ck_assert_int_eq(submit(model, &again, "w1", 3, 3, 3, 0), PARAMD__PUSH_WAITING);
     ck_assert_int_eq(b.ticket.result, PARAMD_E_UNAVAILABLE);
     ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 2);
-    /* Expiring the round gives every slot back. */
-    paramd__core_push_expire(&server, model, &a.ticket);
-    ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
-    ck_assert_int_eq(atomic_load(&model->step), 0);
-    drop(model);
-
-    /* K = 2: the second push completes the round and does not wait. */
-    server.max_waiting_pushes = 1;
-    model = make_model(sync_config(2, 0));
-    ck_assert_int_eq(submit(model, &a, "w0", 2, 2, 2, 0), PARAMD__PUSH_WAITING);
-    ck_assert_int_eq(submit(model, &d, "w1", 4, 4, 4, 0), PARAMD_OK);
+    /* The push that completes the round does not wait: never refused. */
+    ck_assert_int_eq(submit(model, &d, "w2", 2, 2, 2, 0), PARAMD_OK);
     ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
     ck_assert(a.ticket.done && a.ticket.result == PARAMD_OK);
     float after[3];
     weights(model, after);
-    ck_assert(after[0] == -3);
+    ck_assert(after[0] == -2); /* (1 + 3 + 2) / 3 */
     drop(model);
+    ck_assert_int_eq(paramd__core_delete_model(&server, "other", NULL), PARAMD_OK);
+    paramd__model_release(other);
 
-    /* ssp: a push that must wait is refused at the limit. */
+    /* A model that could never fill a round under the limit is refused. */
     server.max_waiting_pushes = 1;
+    spec.name = "big";
+    spec.consistency = sync_config(3, 0);
+    ck_assert_int_eq(paramd__core_create_model(&server, &spec, NULL, &error),
+                     PARAMD_E_BAD_REQUEST);
+    ck_assert_ptr_nonnull(strstr(error.message, "--max-waiting-pushes 1"));
+    spec.consistency = sync_config(3, 1); /* one backup worker: 1 waits */
+    ck_assert_int_eq(paramd__core_create_model(&server, &spec, NULL, &error), PARAMD_OK);
+    ck_assert_int_eq(paramd__core_delete_model(&server, "big", NULL), PARAMD_OK);
+    spec.consistency = (paramd__consistency_config){
+        .mode = PARAMD__CONSISTENCY_SSP, .workers = 3, .staleness = 0, .timeout_seconds = 60};
+    ck_assert_int_eq(paramd__core_create_model(&server, &spec, NULL, &error),
+                     PARAMD_E_BAD_REQUEST);
+
+    /* ssp: a push that must wait is refused once the budget is spent. */
     model = make_model((paramd__consistency_config){
-        .mode = PARAMD__CONSISTENCY_SSP, .workers = 3, .staleness = 0, .timeout_seconds = 60});
-    push s1, s2, t1, t2;
+        .mode = PARAMD__CONSISTENCY_SSP, .workers = 2, .staleness = 0, .timeout_seconds = 60});
+    push s1, s2;
     ck_assert_int_eq(submit(model, &s1, "a", 1, 0, 0, -1), PARAMD_OK);
     ck_assert_int_eq(submit(model, &s2, "a", 1, 0, 0, -1), PARAMD__PUSH_WAITING);
-    ck_assert_int_eq(submit(model, &t1, "b", 1, 0, 0, -1), PARAMD_OK);
-    ck_assert_int_eq(submit(model, &t2, "b", 1, 0, 0, -1), PARAMD_E_OVERLOADED);
-    ck_assert_int_eq(atomic_load(&model->step), 2);
+    spec.name = "other";
+    spec.consistency = model->consistency;
+    ck_assert_int_eq(paramd__core_create_model(&server, &spec, &other, &error), PARAMD_OK);
+    push o1, o2;
+    ck_assert_int_eq(submit(other, &o1, "a", 1, 0, 0, -1), PARAMD_OK);
+    ck_assert_int_eq(submit(other, &o2, "a", 1, 0, 0, -1), PARAMD_E_OVERLOADED);
+    ck_assert_int_eq(atomic_load(&other->step), 1);
     paramd__core_push_expire(&server, model, &s2.ticket);
     ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
     drop(model);
+    ck_assert_int_eq(paramd__core_delete_model(&server, "other", NULL), PARAMD_OK);
+    paramd__model_release(other);
     server.max_waiting_pushes = 0;
 }
 END_TEST
