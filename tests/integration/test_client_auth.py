@@ -365,9 +365,10 @@ class PythonClientTlsTests(PythonClientTokenTests):
 
 
 class OverloadedTests(TokenServerCase):
-    """--max-waiting-pushes 1: a second push that would wait in a sync model
-    is refused with Overloaded (HTTP 503 with Retry-After, and over the
-    binary protocol), and nothing changed."""
+    """--max-waiting-pushes 1: with one push waiting in a sync model, a push
+    that would wait in another is refused with Overloaded (HTTP 503 with
+    Retry-After, and over the binary protocol), and nothing changed.  (A
+    model that alone could need more than the limit is refused at creation.)"""
 
     EXTRA_ARGS = ("--max-waiting-pushes", "1")
 
@@ -384,11 +385,13 @@ class OverloadedTests(TokenServerCase):
 
     def test_overloaded(self):
         name = self.model_name()
-        body = dict(MODEL_BODY, consistency={"mode": "sync", "workers": 3, "timeout": 600})
-        status, _, reply = self.raw("PUT", "/v1/models/" + name, body)
-        self.assertEqual(status, 201, reply)
-        self.addCleanup(self.raw, "DELETE", "/v1/models/" + name)
-        before = self.snapshot(name)
+        body = dict(MODEL_BODY, consistency={"mode": "sync", "workers": 2, "timeout": 600})
+        other = name + "_b"
+        for model in (name, other):
+            status, _, reply = self.raw("PUT", "/v1/models/" + model, body)
+            self.assertEqual(status, 201, reply)
+            self.addCleanup(self.raw, "DELETE", "/v1/models/" + model)
+        before, other_before = self.snapshot(name), self.snapshot(other)
         # w0's push waits for the other two workers, on a connection of
         # its own (a waiting push holds its connection's later requests).
         first = paramd.Client("127.0.0.1:%d" % self.server.tcp_port, token=TOKENS["write"],
@@ -402,7 +405,7 @@ class OverloadedTests(TokenServerCase):
                 client = paramd.Client(address, token=TOKENS["write"], timeout=TIMEOUT)
                 self.addCleanup(client.close)
                 with self.assertRaises(paramd.Overloaded) as caught:
-                    client.push(name, {"w": np.ones(4)}, worker="w1")
+                    client.push(other, {"w": np.ones(4)}, worker="w1")
                 self.assertEqual((caught.exception.code, caught.exception.name),
                                  (-31, "overloaded"))
                 self.assertIn("--max-waiting-pushes", caught.exception.message)
@@ -413,6 +416,8 @@ class OverloadedTests(TokenServerCase):
         first.close()
         self.wait_for_waiting(name, 0)
         self.assertEqual(self.snapshot(name), before)
+        self.assertEqual(self.snapshot(other), other_before)
+        self.assertEqual(self.waiting(other), 0)
 
 
 class ParamctlTokenTests(TokenServerCase):
