@@ -59,6 +59,12 @@ typedef struct connection {
     bool busy;                     /* a worker thread is handling a request */
     bool closing;
     bool close_after_write;        /* a frame could not be delimited: close once replied */
+    /* Closing after a last reply (close_after_write): our side is shut
+     * down and what the client still sends is read and dropped until it
+     * closes or LINGER_MS pass, so that the kernel does not answer unread
+     * data with a reset that could destroy the reply in flight. */
+    bool lingering;
+    uv_shutdown_t shutdown_request;
     int open_handles;              /* handle and timers; freed when all are closed */
     /* The request on a worker thread. */
     uv_work_t work;
@@ -180,6 +186,39 @@ static void close_connection(connection *c)
 
 static void update_reading(connection *c);
 
+#define LINGER_MS 2000
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buffer);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buffer);
+
+static void on_shutdown(uv_shutdown_t *request, int status)
+{
+    (void)request;
+    (void)status; /* the connection closes on EOF or at the linger timeout */
+}
+
+static void on_linger_timeout(uv_timer_t *timer)
+{
+    close_connection(timer->data);
+}
+
+/* The last reply is written: shut our side down and drain (see lingering). */
+static void linger_then_close(connection *c)
+{
+    if (c->closing || c->lingering)
+        return;
+    c->lingering = true;
+    uv_timer_stop(&c->idle_timer);
+    uv_timer_start(&c->request_timer, on_linger_timeout, LINGER_MS, 0);
+    if (uv_shutdown(&c->shutdown_request, (uv_stream_t *)&c->handle, on_shutdown) != 0) {
+        close_connection(c);
+        return;
+    }
+    c->input_size = 0;
+    if (!c->reading && uv_read_start((uv_stream_t *)&c->handle, on_alloc, on_read) == 0)
+        c->reading = true;
+}
+
 static void on_written(uv_write_t *request, int status)
 {
     write_request *w = (write_request *)request;
@@ -189,10 +228,13 @@ static void on_written(uv_write_t *request, int status)
     free(w);
     if (c->closing)
         return;
-    if (status < 0 || (c->close_after_write && c->pending_write_bytes == 0)) {
-        if (status < 0)
-            paramd__log_debug("tcp %s: write failed: %s", c->session.peer, uv_strerror(status));
+    if (status < 0) {
+        paramd__log_debug("tcp %s: write failed: %s", c->session.peer, uv_strerror(status));
         close_connection(c);
+        return;
+    }
+    if (c->close_after_write && c->pending_write_bytes == 0) {
+        linger_then_close(c);
         return;
     }
     update_reading(c);
@@ -317,6 +359,13 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buffer)
 {
     (void)buffer;
     connection *c = stream->data;
+    if (c->lingering) {
+        if (nread < 0)
+            close_connection(c); /* the client closed too */
+        else
+            c->input_size = 0; /* dropped unread */
+        return;
+    }
     if (nread < 0) {
         if (nread != UV_EOF)
             paramd__log_debug("tcp %s: read failed: %s", c->session.peer, uv_strerror((int)nread));
@@ -342,6 +391,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buffer)
  * withdrawn; frames read then are handled once the push is finished. */
 static void update_reading(connection *c)
 {
+    if (c->lingering)
+        return; /* reads and drops until the end (linger_then_close) */
     bool want = !c->closing && !c->busy && !c->close_after_write &&
                 c->pending_write_bytes < PARAMD__TCP_MAX_PENDING_WRITE &&
                 (!c->waiting || c->input_size < c->input_capacity);
@@ -429,7 +480,7 @@ static void on_request_timeout(uv_timer_t *timer)
  * client streaming pipelined frames always leaves part of the next one). */
 static void watch_partial_frame(connection *c, bool progressed)
 {
-    if (c->closing || c->tcp->options.request_timeout_seconds == 0)
+    if (c->closing || c->lingering || c->tcp->options.request_timeout_seconds == 0)
         return;
     /* While reading is paused (the client does not read its replies) the
      * client cannot finish the frame: no deadline then, a fresh one when

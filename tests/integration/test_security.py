@@ -227,6 +227,44 @@ class BinaryProtocolTokenTests(TokenServerTestCase):
         self.assert_wire_error(connection.call(wire.encode_model_request(wire.LIST, 1)),
                                "hello_required")
 
+    def test_a_refusal_reaches_a_client_that_pipelined_more(self):
+        """HELLO with a bad token and 4 MiB more in one go: the server
+        answers, shuts its side down and drains what follows (a close with
+        unread data would make the kernel reset the connection, which can
+        destroy the ERROR in flight), then closes within its linger time."""
+        sock = socket.create_connection((self.server.host, self.server.tcp_port), timeout=30)
+        self.addCleanup(sock.close)
+        data = wire.encode_hello(1, token=READ + "x") + wire.encode_echo(2, b"x" * (4 << 20))
+
+        def send():
+            try:
+                sock.sendall(data)
+            except OSError:
+                pass
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        header = wire.parse_header(self.read_exactly(sock, wire.HEADER_SIZE))
+        self.assertEqual(header.opcode, wire.ERROR)
+        code, _, message = wire.decode_error(self.read_exactly(sock, header.length))
+        self.assertEqual(code, CODES["unauthorized"], message)
+        start = time.monotonic()
+        sock.settimeout(15)
+        while sock.recv(65536):
+            pass  # nothing more comes: only the end
+        self.assertLess(time.monotonic() - start, 10)
+        sender.join(15)
+
+    @staticmethod
+    def read_exactly(sock, count):
+        chunks = b""
+        while len(chunks) < count:
+            chunk = sock.recv(count - len(chunks))
+            if not chunk:
+                raise ConnectionError("closed after %d of %d bytes" % (len(chunks), count))
+            chunks += chunk
+        return chunks
+
     def test_roles_on_the_binary_protocol(self):
         name = "tcp_roles"
         status, _, _, raw = self.request("PUT", "/v1/models/" + name, SGD_MODEL, WRITE)
