@@ -130,7 +130,8 @@ class DashboardTokenTests(unittest.TestCase):
                         return None
 
                     page.call("Page.navigate", url=url)
-                    self.assertEqual(wait_for("getComputedStyle(document.getElementById("
+                    self.assertEqual(wait_for("document.getElementById('login') && "
+                                              "getComputedStyle(document.getElementById("
                                               "'login')).display === 'block' && 'shown'"),
                                      "shown")
                     self.assertIn("read token is needed",
