@@ -205,8 +205,12 @@ struct paramd_client {
     char *token;
     char *client_name;
     uint32_t max_reply_bytes;
-    /* The connection: fd < 0 when closed. */
+    /* The connection: fd < 0 when closed.  server_closing: the server
+     * answered unauthorized, after which it closes the connection (its FIN
+     * may not have arrived yet): the next call must reconnect, not send on
+     * it. */
     int fd;
+    bool server_closing;
     char server_name[128];
     uint64_t server_max_frame;
     uint64_t next_request_id;

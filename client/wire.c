@@ -54,6 +54,7 @@ void paramd__wire_disconnect(paramd_client *client)
     if (client->fd >= 0)
         close(client->fd);
     client->fd = -1;
+    client->server_closing = false;
     client->server_name[0] = '\0';
     client->input_start = client->input_end = 0;
     paramd__cache_clear(client);
@@ -185,7 +186,7 @@ static bool connection_dead(int fd)
 
 int paramd__wire_ensure(paramd_client *client, int64_t deadline)
 {
-    if (client->fd >= 0 && connection_dead(client->fd))
+    if (client->fd >= 0 && (client->server_closing || connection_dead(client->fd)))
         paramd__wire_disconnect(client);
     if (client->fd >= 0)
         return PARAMD_OK;
@@ -269,6 +270,8 @@ static int take_reply(paramd_client *client, paramd__pending *pending,
             return PARAMD_E_CONNECTION;
         }
         pending->status = error.code < 0 ? error.code : PARAMD_E_INTERNAL;
+        if (pending->status == PARAMD_E_UNAUTHORIZED)
+            client->server_closing = true; /* PROTOCOL.md: the server closes after it */
         pending->shard_map_version = error.shard_map_version;
         pending->message = copy_text(error.message.data, error.message.length);
         pending->answered = true;

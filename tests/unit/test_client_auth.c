@@ -282,7 +282,8 @@ START_TEST(test_token_revoked_on_an_open_connection)
     /* The server answers unauthorized and closes the connection. */
     assert_error(client, paramd_push_tensor(client, "auth_revoked", "w", grad, 4, NULL, NULL),
                  PARAMD_E_UNAUTHORIZED, "no longer valid");
-    /* The next call reconnects, and HELLO is refused. */
+    /* The next call reconnects (the library knows the server closes after
+     * unauthorized, even before its FIN arrives), and HELLO is refused. */
     assert_error(client, paramd_pull_tensor(client, "auth_revoked", "w", weights, 4, NULL),
                  PARAMD_E_UNAUTHORIZED, "the token is not valid");
     paramd_close(client);
