@@ -16,9 +16,14 @@ class ServerTestCase(unittest.TestCase):
     server = None
 
     @classmethod
+    def server_arguments(cls):
+        """The server's extra arguments; a subclass may compute them."""
+        return list(cls.SERVER_ARGS)
+
+    @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.server = Server(cls.SERVER_ARGS)
+        cls.server = Server(cls.server_arguments())
 
     @classmethod
     def tearDownClass(cls):

@@ -24,7 +24,7 @@ import unittest
 
 import numpy as np
 
-from harness import Server
+from common import ServerTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "client", "python"))
@@ -77,31 +77,23 @@ MODEL_BODY = {"optimizer": {"name": "SGD", "lr": 0.5},
               "tensors": [{"name": "w", "shape": [4], "values": [1, 2, 3, 4]}]}
 
 
-class TokenServerCase(unittest.TestCase):
+class TokenServerCase(ServerTestCase):
     """One server per class with the test tokens (and TLS when TLS is set)."""
 
     TLS = False
     EXTRA_ARGS = ()
-    server = None
+
+    @classmethod
+    def server_arguments(cls):
+        args = ["--token-file", path("tokens")] + list(cls.EXTRA_ARGS)
+        if cls.TLS:
+            args += ["--tls-cert", path("server-cert.pem"), "--tls-key", path("server-key.pem")]
+        return args
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        args = ["--token-file", path("tokens")] + list(cls.EXTRA_ARGS)
-        if cls.TLS:
-            args += ["--tls-cert", path("server-cert.pem"), "--tls-key", path("server-key.pem")]
-        cls.server = Server(args)
         assert cls.server.scheme == ("https" if cls.TLS else "http"), cls.server.scheme
-
-    @classmethod
-    def tearDownClass(cls):
-        server, cls.server = cls.server, None
-        if server is not None:
-            status = server.stop()
-            if status != 0:
-                raise AssertionError("paramd exited with status %r; log:\n%s"
-                                     % (status, server.log_text()))
-        super().tearDownClass()
 
     # -- raw HTTP with the admin token, independent of the clients ---------
 

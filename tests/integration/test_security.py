@@ -21,6 +21,7 @@ import threading
 import time
 import unittest
 
+from common import ServerTestCase
 from harness import REPOSITORY_ROOT, Server, b64_floats, binary_path
 from test_tcp import Connection
 
@@ -58,24 +59,23 @@ def token_file(directory, text=TOKENS):
     return path
 
 
-class TokenServerTestCase(unittest.TestCase):
+class TokenServerTestCase(ServerTestCase):
     """One paramd with READ, WRITE and ADMIN tokens per test class."""
 
     EXTRA_ARGS = ()
 
     @classmethod
-    def setUpClass(cls):
+    def server_arguments(cls):
         cls.directory = tempfile.mkdtemp(prefix="paramd-security-")
         cls.tokens = token_file(cls.directory)
-        cls.server = Server(["--token-file", cls.tokens] + list(cls.EXTRA_ARGS))
+        return ["--token-file", cls.tokens] + list(cls.EXTRA_ARGS)
 
     @classmethod
     def tearDownClass(cls):
-        status = cls.server.stop()
-        shutil.rmtree(cls.directory, ignore_errors=True)
-        if status != 0:
-            raise AssertionError("paramd exited with %r; log:\n%s" % (status,
-                                                                      cls.server.log_text()))
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.directory, ignore_errors=True)
 
     def request(self, method, path, body=None, token=None, headers=None):
         all_headers = dict(bearer(token))
