@@ -294,11 +294,10 @@ static void *watchdog_main(void *argument)
             w->cut = true;
             shutdown(w->descriptor, SHUT_RDWR);
             atomic_fetch_add(&http->cut_off, 1);
-            paramd__log_info("http: cut off a connection %s (%s)",
+            paramd__log_info("http: cut off a connection %s",
                              w->phase == WATCH_RECEIVING
                                  ? "whose request did not arrive within --request-timeout"
-                                 : "idle longer than --idle-timeout",
-                             w->phase == WATCH_RECEIVING ? "slow client" : "idle");
+                                 : "that stayed between requests longer than --idle-timeout");
         }
     }
     pthread_mutex_unlock(&http->watch_lock);

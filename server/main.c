@@ -119,15 +119,6 @@ static int parse_tcp(options *target, const char *value, char *message, size_t s
     return parse_address(&target->tcp, value, message, size);
 }
 
-static int parse_shard_map(options *target, const char *value, char *message, size_t size)
-{
-    if (strlen(value) >= sizeof target->shard_map) {
-        snprintf(message, size, "path too long");
-        return -1;
-    }
-    strcpy(target->shard_map, value);
-    return 0;
-}
 
 static int parse_shard_id(options *target, const char *value, char *message, size_t size)
 {
@@ -281,6 +272,11 @@ static int parse_path(char *target, size_t target_size, const char *value, char 
     }
     strcpy(target, value);
     return 0;
+}
+
+static int parse_shard_map(options *target, const char *value, char *message, size_t size)
+{
+    return parse_path(target->shard_map, sizeof target->shard_map, value, message, size);
 }
 
 static int parse_token_file(options *target, const char *value, char *message, size_t size)

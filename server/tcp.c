@@ -742,44 +742,32 @@ static void on_idle_timeout(uv_timer_t *timer)
     close_connection(c);
 }
 
-static void describe_peer(uv_tcp_t *handle, char *buffer, size_t size)
+/* The peer's address without its port into address ("" if unknown; the
+ * per-address count's key) and, unless peer is NULL, "address:port" for
+ * logs into peer ("?" if unknown). */
+static void describe_peer(uv_tcp_t *handle, char *address, size_t address_size, char *peer,
+                          size_t peer_size)
 {
-    struct sockaddr_storage address;
-    int length = sizeof address;
-    snprintf(buffer, size, "?");
-    if (uv_tcp_getpeername(handle, (struct sockaddr *)&address, &length) != 0)
-        return;
-    char host[INET6_ADDRSTRLEN] = "?";
+    struct sockaddr_storage name;
+    int length = sizeof name;
+    address[0] = '\0';
     int port = 0;
-    if (address.ss_family == AF_INET) {
-        struct sockaddr_in *v4 = (struct sockaddr_in *)&address;
-        uv_ip4_name(v4, host, sizeof host);
-        port = ntohs(v4->sin_port);
-    } else if (address.ss_family == AF_INET6) {
-        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&address;
-        uv_ip6_name(v6, host, sizeof host);
-        port = ntohs(v6->sin6_port);
+    if (uv_tcp_getpeername(handle, (struct sockaddr *)&name, &length) == 0) {
+        if (name.ss_family == AF_INET) {
+            uv_ip4_name((struct sockaddr_in *)&name, address, address_size);
+            port = ntohs(((struct sockaddr_in *)&name)->sin_port);
+        } else if (name.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&name, address, address_size);
+            port = ntohs(((struct sockaddr_in6 *)&name)->sin6_port);
+        }
     }
-    snprintf(buffer, size, "%s:%d", host, port);
+    if (peer)
+        snprintf(peer, peer_size, address[0] ? "%s:%d" : "?", address, port);
 }
 
 static void on_refused_closed(uv_handle_t *handle)
 {
     free(handle);
-}
-
-/* The peer's address without its port ("" if unknown). */
-static void peer_address(uv_tcp_t *handle, char *buffer, size_t size)
-{
-    struct sockaddr_storage address;
-    int length = sizeof address;
-    buffer[0] = '\0';
-    if (uv_tcp_getpeername(handle, (struct sockaddr *)&address, &length) != 0)
-        return;
-    if (address.ss_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)&address, buffer, size);
-    else if (address.ss_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)&address, buffer, size);
 }
 
 static paramd__tcp_address_count *find_address(paramd__tcp_server *tcp, const char *address)
@@ -835,7 +823,7 @@ static void refuse(paramd__tcp_server *tcp, uv_stream_t *listener, const char *w
         uv_accept(listener, (uv_stream_t *)refused) == 0) {
         atomic_fetch_add(&tcp->refused_connections, 1);
         char address[46];
-        peer_address(refused, address, sizeof address);
+        describe_peer(refused, address, sizeof address, NULL, 0);
         paramd__log_warn("tcp: connection from %s refused: %s", address[0] ? address : "?",
                          why);
         uv_close((uv_handle_t *)refused, on_refused_closed);
@@ -878,7 +866,8 @@ static void on_connection(uv_stream_t *listener, int status)
     uv_timer_init(&tcp->loop, &c->request_timer);
     c->request_timer.data = c;
     c->open_handles = 4;
-    peer_address(&c->handle, c->address, sizeof c->address);
+    describe_peer(&c->handle, c->address, sizeof c->address, c->session.peer,
+                  sizeof c->session.peer);
     if (!count_address(tcp, c->address)) {
         /* Issue 9: --max-connections-per-ip.  Closed before it counts. */
         atomic_fetch_add(&tcp->refused_connections, 1);
@@ -891,7 +880,6 @@ static void on_connection(uv_stream_t *listener, int status)
     }
     tcp->connection_count++;
     uv_tcp_nodelay(&c->handle, 1);
-    describe_peer(&c->handle, c->session.peer, sizeof c->session.peer);
     if (tcp->options.idle_timeout_seconds) {
         uint64_t timeout = (uint64_t)tcp->options.idle_timeout_seconds * 1000;
         uv_timer_start(&c->idle_timer, on_idle_timeout, timeout, timeout);

@@ -32,21 +32,34 @@ static void teardown(void)
     paramd__server_destroy(&server);
 }
 
-/* Model "m": one tensor w of 3 zeros, SGD lr 1, the given consistency. */
-static paramd__model *make_model(paramd__consistency_config consistency)
+/* Creates model `name`: one tensor w of 3 zeros, SGD lr 1, the given
+ * consistency.  Returns the result; *model_out gets a reference. */
+static int try_make_named_model(const char *name, paramd__consistency_config consistency,
+                                paramd__model **model_out, paramd__error *error)
 {
     static paramd__tensor_spec tensors[1] = {{.name = "w", .dimension_count = 1, .shape = {3}}};
     paramd__initializer_init(&tensors[0].initializer, paramd__initializer_find("zeros"));
-    paramd__model_spec spec = {.name = "m", .tensors = tensors, .tensor_count = 1,
+    paramd__model_spec spec = {.name = name, .tensors = tensors, .tensor_count = 1,
                                .consistency = consistency};
     paramd__optimizer_config_init(&spec.optimizer, paramd__optimizer_find("SGD"));
     spec.optimizer.values[paramd__optimizer_find_hyperparameter(spec.optimizer.type, "lr")->slot] =
         1.0;
+    return paramd__core_create_model(&server, &spec, model_out, error);
+}
+
+static paramd__model *make_named_model(const char *name, paramd__consistency_config consistency)
+{
     paramd__error error = {0};
     paramd__model *model = NULL;
-    ck_assert_msg(paramd__core_create_model(&server, &spec, &model, &error) == PARAMD_OK, "%s",
+    ck_assert_msg(try_make_named_model(name, consistency, &model, &error) == PARAMD_OK, "%s",
                   error.message);
     return model;
+}
+
+/* Model "m". */
+static paramd__model *make_model(paramd__consistency_config consistency)
+{
+    return make_named_model("m", consistency);
 }
 
 static void drop(paramd__model *model)
@@ -344,17 +357,7 @@ START_TEST(test_waiting_pushes_are_limited)
     ck_assert_int_eq(submit(model, &b, "w1", 1, 1, 1, 0), PARAMD__PUSH_WAITING);
     ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 2);
     /* Another model's push that would wait finds the budget spent. */
-    paramd__consistency_config other_config = sync_config(2, 0);
-    static paramd__tensor_spec tensors[1] = {{.name = "w", .dimension_count = 1, .shape = {3}}};
-    paramd__initializer_init(&tensors[0].initializer, paramd__initializer_find("zeros"));
-    paramd__model_spec spec = {.name = "other", .tensors = tensors, .tensor_count = 1,
-                               .consistency = other_config};
-    paramd__optimizer_config_init(&spec.optimizer, paramd__optimizer_find("SGD"));
-    spec.optimizer.values[paramd__optimizer_find_hyperparameter(spec.optimizer.type, "lr")->slot] =
-        1.0;
-    paramd__error error = {0};
-    paramd__model *other = NULL;
-    ck_assert_int_eq(paramd__core_create_model(&server, &spec, &other, &error), PARAMD_OK);
+    paramd__model *other = make_named_model("other", sync_config(2, 0));
     ck_assert_int_eq(submit(other, &c, "x0", 9, 9, 9, 0), PARAMD_E_OVERLOADED);
     ck_assert(c.ticket.done);
     ck_assert_ptr_nonnull(strstr(c.ticket.error.message, "--max-waiting-pushes"));
@@ -371,42 +374,35 @@ START_TEST(test_waiting_pushes_are_limited)
     weights(model, after);
     ck_assert(after[0] == -2); /* (1 + 3 + 2) / 3 */
     drop(model);
-    ck_assert_int_eq(paramd__core_delete_model(&server, "other", NULL), PARAMD_OK);
-    paramd__model_release(other);
+    drop(other);
 
     /* A model that could never fill a round under the limit is refused. */
     server.max_waiting_pushes = 1;
-    spec.name = "big";
-    spec.consistency = sync_config(3, 0);
-    ck_assert_int_eq(paramd__core_create_model(&server, &spec, NULL, &error),
+    paramd__error error = {0};
+    ck_assert_int_eq(try_make_named_model("big", sync_config(3, 0), NULL, &error),
                      PARAMD_E_BAD_REQUEST);
     ck_assert_ptr_nonnull(strstr(error.message, "--max-waiting-pushes 1"));
-    spec.consistency = sync_config(3, 1); /* one backup worker: 1 waits */
-    ck_assert_int_eq(paramd__core_create_model(&server, &spec, NULL, &error), PARAMD_OK);
+    /* One backup worker: only 1 waits. */
+    ck_assert_int_eq(try_make_named_model("big", sync_config(3, 1), NULL, &error), PARAMD_OK);
     ck_assert_int_eq(paramd__core_delete_model(&server, "big", NULL), PARAMD_OK);
-    spec.consistency = (paramd__consistency_config){
-        .mode = PARAMD__CONSISTENCY_SSP, .workers = 3, .staleness = 0, .timeout_seconds = 60};
-    ck_assert_int_eq(paramd__core_create_model(&server, &spec, NULL, &error),
-                     PARAMD_E_BAD_REQUEST);
+    paramd__consistency_config ssp = {.mode = PARAMD__CONSISTENCY_SSP, .workers = 3,
+                                      .staleness = 0, .timeout_seconds = 60};
+    ck_assert_int_eq(try_make_named_model("big", ssp, NULL, &error), PARAMD_E_BAD_REQUEST);
 
     /* ssp: a push that must wait is refused once the budget is spent. */
-    model = make_model((paramd__consistency_config){
-        .mode = PARAMD__CONSISTENCY_SSP, .workers = 2, .staleness = 0, .timeout_seconds = 60});
-    push s1, s2;
+    ssp.workers = 2;
+    model = make_model(ssp);
+    other = make_named_model("other", ssp);
+    push s1, s2, o1, o2;
     ck_assert_int_eq(submit(model, &s1, "a", 1, 0, 0, -1), PARAMD_OK);
     ck_assert_int_eq(submit(model, &s2, "a", 1, 0, 0, -1), PARAMD__PUSH_WAITING);
-    spec.name = "other";
-    spec.consistency = model->consistency;
-    ck_assert_int_eq(paramd__core_create_model(&server, &spec, &other, &error), PARAMD_OK);
-    push o1, o2;
     ck_assert_int_eq(submit(other, &o1, "a", 1, 0, 0, -1), PARAMD_OK);
     ck_assert_int_eq(submit(other, &o2, "a", 1, 0, 0, -1), PARAMD_E_OVERLOADED);
     ck_assert_int_eq(atomic_load(&other->step), 1);
     paramd__core_push_expire(&server, model, &s2.ticket);
     ck_assert_uint_eq(atomic_load(&server.waiting_pushes), 0);
     drop(model);
-    ck_assert_int_eq(paramd__core_delete_model(&server, "other", NULL), PARAMD_OK);
-    paramd__model_release(other);
+    drop(other);
     server.max_waiting_pushes = 0;
 }
 END_TEST
